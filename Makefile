@@ -1,0 +1,32 @@
+# Parley developer entry points. `make test` is what CI runs (through .ci/run).
+CARGO  ?= cargo
+CONFIG ?=
+
+.PHONY: all run test setup fmt lint bench
+
+all: test
+
+# Release build, then serve on the defaults (or on CONFIG=path/to/parley.toml).
+run:
+	$(CARGO) build --release
+	./target/release/parley serve $(if $(CONFIG),--config $(CONFIG))
+
+# Install missing system packages and fixtures, then run every test of the workspace
+# (unit, integration with the real binary and sipp, benches compiled in test mode), then
+# the doc tests (lib targets only; --all-targets does not run them).
+test: setup
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+setup:
+	./scripts/setup.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench:
+	$(CARGO) bench

@@ -1,0 +1,23 @@
+//! Parley's real-time media library: G.711 codecs, RTP packets, and WAV
+//! file I/O for prompts and recordings.
+//!
+//! The per-frame paths (`g711`, `rtp`) work on caller-provided slices and
+//! never allocate or panic on bad input, so they can run on the media
+//! thread for every 20 ms packet of every call.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod g711;
+pub mod rtp;
+pub mod wav;
+
+pub use g711::{
+    alaw_decode, alaw_encode, decode_alaw, decode_ulaw, encode_alaw, encode_ulaw, ulaw_decode,
+    ulaw_encode, G711,
+};
+pub use rtp::{
+    is_rtcp, parse as parse_rtp, write_packet, RtpError, RtpExtension, RtpHeader, RtpPacket,
+    RtpSender, RTP_HEADER_LEN,
+};
+pub use wav::{parse_wav, read_wav, resample_linear, Audio, WavError, WavWriter};

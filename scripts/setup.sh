@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Installs what Parley's build and tests need and generates the test fixtures that are not
+# committed. Idempotent and quick when everything is already present; safe to run often
+# (`make test` runs it every time).
+#
+#   - Debian packages: sipp (sip-tester), libopus-dev + pkg-config (Opus codec build),
+#     espeak-ng + sox (speech fixture), iproute2 (`ip netns` for the RFC 4475 test).
+#   - .cache/speech/speech_8k_pcmu.wav: synthesized English speech, 8 kHz mono G.711 mu-law
+#     WAV, what sipp's rtp_stream sends as payload type 0.
+#   - .cache/speech/speech_8k_s16.wav: the same speech as 8 kHz mono 16-bit PCM (a greeting).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="$ROOT/.cache"
+SPEECH_DIR="$CACHE/speech"
+
+say() { printf 'setup: %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        say "need root (or sudo) to run: $*" >&2
+        return 1
+    fi
+}
+
+# --- Debian packages ------------------------------------------------------------------------
+PACKAGES=(sip-tester libopus-dev pkg-config espeak-ng sox iproute2)
+
+install_packages() {
+    if ! command -v dpkg >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+        say "not a Debian-like system (no dpkg/apt-get); skipping package installation"
+        return 0
+    fi
+    local missing=()
+    local pkg
+    for pkg in "${PACKAGES[@]}"; do
+        if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        say "packages present: ${PACKAGES[*]}"
+        return 0
+    fi
+    say "installing missing packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}"
+    say "installed: ${missing[*]}"
+}
+
+# --- speech fixture -------------------------------------------------------------------------
+SPEECH_TEXT="Hello, this is a test call to Parley. The quick brown fox jumps over the lazy dog."
+# Bump when the text or the recipe changes: a fixture made by another recipe is regenerated.
+SPEECH_RECIPE="v1 espeak-ng en-us 165wpm norm-3 | $SPEECH_TEXT"
+
+# Generates into a temporary directory and renames on success, so an interrupted run never
+# leaves a truncated fixture behind that later runs would trust.
+generate_speech() {
+    local pcmu="$SPEECH_DIR/speech_8k_pcmu.wav"
+    local s16="$SPEECH_DIR/speech_8k_s16.wav"
+    local stamp="$SPEECH_DIR/.recipe"
+    if [ -s "$pcmu" ] && [ -s "$s16" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$SPEECH_RECIPE" ]; then
+        say "speech fixture present: $pcmu ($(soxi -D "$pcmu" 2>/dev/null || echo '?') s)"
+        return 0
+    fi
+    mkdir -p "$SPEECH_DIR"
+    local tmp
+    tmp="$(mktemp -d "$SPEECH_DIR/.tmp.XXXXXX")"
+    # espeak-ng writes 22.05 kHz mono 16-bit; 165 words per minute gives about 5.7 s here.
+    espeak-ng -v en-us -s 165 -w "$tmp/raw.wav" "$SPEECH_TEXT"
+    # 8 kHz mono 16-bit PCM (the greeting format), normalized to -3 dBFS so it is clearly
+    # non-silent after G.711 round trips.
+    sox "$tmp/raw.wav" -r 8000 -c 1 -b 16 -e signed-integer "$tmp/s16.wav" norm -3
+    # 8 kHz mono G.711 mu-law WAV (format tag 7): what sipp's rtp_stream wants for PT 0.
+    sox "$tmp/s16.wav" -r 8000 -c 1 -e mu-law "$tmp/pcmu.wav"
+    mv -f "$tmp/s16.wav" "$s16"
+    mv -f "$tmp/pcmu.wav" "$pcmu"
+    rm -rf "$tmp"
+    printf '%s' "$SPEECH_RECIPE" >"$stamp"
+    say "generated $pcmu ($(soxi -D "$pcmu") s, $(soxi -e "$pcmu"))"
+    say "generated $s16 ($(soxi -D "$s16") s, $(soxi -e "$s16"))"
+}
+
+install_packages
+generate_speech
+say "done"

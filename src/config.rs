@@ -1,0 +1,573 @@
+//! Parley's one typed configuration: embedded defaults, then a TOML file, then `PARLEY_*`
+//! environment variables, each layer validated with an error that names the key.
+//!
+//! The TOML is walked by hand instead of through serde so that every error can name the full
+//! dotted key (`sip.lisen`) and the environment variable that set it, which is what an operator
+//! needs when a deployment refuses to start.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem, always tied to the key that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config file is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("unknown config key `{key}`{hint}")]
+    UnknownKey { key: String, hint: String },
+    #[error("invalid value for `{key}`{source_note}: {reason}")]
+    InvalidValue {
+        key: String,
+        source_note: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, origin: &Origin, reason: impl Into<String>) -> Self {
+        ConfigError::InvalidValue {
+            key: key.to_string(),
+            source_note: origin.note(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A range of UDP ports for RTP, inclusive on both ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("expected \"FIRST-LAST\" (e.g. \"20000-29999\"), got {s:?}"))?;
+        let start: u16 = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("first port {a:?} is not a port number"))?;
+        let end: u16 = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("last port {b:?} is not a port number"))?;
+        if start == 0 {
+            return Err("port 0 cannot be used for RTP".into());
+        }
+        if start > end {
+            return Err(format!("first port {start} is above last port {end}"));
+        }
+        // RTP uses the even port and RTCP the odd one above it (RFC 3550 §11), so a usable
+        // range must hold at least one even/odd pair.
+        let first_even = start + (start % 2);
+        if first_even >= end {
+            return Err(format!(
+                "range {start}-{end} holds no even/odd port pair for RTP and RTCP"
+            ));
+        }
+        Ok(PortRange { start, end })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SipConfig {
+    /// UDP and TCP listen address.
+    pub listen: SocketAddr,
+    /// Concurrent calls admitted before new INVITEs get 503.
+    pub max_calls: u32,
+    /// 0: answer at once. Otherwise send 180 Ringing and answer after this long.
+    pub ring_ms: u64,
+    /// RFC 3261 timer T1 (RTT estimate).
+    pub t1_ms: u64,
+    /// RFC 3261 timer T2 (maximum retransmit interval for non-INVITE requests and INVITE responses).
+    pub t2_ms: u64,
+    /// RFC 3261 timer T4 (maximum duration a message stays in the network).
+    pub t4_ms: u64,
+    /// Address written into Contact and SDP; unset means "the local address that routes to the peer".
+    pub external_ip: Option<IpAddr>,
+    /// Seconds suggested in Retry-After when Parley is at capacity.
+    pub retry_after_s: u32,
+    /// Server / User-Agent header value.
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaConfig {
+    pub rtp_ports: PortRange,
+    /// A call with no RTP received for this long is ended with BYE.
+    pub rtp_timeout_s: u64,
+    /// WAV played to the caller when the call is answered.
+    pub greeting: Option<PathBuf>,
+    /// Record what the caller sends to `<data_dir>/recordings/<call-id>.wav`.
+    pub record: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallConfig {
+    /// 0 = unlimited. When reached, Parley ends the call with BYE.
+    pub max_duration_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub call: CallConfig,
+    pub http: HttpConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            sip: SipConfig {
+                listen: "0.0.0.0:5060".parse().expect("valid literal"),
+                max_calls: 1000,
+                ring_ms: 0,
+                t1_ms: 500,
+                t2_ms: 4000,
+                t4_ms: 5000,
+                external_ip: None,
+                retry_after_s: 5,
+                user_agent: format!("Parley/{}", env!("CARGO_PKG_VERSION")),
+            },
+            media: MediaConfig {
+                rtp_ports: PortRange {
+                    start: 20000,
+                    end: 29999,
+                },
+                rtp_timeout_s: 30,
+                greeting: None,
+                record: true,
+            },
+            call: CallConfig { max_duration_s: 0 },
+            http: HttpConfig {
+                listen: "127.0.0.1:8080".parse().expect("valid literal"),
+            },
+        }
+    }
+}
+
+impl Config {
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.data_dir.join("recordings")
+    }
+
+    pub fn t1(&self) -> Duration {
+        Duration::from_millis(self.sip.t1_ms)
+    }
+
+    /// Defaults, then the file (if any), then the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            config.apply_toml(&text)?;
+        }
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        config.apply_toml(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        for (name, value) in &table {
+            match value {
+                toml::Value::Table(section) if SECTIONS.contains(&name.as_str()) => {
+                    for (key, value) in section {
+                        let dotted = format!("{name}.{key}");
+                        self.set(&dotted, Raw::Toml(value), &Origin::File)?;
+                    }
+                }
+                toml::Value::Table(section) => {
+                    let first = section.keys().next().map(|k| format!(".{k}"));
+                    return Err(ConfigError::UnknownKey {
+                        key: format!("{name}{}", first.unwrap_or_default()),
+                        hint: format!(
+                            " (no section [{name}]; known sections: {})",
+                            SECTIONS.join(", ")
+                        ),
+                    });
+                }
+                _ => self.set(name, Raw::Toml(value), &Origin::File)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix("PARLEY_") else {
+                continue;
+            };
+            // Variables for the test suite and logging share the prefix but are not config keys.
+            if rest.starts_with("TEST_") || rest == "LOG" {
+                continue;
+            }
+            let key = KEYS
+                .iter()
+                .find(|k| env_name(k) == *var)
+                .ok_or_else(|| ConfigError::UnknownKey {
+                    key: var.clone(),
+                    hint: " (environment variable; no config key of that name)".into(),
+                })?;
+            self.set(key, Raw::Env(value), &Origin::Env(var.clone()))?;
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, key: &str, raw: Raw<'_>, origin: &Origin) -> Result<(), ConfigError> {
+        let v = Value { key, raw, origin };
+        match key {
+            "data_dir" => self.data_dir = PathBuf::from(v.string()?),
+            "sip.listen" => self.sip.listen = v.parsed("an address like \"0.0.0.0:5060\"")?,
+            "sip.max_calls" => self.sip.max_calls = v.int_in(1, 1_000_000)? as u32,
+            "sip.ring_ms" => self.sip.ring_ms = v.int_in(0, 600_000)?,
+            "sip.t1_ms" => self.sip.t1_ms = v.int_in(1, 60_000)?,
+            "sip.t2_ms" => self.sip.t2_ms = v.int_in(1, 600_000)?,
+            "sip.t4_ms" => self.sip.t4_ms = v.int_in(1, 600_000)?,
+            "sip.external_ip" => {
+                let s = v.string()?;
+                self.sip.external_ip = if s.is_empty() {
+                    None
+                } else {
+                    Some(v.parsed("an IP address")?)
+                }
+            }
+            "sip.retry_after_s" => self.sip.retry_after_s = v.int_in(1, 86_400)? as u32,
+            "sip.user_agent" => self.sip.user_agent = v.string()?,
+            "media.rtp_ports" => self.media.rtp_ports = v.parsed_with(|s| s.parse())?,
+            "media.rtp_timeout_s" => self.media.rtp_timeout_s = v.int_in(1, 86_400)?,
+            "media.greeting" => {
+                let s = v.string()?;
+                self.media.greeting = (!s.is_empty()).then(|| PathBuf::from(s));
+            }
+            "media.record" => self.media.record = v.boolean()?,
+            "call.max_duration_s" => self.call.max_duration_s = v.int_in(0, 7 * 86_400)?,
+            "http.listen" => self.http.listen = v.parsed("an address like \"127.0.0.1:8080\"")?,
+            _ => {
+                let known: Vec<&str> = KEYS
+                    .iter()
+                    .copied()
+                    .filter(|k| {
+                        let section = key.split_once('.').map(|(s, _)| s);
+                        k.split_once('.').map(|(s, _)| s) == section
+                    })
+                    .collect();
+                let hint = if known.is_empty() {
+                    format!(" (known sections: {})", SECTIONS.join(", "))
+                } else {
+                    format!(" (known keys here: {})", known.join(", "))
+                };
+                return Err(ConfigError::UnknownKey {
+                    key: key.to_string(),
+                    hint,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Cross-key rules that no single key can check.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.sip.t2_ms < self.sip.t1_ms {
+            return Err(ConfigError::invalid(
+                "sip.t2_ms",
+                &Origin::Combined,
+                format!(
+                    "T2 ({} ms) must not be shorter than T1 ({} ms)",
+                    self.sip.t2_ms, self.sip.t1_ms
+                ),
+            ));
+        }
+        if let Some(greeting) = &self.media.greeting {
+            if !greeting.is_file() {
+                return Err(ConfigError::invalid(
+                    "media.greeting",
+                    &Origin::Combined,
+                    format!("{} is not a readable file", greeting.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every key, for env lookup and for "did you mean" hints. Keep in step with `Config::set`.
+pub const KEYS: &[&str] = &[
+    "data_dir",
+    "sip.listen",
+    "sip.max_calls",
+    "sip.ring_ms",
+    "sip.t1_ms",
+    "sip.t2_ms",
+    "sip.t4_ms",
+    "sip.external_ip",
+    "sip.retry_after_s",
+    "sip.user_agent",
+    "media.rtp_ports",
+    "media.rtp_timeout_s",
+    "media.greeting",
+    "media.record",
+    "call.max_duration_s",
+    "http.listen",
+];
+
+const SECTIONS: &[&str] = &["sip", "media", "call", "http"];
+
+/// `sip.max_calls` -> `PARLEY_SIP_MAX_CALLS`.
+pub fn env_name(key: &str) -> String {
+    format!("PARLEY_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+enum Origin {
+    File,
+    Env(String),
+    Combined,
+}
+
+impl Origin {
+    fn note(&self) -> String {
+        match self {
+            Origin::File | Origin::Combined => String::new(),
+            Origin::Env(var) => format!(" (from environment variable {var})"),
+        }
+    }
+}
+
+enum Raw<'a> {
+    Toml(&'a toml::Value),
+    Env(&'a str),
+}
+
+struct Value<'a> {
+    key: &'a str,
+    raw: Raw<'a>,
+    origin: &'a Origin,
+}
+
+impl Value<'_> {
+    fn err(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError::invalid(self.key, self.origin, reason)
+    }
+
+    fn string(&self) -> Result<String, ConfigError> {
+        match &self.raw {
+            Raw::Env(s) => Ok(s.to_string()),
+            Raw::Toml(toml::Value::String(s)) => Ok(s.clone()),
+            Raw::Toml(other) => Err(self.err(format!(
+                "expected a string, got {} {}",
+                other.type_str(),
+                other
+            ))),
+        }
+    }
+
+    fn int_in(&self, min: i64, max: i64) -> Result<u64, ConfigError> {
+        let n = match &self.raw {
+            Raw::Env(s) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| self.err(format!("expected an integer, got {s:?}")))?,
+            Raw::Toml(toml::Value::Integer(n)) => *n,
+            Raw::Toml(other) => {
+                return Err(self.err(format!(
+                    "expected an integer, got {} {}",
+                    other.type_str(),
+                    other
+                )))
+            }
+        };
+        if n < min || n > max {
+            return Err(self.err(format!("{n} is outside the allowed range {min}..={max}")));
+        }
+        Ok(n as u64)
+    }
+
+    fn boolean(&self) -> Result<bool, ConfigError> {
+        match &self.raw {
+            Raw::Env(s) => match s.trim() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                other => Err(self.err(format!("expected true or false, got {other:?}"))),
+            },
+            Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            Raw::Toml(other) => Err(self.err(format!(
+                "expected true or false, got {} {}",
+                other.type_str(),
+                other
+            ))),
+        }
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, expected: &str) -> Result<T, ConfigError> {
+        let s = self.string()?;
+        s.trim()
+            .parse()
+            .map_err(|_| self.err(format!("expected {expected}, got {s:?}")))
+    }
+
+    fn parsed_with<T>(&self, f: impl Fn(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        let s = self.string()?;
+        f(s.trim()).map_err(|reason| self.err(reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = Config::load_with_env(None, &[]).unwrap();
+        assert_eq!(c.sip.listen.to_string(), "0.0.0.0:5060");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.media.rtp_ports.to_string(), "20000-29999");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.sip.max_calls, 1000);
+        assert_eq!(c.media.rtp_timeout_s, 30);
+    }
+
+    #[test]
+    fn the_documented_example_file_parses() {
+        let text = include_str!("../sip-configs/parley.example.toml");
+        Config::from_toml(text).unwrap();
+    }
+
+    #[test]
+    fn file_values_apply() {
+        let c = Config::from_toml(
+            "data_dir = \"/tmp/x\"\n[sip]\nlisten = \"127.0.0.1:5070\"\nmax_calls = 7\n[media]\nrtp_ports = \"30000-30100\"\n[http]\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.sip.listen.port(), 5070);
+        assert_eq!(c.sip.max_calls, 7);
+        assert_eq!(
+            c.media.rtp_ports,
+            PortRange {
+                start: 30000,
+                end: 30100
+            }
+        );
+        assert_eq!(c.http.listen.port(), 9000);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = Config::load_with_env(
+            None,
+            &env(&[
+                ("PARLEY_SIP_LISTEN", "127.0.0.1:6000"),
+                ("PARLEY_MEDIA_RTP_PORTS", "40000-40010"),
+                ("PARLEY_DATA_DIR", "/var/lib/parley"),
+                ("PARLEY_MEDIA_RECORD", "false"),
+                ("PARLEY_TEST_DATABASE_URL", "postgres://ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.sip.listen.port(), 6000);
+        assert_eq!(c.media.rtp_ports.start, 40000);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/parley"));
+        assert!(!c.media.record);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::from_toml("[sip]\nlisen = \"0.0.0.0:5060\"\n").unwrap_err();
+        assert!(e.to_string().contains("`sip.lisen`"), "{e}");
+        assert!(e.to_string().contains("sip.listen"), "hint lists real keys: {e}");
+        let e = Config::from_toml("[sipp]\nlisten = \"0.0.0.0:5060\"\n").unwrap_err();
+        assert!(e.to_string().contains("`sipp.listen`"), "{e}");
+        let e = Config::from_toml("colour = 1\n").unwrap_err();
+        assert!(e.to_string().contains("`colour`"), "{e}");
+        let e = Config::load_with_env(None, &env(&[("PARLEY_SIP_LISTN", "x")])).unwrap_err();
+        assert!(e.to_string().contains("PARLEY_SIP_LISTN"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named_with_the_reason() {
+        let cases = [
+            ("[media]\nrtp_ports = \"30000-20000\"\n", "media.rtp_ports", "above"),
+            ("[media]\nrtp_ports = \"20000\"\n", "media.rtp_ports", "FIRST-LAST"),
+            ("[media]\nrtp_ports = \"20001-20002\"\n", "media.rtp_ports", "pair"),
+            ("[sip]\nlisten = \"nonsense\"\n", "sip.listen", "nonsense"),
+            ("[sip]\nmax_calls = -1\n", "sip.max_calls", "outside"),
+            ("[sip]\nmax_calls = \"ten\"\n", "sip.max_calls", "integer"),
+            ("[sip]\nt1_ms = 5000\nt2_ms = 4000\n", "sip.t2_ms", "T1"),
+            ("[media]\ngreeting = \"/no/such.wav\"\n", "media.greeting", "readable"),
+        ];
+        for (text, key, why) in cases {
+            let e = Config::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text:?} -> {e}");
+            assert!(e.contains(why), "{text:?} -> {e}");
+        }
+        let e = Config::load_with_env(None, &env(&[("PARLEY_SIP_MAX_CALLS", "abc")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.max_calls") && e.contains("PARLEY_SIP_MAX_CALLS"), "{e}");
+    }
+
+    #[test]
+    fn every_key_has_an_env_name_and_is_settable() {
+        for key in KEYS {
+            let mut c = Config::default();
+            // A value of the wrong shape must fail with the key named, proving `set` knows it.
+            let e = c
+                .set(key, Raw::Toml(&toml::Value::Array(vec![])), &Origin::File)
+                .unwrap_err();
+            assert!(
+                matches!(e, ConfigError::InvalidValue { .. }),
+                "{key} is in KEYS but not handled by set(): {e}"
+            );
+            assert!(env_name(key).starts_with("PARLEY_"));
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Parley: a voice-AI engine. See DESIGN.md for the architecture.
+
+pub mod config;
+pub mod sip;

@@ -1,0 +1,6 @@
+//! The SIP stack: message parsing over rsip, transports, transactions, dialogs and the
+//! user agent core. It knows nothing about media or AI; `call::` ties it to them.
+
+pub mod headers;
+pub mod message;
+pub mod transaction;
