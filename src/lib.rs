@@ -1,4 +1,8 @@
 //! Parley: a voice-AI engine. See DESIGN.md for the architecture.
 
+pub mod api;
+pub mod call;
 pub mod config;
+pub mod metrics;
+pub mod server;
 pub mod sip;

@@ -4,3 +4,8 @@
 pub mod headers;
 pub mod message;
 pub mod transaction;
+pub mod auth;
+pub mod dialog;
+pub mod endpoint;
+pub mod sdp;
+pub mod runtime;

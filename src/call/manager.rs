@@ -1,0 +1,370 @@
+//! The call manager: admission (capacity, RTP ports, SDP), one session task per call, and the
+//! routing of SIP events to the session they belong to.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::call::media::{self, MediaControl, MediaEvent, MediaParams, MediaSetup};
+use crate::call::ports::{PortPool, RtpPorts};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sip::endpoint::{CallRef, Event};
+use crate::sip::message::Request;
+use crate::sip::runtime::{Command, SipHandle};
+use crate::sip::sdp::{self, Direction, LocalCaps, Negotiated, Origin, SessionDescription};
+
+/// What every call shares.
+pub struct CallContext {
+    pub config: Arc<Config>,
+    pub sip: SipHandle,
+    pub ports: Arc<PortPool>,
+    pub metrics: Arc<Metrics>,
+    /// The greeting, decoded and resampled to 8 kHz once at startup.
+    pub greeting: Option<Arc<Vec<i16>>>,
+}
+
+pub struct CallManager {
+    ctx: Arc<CallContext>,
+    calls: HashMap<CallRef, mpsc::UnboundedSender<Event>>,
+}
+
+/// Keeps `parley_active_calls` right however a session ends.
+struct ActiveGuard(Arc<Metrics>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_calls.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl CallManager {
+    pub fn new(ctx: Arc<CallContext>) -> CallManager {
+        CallManager {
+            ctx,
+            calls: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Incoming {
+                    call,
+                    request,
+                    local,
+                    ..
+                } => self.admit(call, request, local),
+                Event::Ended { call, reason } => {
+                    if let Some(tx) = self.calls.remove(&call) {
+                        let _ = tx.send(Event::Ended { call, reason });
+                    }
+                }
+                Event::Confirmed { call, .. }
+                | Event::Reinvite { call, .. }
+                | Event::Progress { call, .. }
+                | Event::Answered { call, .. } => {
+                    if let Some(tx) = self.calls.get(&call) {
+                        let _ = tx.send(event);
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject(&self, call: CallRef, code: u16, extra: Vec<(&'static str, String)>) {
+        self.ctx.sip.send(Command::Respond {
+            call,
+            code,
+            sdp: None,
+            extra,
+        });
+    }
+
+    fn admit(&mut self, call: CallRef, request: Request, local: std::net::SocketAddr) {
+        let ctx = &self.ctx;
+        let call_id = request
+            .core()
+            .map(|c| c.call_id)
+            .unwrap_or_else(|_| call.to_string());
+        Metrics::inc(&ctx.metrics.calls_total);
+        let active = ctx.metrics.active_calls.load(Ordering::Relaxed);
+        if active >= ctx.config.sip.max_calls as i64 {
+            Metrics::inc(&ctx.metrics.calls_rejected_capacity);
+            tracing::info!(%call_id, active, "at capacity, rejecting with 503");
+            let retry = ctx.config.sip.retry_after_s.to_string();
+            return self.reject(call, 503, vec![("Retry-After", retry)]);
+        }
+        let offer = if request.body.is_empty() {
+            None
+        } else {
+            match std::str::from_utf8(&request.body)
+                .map_err(|_| "SDP is not UTF-8".to_string())
+                .and_then(|s| SessionDescription::parse(s).map_err(|e| e.to_string()))
+            {
+                Ok(sdp) => Some(sdp),
+                Err(e) => {
+                    Metrics::inc(&ctx.metrics.calls_rejected_media);
+                    return self.reject(call, 400, vec![("Warning", format!("399 parley \"bad SDP: {e}\""))]);
+                }
+            }
+        };
+        let Some(ports) = ctx.ports.allocate() else {
+            Metrics::inc(&ctx.metrics.calls_rejected_media);
+            tracing::warn!(%call_id, "no free RTP ports");
+            let retry = ctx.config.sip.retry_after_s.to_string();
+            return self.reject(call, 503, vec![("Retry-After", retry)]);
+        };
+        let origin = Origin::new(local.ip());
+        let caps = LocalCaps::default();
+        let media = match &offer {
+            Some(offer) => match sdp::answer(offer, &caps, local.ip(), ports.port, &origin) {
+                Ok((answer, negotiated)) => Offer::Answered { answer, negotiated },
+                Err(e) => {
+                    Metrics::inc(&ctx.metrics.calls_rejected_media);
+                    tracing::info!(%call_id, error = %e, "no acceptable media, 488");
+                    return self.reject(call, 488, vec![("Warning", format!("304 parley \"{e}\""))]);
+                }
+            },
+            // Late offer (RFC 3261 §13.2.1): we offer in the 200, the answer comes in the ACK.
+            None => Offer::Ours(sdp::offer(&caps, local.ip(), ports.port, &origin, Direction::SendRecv)),
+        };
+        ctx.metrics.active_calls.fetch_add(1, Ordering::Relaxed);
+        let guard = ActiveGuard(ctx.metrics.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.calls.insert(call, tx);
+        let session = Session {
+            ctx: ctx.clone(),
+            call,
+            call_id: call_id.clone(),
+            origin,
+            media,
+            _guard: guard,
+        };
+        let span = tracing::info_span!("call", call_id = %call_id);
+        tokio::spawn(session.run(ports, rx).instrument(span));
+    }
+}
+
+enum Offer {
+    /// The caller offered; this is our answer.
+    Answered {
+        answer: SessionDescription,
+        negotiated: Negotiated,
+    },
+    /// The caller sent no SDP; this is our offer.
+    Ours(SessionDescription),
+}
+
+struct Session {
+    ctx: Arc<CallContext>,
+    call: CallRef,
+    call_id: String,
+    origin: Origin,
+    media: Offer,
+    _guard: ActiveGuard,
+}
+
+/// A filesystem-safe name for a Call-ID.
+pub fn recording_name(call_id: &str) -> String {
+    let name: String = call_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{}.wav", name.trim_start_matches('.'))
+}
+
+impl Session {
+    async fn run(mut self, ports: RtpPorts, mut events: mpsc::UnboundedReceiver<Event>) {
+        let ctx = self.ctx.clone();
+        let call = self.call;
+        tracing::info!("incoming call");
+        if ctx.config.sip.ring_ms > 0 {
+            ctx.sip.send(Command::Respond {
+                call,
+                code: 180,
+                sdp: None,
+                extra: vec![],
+            });
+            let ring = tokio::time::sleep(Duration::from_millis(ctx.config.sip.ring_ms));
+            tokio::pin!(ring);
+            loop {
+                tokio::select! {
+                    _ = &mut ring => break,
+                    ev = events.recv() => match ev {
+                        Some(Event::Ended { reason, .. }) => {
+                            tracing::info!(?reason, "call ended while ringing");
+                            return;
+                        }
+                        None => return,
+                        _ => {}
+                    },
+                }
+            }
+        }
+        let (sdp_body, params) = match &self.media {
+            Offer::Answered { answer, negotiated } => (
+                answer.to_string().into_bytes(),
+                Some(MediaParams::from_negotiated(negotiated)),
+            ),
+            Offer::Ours(offer) => (offer.to_string().into_bytes(), None),
+        };
+        ctx.sip.send(Command::Respond {
+            call,
+            code: 200,
+            sdp: Some(sdp_body),
+            extra: vec![],
+        });
+        Metrics::inc(&ctx.metrics.calls_answered);
+
+        let (media_tx, media_rx) = mpsc::unbounded_channel();
+        let (media_events_tx, mut media_events) = mpsc::unbounded_channel();
+        let record_to = ctx
+            .config
+            .media
+            .record
+            .then(|| ctx.config.recordings_dir().join(recording_name(&self.call_id)));
+        let setup = MediaSetup {
+            ports,
+            // Until a late offer is answered in the ACK, we neither send nor expect media.
+            params: params.unwrap_or(MediaParams {
+                codec: parley_media::G711::Ulaw,
+                payload_type: 0,
+                dtmf_payload_type: None,
+                remote: None,
+                direction: Direction::Inactive,
+            }),
+            prompt: ctx.greeting.clone(),
+            record_to,
+            rtp_timeout: Duration::from_secs(ctx.config.media.rtp_timeout_s),
+            metrics: ctx.metrics.clone(),
+        };
+        let media_task = tokio::spawn(media::run(setup, media_rx, media_events_tx).in_current_span());
+
+        let max = ctx.config.call.max_duration_s;
+        let limit = tokio::time::sleep(if max == 0 {
+            Duration::from_secs(u64::MAX / 4)
+        } else {
+            Duration::from_secs(max)
+        });
+        tokio::pin!(limit);
+        let mut hung_up = false;
+        let reason = loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(Event::Ended { reason, .. }) => break Some(reason),
+                    None => break None,
+                    Some(Event::Confirmed { body, .. }) => self.on_ack(&body, &media_tx),
+                    Some(Event::Reinvite { request, .. }) => self.on_reinvite(&request, &media_tx),
+                    Some(_) => {}
+                },
+                Some(ev) = media_events.recv() => {
+                    if ev == MediaEvent::RtpTimeout && !hung_up {
+                        tracing::info!(timeout_s = ctx.config.media.rtp_timeout_s, "no RTP, hanging up");
+                        Metrics::inc(&ctx.metrics.calls_rtp_timeout);
+                        hung_up = true;
+                        ctx.sip.send(Command::Hangup { call });
+                    }
+                },
+                _ = &mut limit, if !hung_up => {
+                    tracing::info!(max_duration_s = max, "maximum call duration reached, hanging up");
+                    hung_up = true;
+                    ctx.sip.send(Command::Hangup { call });
+                }
+            }
+        };
+        let _ = media_tx.send(MediaControl::Stop);
+        let _ = media_task.await;
+        tracing::info!(?reason, "call ended");
+    }
+
+    fn on_ack(&mut self, body: &[u8], media: &mpsc::UnboundedSender<MediaControl>) {
+        let Offer::Ours(offer) = &self.media else { return };
+        let answer = std::str::from_utf8(body)
+            .ok()
+            .and_then(|s| SessionDescription::parse(s).ok());
+        match answer.map(|a| sdp::accept_answer(offer, &a)) {
+            Some(Ok(negotiated)) => {
+                let _ = media.send(MediaControl::Update(MediaParams::from_negotiated(&negotiated)));
+            }
+            _ => {
+                // RFC 3261 §13.2.1: an unusable answer in the ACK leaves us to end the call.
+                tracing::info!("no usable SDP answer in the ACK, hanging up");
+                self.ctx.sip.send(Command::Hangup { call: self.call });
+            }
+        }
+    }
+
+    fn on_reinvite(&mut self, request: &Request, media: &mpsc::UnboundedSender<MediaControl>) {
+        let call = self.call;
+        if request.body.is_empty() {
+            // A re-INVITE without an offer asks for ours; offer the current session again.
+            let sdp = match &self.media {
+                Offer::Answered { answer, .. } => answer.to_string(),
+                Offer::Ours(offer) => offer.to_string(),
+            };
+            self.ctx.sip.send(Command::RespondReinvite {
+                call,
+                code: 200,
+                sdp: Some(sdp.into_bytes()),
+            });
+            return;
+        }
+        let offer = std::str::from_utf8(&request.body)
+            .ok()
+            .and_then(|s| SessionDescription::parse(s).ok());
+        let local_port = match &self.media {
+            Offer::Answered { answer, .. } => answer.media.first().map(|m| m.port),
+            Offer::Ours(offer) => offer.media.first().map(|m| m.port),
+        }
+        .unwrap_or(0);
+        let local_ip = self.origin.address.parse().unwrap_or([127, 0, 0, 1].into());
+        self.origin.bump_version();
+        let result = offer.ok_or("bad SDP".to_string()).and_then(|offer| {
+            sdp::answer(&offer, &LocalCaps::default(), local_ip, local_port, &self.origin)
+                .map_err(|e| e.to_string())
+        });
+        match result {
+            Ok((answer, negotiated)) => {
+                tracing::info!(direction = %negotiated.direction, remote = ?negotiated.remote_addr, "re-INVITE accepted");
+                let _ = media.send(MediaControl::Update(MediaParams::from_negotiated(&negotiated)));
+                self.ctx.sip.send(Command::RespondReinvite {
+                    call,
+                    code: 200,
+                    sdp: Some(answer.to_string().into_bytes()),
+                });
+                self.media = Offer::Answered { answer, negotiated };
+            }
+            Err(e) => {
+                // The session continues unchanged (RFC 3261 §14.2).
+                tracing::info!(error = %e, "re-INVITE refused with 488");
+                self.ctx.sip.send(Command::RespondReinvite {
+                    call,
+                    code: 488,
+                    sdp: None,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_names_are_safe() {
+        assert_eq!(recording_name("1-2@127.0.0.1"), "1-2@127.0.0.1.wav");
+        assert_eq!(recording_name("../../etc/passwd"), "_.._etc_passwd.wav");
+    }
+}

@@ -1,0 +1,223 @@
+//! `parley call`: one outbound call from the command line, the UAC side of the stack.
+//! It offers SDP, follows the INVITE through provisional, redirect, challenge and final
+//! responses, plays a WAV once answered, records the far end, and hangs up.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::call::manager::recording_name;
+use crate::call::media::{self, MediaControl, MediaEvent, MediaParams, MediaSetup};
+use crate::call::ports::PortPool;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sip::auth::Credentials;
+use crate::sip::endpoint::{self, EndReason, EndpointConfig, Event, Invite, TransportKind};
+use crate::sip::headers::SipUri;
+use crate::sip::runtime::{self, Command};
+use crate::sip::sdp::{self, Direction, LocalCaps, Origin, SessionDescription};
+use crate::sip::transaction::TimerConfig;
+
+#[derive(Debug, Clone)]
+pub struct OutboundCall {
+    pub target: String,
+    pub wav: Option<PathBuf>,
+    pub credentials: Option<Credentials>,
+    /// Hang up after this long once answered; default: when the WAV has played (or at once).
+    pub duration: Option<Duration>,
+    pub bind: SocketAddr,
+    pub from_user: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("bad target {0:?}: {1}")]
+    Target(String, String),
+    #[error("cannot read {0}: {1}")]
+    Wav(String, String),
+    #[error("cannot start SIP on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("no free RTP port in {0}")]
+    NoPorts(String),
+    #[error("call failed with status {0}")]
+    Failed(u16),
+    #[error("the answer's SDP is unusable: {0}")]
+    Sdp(String),
+}
+
+/// Resolves a SIP URI to the peer to send the INVITE to (RFC 3263 reduced to A/AAAA lookup
+/// and the default port: no NAPTR/SRV).
+async fn resolve(uri: &SipUri) -> Result<endpoint::Peer, String> {
+    let transport = match uri.transport().map(str::to_ascii_lowercase).as_deref() {
+        Some("tcp") => TransportKind::Tcp,
+        Some("udp") | None => TransportKind::Udp,
+        Some(other) => return Err(format!("transport {other} is not supported")),
+    };
+    if let Some(peer) = endpoint::uri_peer(uri, transport) {
+        return Ok(peer);
+    }
+    let host = format!("{}:{}", uri.host_port.bare_host(), uri.port_or_default());
+    let addr = tokio::net::lookup_host(&host)
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    Ok(endpoint::Peer {
+        transport,
+        addr,
+        conn: None,
+    })
+}
+
+/// Places the call and returns when it is over. Ok carries how the call ended.
+pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason, CallError> {
+    let uri = SipUri::parse(&opts.target)
+        .map_err(|e| CallError::Target(opts.target.clone(), e.to_string()))?;
+    let peer = resolve(&uri)
+        .await
+        .map_err(|e| CallError::Target(opts.target.clone(), e))?;
+    let prompt = match &opts.wav {
+        Some(path) => {
+            let audio = parley_media::read_wav(path)
+                .map_err(|e| CallError::Wav(path.display().to_string(), e.to_string()))?;
+            Some(Arc::new(parley_media::resample_linear(
+                &audio.samples,
+                audio.sample_rate,
+                8000,
+            )))
+        }
+        None => None,
+    };
+
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let endpoint_config = EndpointConfig {
+        timers: TimerConfig {
+            t1: Duration::from_millis(config.sip.t1_ms),
+            t2: Duration::from_millis(config.sip.t2_ms),
+            t4: Duration::from_millis(config.sip.t4_ms),
+        },
+        user_agent: config.sip.user_agent.clone(),
+    };
+    let sip = runtime::start(opts.bind, endpoint_config, config.sip.external_ip, events_tx)
+        .await
+        .map_err(|e| CallError::Bind(opts.bind, e))?;
+    let metrics = Arc::new(Metrics::default());
+    let local_ip: IpAddr = config
+        .sip
+        .external_ip
+        .unwrap_or_else(|| runtime::local_ip_toward(peer.addr.ip()));
+    let bind_ip = if opts.bind.ip().is_unspecified() {
+        opts.bind.ip()
+    } else {
+        local_ip
+    };
+    let pool = PortPool::new(config.media.rtp_ports, bind_ip, metrics.clone());
+    let ports = pool
+        .allocate()
+        .ok_or_else(|| CallError::NoPorts(config.media.rtp_ports.to_string()))?;
+    let origin = Origin::new(local_ip);
+    let offer = sdp::offer(
+        &LocalCaps::default(),
+        local_ip,
+        ports.port,
+        &origin,
+        Direction::SendRecv,
+    );
+    let (reply_tx, reply_rx) = oneshot::channel();
+    sip.send(Command::Invite {
+        invite: Invite {
+            target: opts.target.clone(),
+            from_user: opts.from_user.clone(),
+            sdp: offer.to_string().into_bytes(),
+            credentials: opts.credentials.clone(),
+        },
+        peer,
+        reply: reply_tx,
+    });
+    let (call, _local) = reply_rx.await.map_err(|_| CallError::Failed(500))?;
+    eprintln!("calling {} via {}", opts.target, peer.addr);
+
+    let mut ports = Some(ports);
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let mut media_rx = Some(media_rx);
+    let (media_events_tx, mut media_events) = mpsc::unbounded_channel();
+    let mut media_task = None;
+    let hangup_after = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
+    tokio::pin!(hangup_after);
+    let mut hung_up = false;
+    let result = loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Progress { code, .. }) => eprintln!("progress: {code}"),
+                Some(Event::Answered { response, .. }) => {
+                    eprintln!("answered: {}", response.code);
+                    let answer = std::str::from_utf8(&response.body)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| SessionDescription::parse(s).map_err(|e| e.to_string()))
+                        .and_then(|a| sdp::accept_answer(&offer, &a).map_err(|e| e.to_string()));
+                    let negotiated = match answer {
+                        Ok(n) => n,
+                        Err(e) => {
+                            sip.send(Command::Hangup { call });
+                            hung_up = true;
+                            eprintln!("unusable SDP answer: {e}");
+                            continue;
+                        }
+                    };
+                    let call_id = response.core().map(|c| c.call_id).unwrap_or_default();
+                    let record_to = config.media.record.then(|| {
+                        let _ = std::fs::create_dir_all(config.recordings_dir());
+                        config.recordings_dir().join(recording_name(&call_id))
+                    });
+                    if let (Some(ports), Some(rx)) = (ports.take(), media_rx.take()) {
+                        let setup = MediaSetup {
+                            ports,
+                            params: MediaParams::from_negotiated(&negotiated),
+                            prompt: prompt.clone(),
+                            record_to,
+                            rtp_timeout: Duration::from_secs(config.media.rtp_timeout_s),
+                            metrics: metrics.clone(),
+                        };
+                        media_task = Some(tokio::spawn(media::run(setup, rx, media_events_tx.clone())));
+                    }
+                    if let Some(d) = opts.duration {
+                        hangup_after.as_mut().reset(tokio::time::Instant::now() + d);
+                    }
+                }
+                Some(Event::Ended { reason, .. }) => break Ok(reason),
+                Some(_) => {}
+                None => break Err(CallError::Failed(500)),
+            },
+            Some(ev) = media_events.recv() => {
+                let done = match ev {
+                    MediaEvent::PlayoutDone => opts.duration.is_none(),
+                    MediaEvent::RtpTimeout => true,
+                };
+                if done && !hung_up {
+                    hung_up = true;
+                    sip.send(Command::Hangup { call });
+                }
+            }
+            _ = &mut hangup_after, if !hung_up => {
+                hung_up = true;
+                sip.send(Command::Hangup { call });
+            }
+            _ = tokio::signal::ctrl_c(), if !hung_up => {
+                eprintln!("hanging up");
+                hung_up = true;
+                sip.send(Command::Hangup { call });
+            }
+        }
+    };
+    let _ = media_tx.send(MediaControl::Stop);
+    if let Some(task) = media_task {
+        let _ = task.await;
+    }
+    match result {
+        Ok(EndReason::Failed(code)) => Err(CallError::Failed(code)),
+        other => other,
+    }
+}

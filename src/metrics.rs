@@ -1,0 +1,131 @@
+//! Process-wide counters rendered as Prometheus text at `/metrics`.
+//!
+//! Plain atomics: every writer is a relaxed increment, and the reader tolerates the tiny skew
+//! between counters that relaxed ordering allows.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::sip::runtime::SipStats;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub active_calls: AtomicI64,
+    pub calls_total: AtomicU64,
+    pub calls_answered: AtomicU64,
+    pub calls_rejected_capacity: AtomicU64,
+    pub calls_rejected_media: AtomicU64,
+    pub calls_rtp_timeout: AtomicU64,
+    pub rtp_packets_in: AtomicU64,
+    pub rtp_packets_out: AtomicU64,
+    pub rtp_packets_invalid: AtomicU64,
+    pub rtp_ports_in_use: AtomicI64,
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, sip: Option<&Arc<SipStats>>) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, value: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
+        metric(
+            "parley_active_calls",
+            "gauge",
+            "Calls admitted and not yet ended.",
+            self.active_calls.load(Ordering::Relaxed),
+        );
+        metric(
+            "parley_calls_total",
+            "counter",
+            "Incoming INVITEs that created a call attempt.",
+            get(&self.calls_total),
+        );
+        metric(
+            "parley_calls_answered_total",
+            "counter",
+            "Calls answered with 200 OK.",
+            get(&self.calls_answered),
+        );
+        metric(
+            "parley_calls_rejected_capacity_total",
+            "counter",
+            "Calls refused with 503 because max_calls was reached.",
+            get(&self.calls_rejected_capacity),
+        );
+        metric(
+            "parley_calls_rejected_media_total",
+            "counter",
+            "Calls refused for SDP (488) or RTP port exhaustion (503).",
+            get(&self.calls_rejected_media),
+        );
+        metric(
+            "parley_calls_rtp_timeout_total",
+            "counter",
+            "Calls ended because no RTP arrived for media.rtp_timeout_s.",
+            get(&self.calls_rtp_timeout),
+        );
+        metric(
+            "parley_rtp_packets_received_total",
+            "counter",
+            "RTP packets received.",
+            get(&self.rtp_packets_in),
+        );
+        metric(
+            "parley_rtp_packets_sent_total",
+            "counter",
+            "RTP packets sent.",
+            get(&self.rtp_packets_out),
+        );
+        metric(
+            "parley_rtp_packets_invalid_total",
+            "counter",
+            "Datagrams on RTP ports that were not valid RTP.",
+            get(&self.rtp_packets_invalid),
+        );
+        metric(
+            "parley_rtp_ports_in_use",
+            "gauge",
+            "RTP/RTCP port pairs allocated to calls.",
+            self.rtp_ports_in_use.load(Ordering::Relaxed),
+        );
+        if let Some(sip) = sip {
+            metric(
+                "parley_sip_messages_received_total",
+                "counter",
+                "SIP messages received (UDP datagrams and framed TCP messages).",
+                get(&sip.messages_in),
+            );
+            metric(
+                "parley_sip_messages_sent_total",
+                "counter",
+                "SIP messages sent.",
+                get(&sip.messages_out),
+            );
+            metric(
+                "parley_sip_tcp_connections_total",
+                "counter",
+                "TCP connections accepted.",
+                get(&sip.tcp_connections),
+            );
+            metric(
+                "parley_sip_tcp_framing_errors_total",
+                "counter",
+                "TCP connections closed because their stream could not be framed.",
+                get(&sip.tcp_framing_errors),
+            );
+            metric(
+                "parley_sip_send_errors_total",
+                "counter",
+                "SIP messages that could not be sent.",
+                get(&sip.send_errors),
+            );
+        }
+        out
+    }
+}

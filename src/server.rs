@@ -1,0 +1,85 @@
+//! `parley serve`: starts the SIP runtime, the call manager and the HTTP API on one config.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::api::{self, ApiState};
+use crate::call::manager::{CallContext, CallManager};
+use crate::call::ports::PortPool;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sip::endpoint::EndpointConfig;
+use crate::sip::runtime;
+use crate::sip::transaction::TimerConfig;
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(config.recordings_dir()).with_context(|| {
+        format!(
+            "cannot create the recordings directory {}",
+            config.recordings_dir().display()
+        )
+    })?;
+    let greeting = match &config.media.greeting {
+        Some(path) => {
+            let audio = parley_media::read_wav(path)
+                .with_context(|| format!("cannot load the greeting {}", path.display()))?;
+            let samples = parley_media::resample_linear(&audio.samples, audio.sample_rate, 8000);
+            tracing::info!(path = %path.display(), seconds = samples.len() as f64 / 8000.0, "greeting loaded");
+            Some(Arc::new(samples))
+        }
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let endpoint_config = EndpointConfig {
+        timers: TimerConfig {
+            t1: Duration::from_millis(config.sip.t1_ms),
+            t2: Duration::from_millis(config.sip.t2_ms),
+            t4: Duration::from_millis(config.sip.t4_ms),
+        },
+        user_agent: config.sip.user_agent.clone(),
+    };
+    let sip = runtime::start(
+        config.sip.listen,
+        endpoint_config,
+        config.sip.external_ip,
+        events_tx,
+    )
+    .await
+    .with_context(|| format!("cannot listen for SIP on {}", config.sip.listen))?;
+    let ports = PortPool::new(config.media.rtp_ports, config.sip.listen.ip(), metrics.clone());
+    let ctx = Arc::new(CallContext {
+        config: config.clone(),
+        sip: sip.clone(),
+        ports,
+        metrics: metrics.clone(),
+        greeting,
+    });
+    tokio::spawn(CallManager::new(ctx).run(events_rx));
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+    tracing::info!(
+        sip = %sip.local_addr,
+        http = %config.http.listen,
+        rtp_ports = %config.media.rtp_ports,
+        "parley ready"
+    );
+    let app = api::router(ApiState {
+        metrics,
+        sip: sip.stats.clone(),
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("shutting down");
+    Ok(())
+}
