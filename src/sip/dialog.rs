@@ -44,7 +44,11 @@ impl Dialog {
         local_tag: &str,
         local_contact: &str,
     ) -> Result<Dialog, ParseError> {
-        let remote_target = contact_uri(&req.headers)?;
+        // RFC 2543 peers may omit Contact; their From URI is the best target we have.
+        let remote_target = match req.headers.get("Contact") {
+            Some(_) => contact_uri(&req.headers)?,
+            None => core.from.uri.clone(),
+        };
         Ok(Dialog {
             id: DialogId {
                 call_id: core.call_id.clone(),

@@ -538,6 +538,15 @@ impl Endpoint {
             });
         }
 
+        if req.method == Method::Invite {
+            if let Some((code, why)) = unacceptable_body(&req) {
+                return self.reply(now, tx_id, &req, code, |r| {
+                    r.headers.push("Accept", "application/sdp");
+                    r.headers.push("Warning", warning(why));
+                });
+            }
+        }
+
         if let Some(to_tag) = to_tag {
             return self.on_in_dialog_request(now, tx_id, req, &core, to_tag);
         }
@@ -1310,6 +1319,31 @@ impl TxEntry {
     }
 }
 
+/// An INVITE whose body is not SDP gets 415; one whose Accept rules out SDP gets 406, since
+/// we could not send an answer it understands.
+fn unacceptable_body(req: &Request) -> Option<(u16, &'static str)> {
+    if !req.body.is_empty() {
+        let content_type = req.headers.get("Content-Type").unwrap_or_default();
+        let mime = content_type.split(';').next().unwrap_or_default().trim();
+        if !mime.eq_ignore_ascii_case("application/sdp") {
+            return Some((415, "only application/sdp bodies are supported"));
+        }
+    }
+    let accept = req.headers.list("Accept");
+    if !accept.is_empty() {
+        let takes_sdp = accept.iter().any(|a| {
+            let mime = a.split(';').next().unwrap_or_default().trim();
+            ["application/sdp", "application/*", "*/*"]
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(mime))
+        });
+        if !takes_sdp {
+            return Some((406, "Accept excludes application/sdp"));
+        }
+    }
+    None
+}
+
 fn with_via(req: &Request, peer: Peer, local: SocketAddr) -> message::Headers {
     let mut headers = message::Headers::default();
     headers.push(
@@ -1395,3 +1429,7 @@ fn in_dialog_peer(dialog: &Dialog, origin: Peer) -> Peer {
         None => origin,
     }
 }
+
+#[cfg(test)]
+#[path = "endpoint_tests.rs"]
+mod tests;

@@ -357,17 +357,25 @@ impl NameAddr {
         }
         let (display, uri, params_text) = if let Some(lt) = find_unquoted(value, '<') {
             let display = value[..lt].trim();
-            if display.starts_with('"') && !(display.len() >= 2 && display.ends_with('"')) {
-                return Err(err(header, "unbalanced quotes in display name"));
-            }
-            if !display.starts_with('"') && display.contains('"') {
-                return Err(err(header, "stray quote in display name"));
+            if display.starts_with('"') {
+                if !(display.len() >= 2 && display.ends_with('"')) {
+                    return Err(err(header, "unbalanced quotes in display name"));
+                }
+            } else if !display
+                .chars()
+                .all(|c| is_token_char(c) || c == ' ' || c == '\t')
+            {
+                // RFC 3261 §25.1: an unquoted display name is tokens and whitespace only.
+                return Err(err(header, format!("display name {display:?} must be quoted")));
             }
             let rest = &value[lt + 1..];
             let gt = rest
                 .find('>')
                 .ok_or_else(|| err(header, "missing '>' after URI"))?;
-            let uri = rest[..gt].trim();
+            let uri = &rest[..gt];
+            if uri.contains(char::is_whitespace) {
+                return Err(err(header, format!("whitespace inside <{uri}>")));
+            }
             let after = rest[gt + 1..].trim();
             let params = match after.strip_prefix(';') {
                 Some(p) => p,
@@ -377,14 +385,19 @@ impl NameAddr {
             let display = (!display.is_empty()).then(|| display.to_string());
             (display, uri, params)
         } else {
-            if value.contains('"') || value.contains('>') || value.contains(' ') {
-                return Err(err(header, "name-addr without <…> around the URI"));
+            // addr-spec form: parameters after the URI belong to the header, not the URI, and
+            // a URI with a comma, question mark or semicolon must be in <> (RFC 3261 §20).
+            let (uri, params) = match value.split_once(';') {
+                Some((u, p)) => (u.trim(), p),
+                None => (value, ""),
+            };
+            if uri.contains(['"', '>', ' ', '\t', '?', ',']) {
+                return Err(err(
+                    header,
+                    format!("URI {uri:?} must be enclosed in <> (or is malformed)"),
+                ));
             }
-            // addr-spec form: parameters after the URI belong to the header, not the URI.
-            match value.split_once(';') {
-                Some((u, p)) => (None, u, p),
-                None => (None, value, ""),
-            }
+            (None, uri, params)
         };
         if uri.is_empty() || !uri.contains(':') {
             return Err(err(header, format!("bad URI {uri:?}")));

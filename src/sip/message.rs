@@ -591,8 +591,41 @@ fn check_request(req: &Request) -> Result<(), ParseError> {
             return Err(ParseError::bad(format!("bad Expires {exp:?}")));
         }
     }
+    if let Some(date) = req.headers.get("Date") {
+        check_date(date)?;
+    }
     if !req.body.is_empty() && req.headers.get("Content-Type").is_none() {
         return Err(ParseError::bad("body without Content-Type"));
+    }
+    Ok(())
+}
+
+/// RFC 3261 §20.17: Date is an RFC 1123 date, always in GMT.
+fn check_date(value: &str) -> Result<(), ParseError> {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let bad = || ParseError::bad(format!("bad Date {value:?}: expected e.g. \"Sat, 13 Nov 2010 23:29:00 GMT\""));
+    let (day, rest) = value.trim().split_once(',').ok_or_else(bad)?;
+    let parts: Vec<&str> = rest.split_whitespace().collect();
+    let [dd, mon, year, time, zone] = parts[..] else {
+        return Err(bad());
+    };
+    let time_ok = time.len() == 8
+        && time
+            .split(':')
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_digit()));
+    if !DAYS.contains(&day.trim())
+        || dd.len() != 2
+        || !dd.chars().all(|c| c.is_ascii_digit())
+        || !MONTHS.contains(&mon)
+        || year.len() != 4
+        || !year.chars().all(|c| c.is_ascii_digit())
+        || !time_ok
+        || zone != "GMT"
+    {
+        return Err(bad());
     }
     Ok(())
 }

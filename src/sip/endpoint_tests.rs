@@ -1,0 +1,500 @@
+//! Endpoint tests with simulated time: whole UAS/UAC exchanges driven through the sans-I/O
+//! core, no sockets and no sleeps, plus the RFC 4475 torture messages.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::sip::message::{parse, Message};
+
+const PEER: &str = "127.0.0.1:5062";
+const LOCAL: &str = "127.0.0.1:5060";
+
+fn peer() -> Peer {
+    Peer {
+        transport: TransportKind::Udp,
+        addr: PEER.parse().unwrap(),
+        conn: None,
+    }
+}
+
+fn endpoint(t1_ms: u64) -> Endpoint {
+    Endpoint::new(EndpointConfig {
+        timers: TimerConfig {
+            t1: Duration::from_millis(t1_ms),
+            ..Default::default()
+        },
+        user_agent: "Parley-test".into(),
+    })
+}
+
+#[derive(Debug, Default)]
+struct Drained {
+    sent: Vec<(SocketAddr, Message)>,
+    events: Vec<Event>,
+}
+
+impl Drained {
+    fn codes(&self) -> Vec<u16> {
+        self.sent
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Message::Response(r) => Some(r.code),
+                _ => None,
+            })
+            .collect()
+    }
+    fn requests(&self) -> Vec<&Request> {
+        self.sent
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Message::Request(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+    fn response(&self, code: u16) -> &Response {
+        self.sent
+            .iter()
+            .find_map(|(_, m)| match m {
+                Message::Response(r) if r.code == code => Some(r),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {code} in {:?}", self.codes()))
+    }
+}
+
+fn drain(ep: &mut Endpoint) -> Drained {
+    let mut d = Drained::default();
+    while let Some(o) = ep.poll_output() {
+        match o {
+            Output::Transmit { peer, bytes } => {
+                d.sent.push((peer.addr, parse(&bytes).expect("we send parseable SIP")))
+            }
+            Output::Event(e) => d.events.push(e),
+        }
+    }
+    d
+}
+
+fn feed(ep: &mut Endpoint, now: Instant, text: &str) -> Drained {
+    ep.handle_message(now, peer(), LOCAL.parse().unwrap(), text.as_bytes());
+    drain(ep)
+}
+
+/// Runs the endpoint's timers from `from` to `to`, returning everything it emitted.
+fn advance(ep: &mut Endpoint, to: Instant) -> Drained {
+    let mut all = Drained::default();
+    while let Some(at) = ep.next_timeout() {
+        if at > to {
+            break;
+        }
+        ep.handle_timeout(at);
+        let d = drain(ep);
+        all.sent.extend(d.sent);
+        all.events.extend(d.events);
+    }
+    all
+}
+
+fn invite(branch: &str, extra: &str, body: &str) -> String {
+    format!(
+        "INVITE sip:agent@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5062;branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:caller@127.0.0.1>;tag=caller1\r\n\
+         To: <sip:agent@127.0.0.1>\r\n\
+         Call-ID: call-1@test\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@127.0.0.1:5062>\r\n{extra}\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn in_dialog(method: &str, branch: &str, to_tag: &str, cseq: u32) -> String {
+    format!(
+        "{method} sip:parley@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5062;branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:caller@127.0.0.1>;tag=caller1\r\n\
+         To: <sip:agent@127.0.0.1>;tag={to_tag}\r\n\
+         Call-ID: call-1@test\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn incoming_call(d: &Drained) -> CallRef {
+    d.events
+        .iter()
+        .find_map(|e| match e {
+            Event::Incoming { call, .. } => Some(*call),
+            _ => None,
+        })
+        .expect("an Incoming event")
+}
+
+fn to_tag(resp: &Response) -> String {
+    resp.core().unwrap().to.tag().unwrap().to_string()
+}
+
+#[test]
+fn answered_call_retransmits_200_until_ack_then_remote_bye() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(500);
+    let d = feed(&mut ep, t0, &invite("z9hG4bK1", "", "v=0\r\n"));
+    assert_eq!(d.codes(), vec![100]);
+    let call = incoming_call(&d);
+    // A retransmitted INVITE replays the 100 and does not create a second call.
+    let d = feed(&mut ep, t0 + Duration::from_millis(500), &invite("z9hG4bK1", "", "v=0\r\n"));
+    assert_eq!(d.codes(), vec![100]);
+    assert!(d.events.is_empty());
+
+    ep.respond(t0, call, 200, Some(b"v=0\r\n".to_vec()), &[]);
+    let d = drain(&mut ep);
+    let ok = d.response(200);
+    assert!(ok.headers.get("Contact").is_some());
+    assert_eq!(ok.headers.get("Content-Type"), Some("application/sdp"));
+    let tag = to_tag(ok);
+    // Without an ACK, the 200 goes out again at T1, 2*T1, 4*T1 ...
+    let d = advance(&mut ep, t0 + Duration::from_millis(1600));
+    assert_eq!(d.codes(), vec![200, 200]);
+    let d = feed(&mut ep, t0 + Duration::from_millis(1700), &in_dialog("ACK", "z9hG4bK2", &tag, 1));
+    assert!(matches!(d.events[..], [Event::Confirmed { .. }]));
+    let d = advance(&mut ep, t0 + Duration::from_secs(10));
+    assert_eq!(d.codes(), Vec::<u16>::new(), "no retransmission after the ACK");
+
+    let d = feed(&mut ep, t0 + Duration::from_secs(11), &in_dialog("BYE", "z9hG4bK3", &tag, 2));
+    assert_eq!(d.codes(), vec![200]);
+    assert!(matches!(
+        d.events[..],
+        [Event::Ended {
+            reason: EndReason::RemoteBye,
+            ..
+        }]
+    ));
+    assert_eq!(ep.active_calls(), 0);
+    // A BYE for a dialog that is gone gets 481.
+    let d = feed(&mut ep, t0 + Duration::from_secs(12), &in_dialog("BYE", "z9hG4bK4", &tag, 3));
+    assert_eq!(d.codes(), vec![481]);
+}
+
+#[test]
+fn missing_ack_ends_the_call_with_bye_after_64_t1() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(50);
+    let call = incoming_call(&feed(&mut ep, t0, &invite("z9hG4bK1", "", "")));
+    ep.respond(t0, call, 200, Some(b"v=0\r\n".to_vec()), &[]);
+    drain(&mut ep);
+    let d = advance(&mut ep, t0 + Duration::from_millis(64 * 50 + 1));
+    let retransmissions = d.codes().iter().filter(|c| **c == 200).count();
+    assert!(retransmissions >= 5, "{retransmissions} retransmissions");
+    let byes: Vec<_> = d.requests().into_iter().filter(|r| r.method == Method::Bye).collect();
+    assert_eq!(byes.len(), 1);
+    assert_eq!(byes[0].uri, "sip:caller@127.0.0.1:5062", "BYE goes to the remote target");
+    assert!(d.events.iter().any(|e| matches!(
+        e,
+        Event::Ended {
+            reason: EndReason::AckTimeout,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn cancel_before_answer_gets_200_and_487() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(500);
+    let call = incoming_call(&feed(&mut ep, t0, &invite("z9hG4bKc", "", "")));
+    ep.respond(t0, call, 180, None, &[]);
+    assert_eq!(drain(&mut ep).codes(), vec![180]);
+    let cancel = invite("z9hG4bKc", "", "")
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("1 INVITE", "1 CANCEL")
+        .replace("Content-Type: application/sdp\r\n", "");
+    let d = feed(&mut ep, t0 + Duration::from_millis(10), &cancel);
+    assert_eq!(d.codes(), vec![200, 487]);
+    assert!(matches!(
+        d.events[..],
+        [Event::Ended {
+            reason: EndReason::Cancelled,
+            ..
+        }]
+    ));
+    // The 487 is retransmitted until its ACK (same branch), which stops Timer G.
+    let d = advance(&mut ep, t0 + Duration::from_millis(600));
+    assert_eq!(d.codes(), vec![487]);
+    let ack = in_dialog("ACK", "z9hG4bKc", &to_tag(d.response(487)), 1)
+        .replace("sip:parley@127.0.0.1:5060", "sip:agent@127.0.0.1:5060");
+    feed(&mut ep, t0 + Duration::from_millis(700), &ack);
+    let d = advance(&mut ep, t0 + Duration::from_secs(40));
+    assert_eq!(d.codes(), Vec::<u16>::new());
+    assert_eq!(ep.transaction_count(), 0, "every transaction ends");
+}
+
+#[test]
+fn cancel_matching_nothing_gets_481() {
+    let mut ep = endpoint(500);
+    let cancel = invite("z9hG4bKnone", "", "")
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("1 INVITE", "1 CANCEL")
+        .replace("Content-Type: application/sdp\r\n", "");
+    assert_eq!(feed(&mut ep, Instant::now(), &cancel).codes(), vec![481]);
+}
+
+#[test]
+fn protocol_level_rejections() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(500);
+    let d = feed(&mut ep, t0, &invite("z9hG4bKr1", "Require: 100rel, foo\r\n", ""));
+    assert_eq!(d.codes(), vec![420]);
+    assert_eq!(d.response(420).headers.get("Unsupported"), Some("100rel, foo"));
+    let d = feed(
+        &mut ep,
+        t0,
+        &invite("z9hG4bKr2", "", "").replace("Max-Forwards: 70", "Max-Forwards: 0"),
+    );
+    assert_eq!(d.codes(), vec![483]);
+    let d = feed(
+        &mut ep,
+        t0,
+        &in_dialog("OPTIONS", "z9hG4bKo", "x", 1).replace(";tag=x", ""),
+    );
+    assert_eq!(d.codes(), vec![200]);
+    let allow = d.response(200).headers.get("Allow").unwrap();
+    for m in ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"] {
+        assert!(allow.contains(m), "{allow}");
+    }
+    let d = feed(&mut ep, t0, &in_dialog("SUBSCRIBE", "z9hG4bKs", "x", 1).replace(";tag=x", ""));
+    assert_eq!(d.codes(), vec![405]);
+    assert!(d.response(405).headers.get("Allow").is_some());
+    let d = feed(&mut ep, t0, &invite("z9hG4bKt", "", "hello").replace("application/sdp", "text/plain"));
+    assert_eq!(d.codes(), vec![415]);
+    assert_eq!(d.response(415).headers.get("Accept"), Some("application/sdp"));
+    let d = feed(&mut ep, t0, "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKm\r\nCSeq: 1 INVITE\r\n\r\n");
+    assert_eq!(d.codes(), vec![400]);
+    let warning = d.response(400).headers.get("Warning").unwrap();
+    assert!(warning.starts_with("399 parley \"missing"), "{warning}");
+}
+
+#[test]
+fn reinvite_is_passed_up_and_answered_and_out_of_order_cseq_refused() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(500);
+    let call = incoming_call(&feed(&mut ep, t0, &invite("z9hG4bK1", "", "")));
+    ep.respond(t0, call, 200, Some(b"v=0\r\n".to_vec()), &[]);
+    let tag = to_tag(drain(&mut ep).response(200));
+    feed(&mut ep, t0, &in_dialog("ACK", "z9hG4bK2", &tag, 1));
+    let reinvite = in_dialog("INVITE", "z9hG4bK3", &tag, 2).replace(
+        "Content-Length: 0",
+        "Contact: <sip:caller@127.0.0.1:6000>\r\nContent-Length: 0",
+    );
+    let d = feed(&mut ep, t0, &reinvite);
+    assert_eq!(d.codes(), vec![100]);
+    assert!(matches!(d.events[..], [Event::Reinvite { .. }]));
+    ep.respond_reinvite(t0, call, 200, Some(b"v=0\r\n".to_vec()));
+    assert_eq!(drain(&mut ep).codes(), vec![200]);
+    feed(&mut ep, t0, &in_dialog("ACK", "z9hG4bK4", &tag, 2));
+    // The target refresh moved the remote target: our BYE goes there.
+    ep.hangup(t0, call);
+    let d = drain(&mut ep);
+    assert_eq!(d.requests()[0].uri, "sip:caller@127.0.0.1:6000");
+    assert_eq!(d.sent[0].0, "127.0.0.1:6000".parse::<SocketAddr>().unwrap());
+    // An old CSeq inside the dialog is refused with 500.
+    let d = feed(&mut ep, t0, &in_dialog("INFO", "z9hG4bK5", &tag, 1));
+    assert_eq!(d.codes(), vec![500]);
+}
+
+#[test]
+fn local_bye_completes_on_200() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(500);
+    let call = incoming_call(&feed(&mut ep, t0, &invite("z9hG4bK1", "", "")));
+    ep.respond(t0, call, 200, Some(b"v=0\r\n".to_vec()), &[]);
+    let tag = to_tag(drain(&mut ep).response(200));
+    feed(&mut ep, t0, &in_dialog("ACK", "z9hG4bK2", &tag, 1));
+    ep.hangup(t0, call);
+    let d = drain(&mut ep);
+    let bye = d.requests()[0].clone();
+    assert_eq!(bye.method, Method::Bye);
+    let core = bye.core().unwrap();
+    assert_eq!(core.to.tag(), Some("caller1"));
+    assert_eq!(core.from.tag(), Some(tag.as_str()));
+    let ok = Response::to(&bye, 200, None).finish();
+    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &ok.to_bytes());
+    let d = drain(&mut ep);
+    assert!(matches!(
+        d.events[..],
+        [Event::Ended {
+            reason: EndReason::LocalBye,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn uac_invite_with_digest_challenge_then_answer() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(500);
+    let call = ep.invite(
+        t0,
+        Invite {
+            target: "sip:bob@127.0.0.1:5062".into(),
+            from_user: "parley".into(),
+            sdp: b"v=0\r\n".to_vec(),
+            credentials: Some(auth::Credentials {
+                username: "alice".into(),
+                password: "secret".into(),
+            }),
+        },
+        peer(),
+        LOCAL.parse().unwrap(),
+    );
+    let d = drain(&mut ep);
+    let first = d.requests()[0].clone();
+    assert_eq!(first.method, Method::Invite);
+    let mut challenge = Response::to(&first, 407, Some("bobtag"));
+    challenge.headers.push(
+        "Proxy-Authenticate",
+        "Digest realm=\"trunk\", nonce=\"abc\", qop=\"auth\", algorithm=SHA-256",
+    );
+    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &challenge.finish().to_bytes());
+    let d = drain(&mut ep);
+    let acks: Vec<_> = d.requests().into_iter().filter(|r| r.method == Method::Ack).collect();
+    assert_eq!(acks.len(), 1, "the 407 is ACKed by the transaction");
+    let retry = d
+        .requests()
+        .into_iter()
+        .find(|r| r.method == Method::Invite)
+        .expect("INVITE resent with credentials")
+        .clone();
+    let authz = retry.headers.get("Proxy-Authorization").unwrap();
+    assert!(auth::verify(authz, "secret", "INVITE").unwrap());
+    assert_eq!(retry.core().unwrap().cseq.seq, 2);
+
+    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &Response::to(&retry, 180, Some("b2")).finish().to_bytes());
+    let mut ok = Response::to(&retry, 200, Some("b2"));
+    ok.headers.push("Contact", "<sip:bob@127.0.0.1:5062>");
+    let ok = ok.finish();
+    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &ok.to_bytes());
+    let d = drain(&mut ep);
+    assert!(d.events.iter().any(|e| matches!(e, Event::Progress { code: 180, .. })));
+    assert!(d.events.iter().any(|e| matches!(e, Event::Answered { .. })));
+    let ack = d.requests().into_iter().find(|r| r.method == Method::Ack).expect("ACK for 2xx");
+    assert_eq!(ack.core().unwrap().cseq.seq, 2);
+    // A retransmitted 200 is ACKed again.
+    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &ok.to_bytes());
+    assert_eq!(drain(&mut ep).requests().len(), 1);
+    ep.hangup(t0, call);
+    assert_eq!(drain(&mut ep).requests()[0].method, Method::Bye);
+}
+
+#[test]
+fn uac_cancel_waits_for_a_provisional_and_failure_ends_the_call() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(500);
+    let call = ep.invite(
+        t0,
+        Invite {
+            target: "sip:bob@127.0.0.1:5062".into(),
+            from_user: "parley".into(),
+            sdp: Vec::new(),
+            credentials: None,
+        },
+        peer(),
+        LOCAL.parse().unwrap(),
+    );
+    let first = drain(&mut ep).requests()[0].clone();
+    ep.hangup(t0, call);
+    assert!(drain(&mut ep).sent.is_empty(), "no CANCEL before a provisional response");
+    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &Response::to(&first, 180, Some("b")).finish().to_bytes());
+    let d = drain(&mut ep);
+    let cancel = d.requests().into_iter().find(|r| r.method == Method::Cancel).expect("CANCEL");
+    assert_eq!(cancel.headers.get("Via"), first.headers.get("Via"), "same branch as the INVITE");
+    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &Response::to(&first, 487, Some("b")).finish().to_bytes());
+    let d = drain(&mut ep);
+    assert!(d.requests().iter().any(|r| r.method == Method::Ack));
+    assert!(d.events.iter().any(|e| matches!(
+        e,
+        Event::Ended {
+            reason: EndReason::Failed(487),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn uac_timeout_without_any_response_is_408() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(10);
+    ep.invite(
+        t0,
+        Invite {
+            target: "sip:bob@127.0.0.1:5062".into(),
+            from_user: "parley".into(),
+            sdp: Vec::new(),
+            credentials: None,
+        },
+        peer(),
+        LOCAL.parse().unwrap(),
+    );
+    drain(&mut ep);
+    let d = advance(&mut ep, t0 + Duration::from_secs(1));
+    assert!(d.requests().len() >= 5, "Timer A retransmissions");
+    assert!(d.events.iter().any(|e| matches!(
+        e,
+        Event::Ended {
+            reason: EndReason::Failed(408),
+            ..
+        }
+    )));
+}
+
+/// RFC 4475: every torture message through the endpoint. What it must answer is in
+/// fixtures/rfc4475/expected.tsv.
+#[test]
+fn rfc4475_torture_messages() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rfc4475");
+    let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for line in table.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (name, validity, reason) = (cols[0], cols[1], cols[3]);
+        let bytes = std::fs::read(dir.join(format!("{name}.dat"))).unwrap();
+        let mut ep = endpoint(500);
+        ep.handle_message(Instant::now(), peer(), LOCAL.parse().unwrap(), &bytes);
+        let d = drain(&mut ep);
+        let finals: Vec<u16> = d.codes().into_iter().filter(|c| *c != 100).collect();
+        let reached_call_layer = d.events.iter().any(|e| matches!(e, Event::Incoming { .. }));
+        let expected: Vec<u16> = reason
+            .split("expect")
+            .nth(1)
+            .map(|t| {
+                t.split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ok = if reason.contains("discard silently") {
+            d.sent.is_empty()
+        } else if !expected.is_empty() {
+            // A valid INVITE that reaches the call layer is answered there (200).
+            finals.iter().all(|c| expected.contains(c))
+                && (!finals.is_empty() || (reached_call_layer && expected.contains(&200)))
+        } else if validity == "invalid" {
+            finals == vec![400]
+        } else {
+            // Valid, nothing specific: accepted (call layer or a 2xx), or refused only
+            // because the method is one we do not implement.
+            reached_call_layer || finals.iter().all(|c| matches!(c, 200..=299 | 405 | 501))
+        };
+        if !ok {
+            failures.push(format!(
+                "{name} ({validity}, {reason}): sent {:?}, reached call layer: {reached_call_layer}",
+                d.codes()
+            ));
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 49, "all 49 RFC 4475 messages are listed");
+    assert!(failures.is_empty(), "torture failures:\n{}", failures.join("\n"));
+}
