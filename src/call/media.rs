@@ -105,6 +105,21 @@ impl Recorder {
     }
 }
 
+fn open_recorder(path: &std::path::Path) -> Option<Recorder> {
+    match WavWriter::create(path, 8000) {
+        Ok(writer) => Some(Recorder {
+            writer,
+            first_ts: None,
+            written: 0,
+            decoded: Vec::with_capacity(FRAME),
+        }),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot record the call");
+            None
+        }
+    }
+}
+
 pub async fn run(
     setup: MediaSetup,
     mut control: mpsc::UnboundedReceiver<MediaControl>,
@@ -134,18 +149,10 @@ pub async fn run(
             return;
         }
     };
-    let mut recorder = record_to.and_then(|path| match WavWriter::create(&path, 8000) {
-        Ok(writer) => Some(Recorder {
-            writer,
-            first_ts: None,
-            written: 0,
-            decoded: Vec::with_capacity(FRAME),
-        }),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot record the call");
-            None
-        }
-    });
+    // The file is created with the first audio packet: a call that never sends audio leaves
+    // no empty recording, and signalling-only load does not turn into file-system load.
+    let mut record_to = record_to;
+    let mut recorder: Option<Recorder> = None;
     let mut sender = rtp::RtpSender::new(
         rand::random(),
         params.payload_type,
@@ -186,6 +193,9 @@ pub async fn run(
                 // which is right behind NAT where the SDP address is not.
                 latched = Some(from);
                 if pkt.header.payload_type == params.payload_type && params.direction.receives() {
+                    if let Some(path) = record_to.take() {
+                        recorder = open_recorder(&path);
+                    }
                     if let Some(rec) = recorder.as_mut() {
                         rec.write(params.codec, pkt.header.timestamp, pkt.payload);
                     }
