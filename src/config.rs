@@ -244,13 +244,12 @@ impl Config {
             if rest.starts_with("TEST_") || rest == "LOG" {
                 continue;
             }
-            let key = KEYS
-                .iter()
-                .find(|k| env_name(k) == *var)
-                .ok_or_else(|| ConfigError::UnknownKey {
+            let key = KEYS.iter().find(|k| env_name(k) == *var).ok_or_else(|| {
+                ConfigError::UnknownKey {
                     key: var.clone(),
                     hint: " (environment variable; no config key of that name)".into(),
-                })?;
+                }
+            })?;
             self.set(key, Raw::Env(value), &Origin::Env(var.clone()))?;
         }
         Ok(())
@@ -523,7 +522,10 @@ mod tests {
     fn unknown_keys_are_named() {
         let e = Config::from_toml("[sip]\nlisen = \"0.0.0.0:5060\"\n").unwrap_err();
         assert!(e.to_string().contains("`sip.lisen`"), "{e}");
-        assert!(e.to_string().contains("sip.listen"), "hint lists real keys: {e}");
+        assert!(
+            e.to_string().contains("sip.listen"),
+            "hint lists real keys: {e}"
+        );
         let e = Config::from_toml("[sipp]\nlisten = \"0.0.0.0:5060\"\n").unwrap_err();
         assert!(e.to_string().contains("`sipp.listen`"), "{e}");
         let e = Config::from_toml("colour = 1\n").unwrap_err();
@@ -535,14 +537,30 @@ mod tests {
     #[test]
     fn bad_values_are_named_with_the_reason() {
         let cases = [
-            ("[media]\nrtp_ports = \"30000-20000\"\n", "media.rtp_ports", "above"),
-            ("[media]\nrtp_ports = \"20000\"\n", "media.rtp_ports", "FIRST-LAST"),
-            ("[media]\nrtp_ports = \"20001-20002\"\n", "media.rtp_ports", "pair"),
+            (
+                "[media]\nrtp_ports = \"30000-20000\"\n",
+                "media.rtp_ports",
+                "above",
+            ),
+            (
+                "[media]\nrtp_ports = \"20000\"\n",
+                "media.rtp_ports",
+                "FIRST-LAST",
+            ),
+            (
+                "[media]\nrtp_ports = \"20001-20002\"\n",
+                "media.rtp_ports",
+                "pair",
+            ),
             ("[sip]\nlisten = \"nonsense\"\n", "sip.listen", "nonsense"),
             ("[sip]\nmax_calls = -1\n", "sip.max_calls", "outside"),
             ("[sip]\nmax_calls = \"ten\"\n", "sip.max_calls", "integer"),
             ("[sip]\nt1_ms = 5000\nt2_ms = 4000\n", "sip.t2_ms", "T1"),
-            ("[media]\ngreeting = \"/no/such.wav\"\n", "media.greeting", "readable"),
+            (
+                "[media]\ngreeting = \"/no/such.wav\"\n",
+                "media.greeting",
+                "readable",
+            ),
         ];
         for (text, key, why) in cases {
             let e = Config::from_toml(text).unwrap_err().to_string();
@@ -552,7 +570,10 @@ mod tests {
         let e = Config::load_with_env(None, &env(&[("PARLEY_SIP_MAX_CALLS", "abc")]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("sip.max_calls") && e.contains("PARLEY_SIP_MAX_CALLS"), "{e}");
+        assert!(
+            e.contains("sip.max_calls") && e.contains("PARLEY_SIP_MAX_CALLS"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,7 +11,11 @@ use parley::config::Config;
 use parley::sip::auth::Credentials;
 
 #[derive(Parser)]
-#[command(name = "parley", version, about = "Voice-AI engine: SIP calls answered by an AI agent")]
+#[command(
+    name = "parley",
+    version,
+    about = "Voice-AI engine: SIP calls answered by an AI agent"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

@@ -51,7 +51,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("cannot listen for SIP on {}", config.sip.listen))?;
-    let ports = PortPool::new(config.media.rtp_ports, config.sip.listen.ip(), metrics.clone());
+    let ports = PortPool::new(
+        config.media.rtp_ports,
+        config.sip.listen.ip(),
+        metrics.clone(),
+    );
     let ctx = Arc::new(CallContext {
         config: config.clone(),
         sip: sip.clone(),

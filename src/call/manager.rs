@@ -109,7 +109,11 @@ impl CallManager {
                 Ok(sdp) => Some(sdp),
                 Err(e) => {
                     Metrics::inc(&ctx.metrics.calls_rejected_media);
-                    return self.reject(call, 400, vec![("Warning", format!("399 parley \"bad SDP: {e}\""))]);
+                    return self.reject(
+                        call,
+                        400,
+                        vec![("Warning", format!("399 parley \"bad SDP: {e}\""))],
+                    );
                 }
             }
         };
@@ -127,11 +131,21 @@ impl CallManager {
                 Err(e) => {
                     Metrics::inc(&ctx.metrics.calls_rejected_media);
                     tracing::info!(%call_id, error = %e, "no acceptable media, 488");
-                    return self.reject(call, 488, vec![("Warning", format!("304 parley \"{e}\""))]);
+                    return self.reject(
+                        call,
+                        488,
+                        vec![("Warning", format!("304 parley \"{e}\""))],
+                    );
                 }
             },
             // Late offer (RFC 3261 §13.2.1): we offer in the 200, the answer comes in the ACK.
-            None => Offer::Ours(sdp::offer(&caps, local.ip(), ports.port, &origin, Direction::SendRecv)),
+            None => Offer::Ours(sdp::offer(
+                &caps,
+                local.ip(),
+                ports.port,
+                &origin,
+                Direction::SendRecv,
+            )),
         };
         ctx.metrics.active_calls.fetch_add(1, Ordering::Relaxed);
         let guard = ActiveGuard(ctx.metrics.clone());
@@ -229,11 +243,11 @@ impl Session {
 
         let (media_tx, media_rx) = mpsc::unbounded_channel();
         let (media_events_tx, mut media_events) = mpsc::unbounded_channel();
-        let record_to = ctx
-            .config
-            .media
-            .record
-            .then(|| ctx.config.recordings_dir().join(recording_name(&self.call_id)));
+        let record_to = ctx.config.media.record.then(|| {
+            ctx.config
+                .recordings_dir()
+                .join(recording_name(&self.call_id))
+        });
         let setup = MediaSetup {
             ports,
             // Until a late offer is answered in the ACK, we neither send nor expect media.
@@ -249,7 +263,8 @@ impl Session {
             rtp_timeout: Duration::from_secs(ctx.config.media.rtp_timeout_s),
             metrics: ctx.metrics.clone(),
         };
-        let media_task = tokio::spawn(media::run(setup, media_rx, media_events_tx).in_current_span());
+        let media_task =
+            tokio::spawn(media::run(setup, media_rx, media_events_tx).in_current_span());
 
         let max = ctx.config.call.max_duration_s;
         let limit = tokio::time::sleep(if max == 0 {
@@ -289,13 +304,17 @@ impl Session {
     }
 
     fn on_ack(&mut self, body: &[u8], media: &mpsc::UnboundedSender<MediaControl>) {
-        let Offer::Ours(offer) = &self.media else { return };
+        let Offer::Ours(offer) = &self.media else {
+            return;
+        };
         let answer = std::str::from_utf8(body)
             .ok()
             .and_then(|s| SessionDescription::parse(s).ok());
         match answer.map(|a| sdp::accept_answer(offer, &a)) {
             Some(Ok(negotiated)) => {
-                let _ = media.send(MediaControl::Update(MediaParams::from_negotiated(&negotiated)));
+                let _ = media.send(MediaControl::Update(MediaParams::from_negotiated(
+                    &negotiated,
+                )));
             }
             _ => {
                 // RFC 3261 §13.2.1: an unusable answer in the ACK leaves us to end the call.
@@ -331,13 +350,21 @@ impl Session {
         let local_ip = self.origin.address.parse().unwrap_or([127, 0, 0, 1].into());
         self.origin.bump_version();
         let result = offer.ok_or("bad SDP".to_string()).and_then(|offer| {
-            sdp::answer(&offer, &LocalCaps::default(), local_ip, local_port, &self.origin)
-                .map_err(|e| e.to_string())
+            sdp::answer(
+                &offer,
+                &LocalCaps::default(),
+                local_ip,
+                local_port,
+                &self.origin,
+            )
+            .map_err(|e| e.to_string())
         });
         match result {
             Ok((answer, negotiated)) => {
                 tracing::info!(direction = %negotiated.direction, remote = ?negotiated.remote_addr, "re-INVITE accepted");
-                let _ = media.send(MediaControl::Update(MediaParams::from_negotiated(&negotiated)));
+                let _ = media.send(MediaControl::Update(MediaParams::from_negotiated(
+                    &negotiated,
+                )));
                 self.ctx.sip.send(Command::RespondReinvite {
                     call,
                     code: 200,

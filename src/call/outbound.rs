@@ -101,9 +101,14 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
         },
         user_agent: config.sip.user_agent.clone(),
     };
-    let sip = runtime::start(opts.bind, endpoint_config, config.sip.external_ip, events_tx)
-        .await
-        .map_err(|e| CallError::Bind(opts.bind, e))?;
+    let sip = runtime::start(
+        opts.bind,
+        endpoint_config,
+        config.sip.external_ip,
+        events_tx,
+    )
+    .await
+    .map_err(|e| CallError::Bind(opts.bind, e))?;
     let metrics = Arc::new(Metrics::default());
     let local_ip: IpAddr = config
         .sip

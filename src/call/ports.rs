@@ -63,7 +63,9 @@ impl PortPool {
             });
             match bound {
                 Ok((rtp, rtcp)) => {
-                    self.metrics.rtp_ports_in_use.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .rtp_ports_in_use
+                        .fetch_add(1, Ordering::Relaxed);
                     return Some(RtpPorts {
                         rtp,
                         rtcp,
@@ -81,7 +83,9 @@ impl PortPool {
     }
 
     fn release(&self, port: u16) {
-        self.metrics.rtp_ports_in_use.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .rtp_ports_in_use
+            .fetch_sub(1, Ordering::Relaxed);
         self.free.lock().expect("port pool lock").push_back(port);
     }
 }
@@ -93,7 +97,10 @@ mod tests {
     #[test]
     fn pairs_are_even_and_return_to_the_pool() {
         let metrics = Arc::new(Metrics::default());
-        let range = PortRange { start: 41001, end: 41006 };
+        let range = PortRange {
+            start: 41001,
+            end: 41006,
+        };
         let pool = PortPool::new(range, "127.0.0.1".parse().unwrap(), metrics.clone());
         assert_eq!(pool.available(), 2, "41002/3 and 41004/5");
         let a = pool.allocate().unwrap();

@@ -67,7 +67,11 @@ impl Dialog {
     }
 
     /// The UAC side of a dialog created by a response to our INVITE (RFC 3261 §12.1.2).
-    pub fn as_uac(req: &Request, resp: &Response, local_contact: &str) -> Result<Dialog, ParseError> {
+    pub fn as_uac(
+        req: &Request,
+        resp: &Response,
+        local_contact: &str,
+    ) -> Result<Dialog, ParseError> {
         let req_core = req.core()?;
         let resp_core = resp.core()?;
         let remote_target = contact_uri(&resp.headers)?;
@@ -209,10 +213,16 @@ mod tests {
         assert_eq!(routes, vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]);
         assert_eq!(bye.uri, "sip:alice@10.0.0.1:5062");
         let bye_core = bye.core();
-        assert!(bye_core.is_err(), "no Via yet: the transaction layer adds it");
+        assert!(
+            bye_core.is_err(),
+            "no Via yet: the transaction layer adds it"
+        );
         assert!(bye.headers.get("To").unwrap().contains("tag=aaa"));
         assert!(bye.headers.get("From").unwrap().contains("tag=ourtag"));
-        assert!(!d.accept_remote_cseq(&Method::Bye, 5), "same CSeq is out of order");
+        assert!(
+            !d.accept_remote_cseq(&Method::Bye, 5),
+            "same CSeq is out of order"
+        );
         assert!(d.accept_remote_cseq(&Method::Bye, 6));
         assert!(d.accept_remote_cseq(&Method::Ack, 5));
     }
@@ -221,10 +231,14 @@ mod tests {
     fn uac_dialog_reverses_record_route() {
         let req = invite();
         let mut resp = Response::to(&req, 200, Some("bobtag"));
-        resp.headers.push("Record-Route", "<sip:p2.example;lr>, <sip:p1.example;lr>");
+        resp.headers
+            .push("Record-Route", "<sip:p2.example;lr>, <sip:p1.example;lr>");
         resp.headers.push("Contact", "<sip:bob@10.0.0.2>");
         let d = Dialog::as_uac(&req, &resp, "sip:parley@127.0.0.1").unwrap();
-        assert_eq!(d.route_set, vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]);
+        assert_eq!(
+            d.route_set,
+            vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]
+        );
         assert_eq!(d.id.remote_tag, "bobtag");
         assert_eq!(d.state, DialogState::Confirmed);
     }

@@ -13,8 +13,8 @@ use super::dialog::{Dialog, DialogId, DialogState};
 use super::headers::{HostPort, NameAddr, SipUri, Via, MAGIC_COOKIE};
 use super::message::{self, Core, Message, Method, ParseError, Request, Response};
 use super::transaction::{
-    InviteClient, InviteServer, InviteServerState, NonInviteClient, NonInviteServer, Output as TxOutput,
-    ResponseDisposition, TimerConfig, Transaction,
+    InviteClient, InviteServer, InviteServerState, NonInviteClient, NonInviteServer,
+    Output as TxOutput, ResponseDisposition, TimerConfig, Transaction,
 };
 
 /// Methods Parley answers, for Allow headers.
@@ -162,8 +162,10 @@ struct TxEntry {
     peer: Peer,
     call: Option<CallRef>,
     purpose: Option<ClientPurpose>,
-    /// The request this transaction carries (client) or answers (server).
-    request: Request,
+    /// The request this transaction carries (client) or answers (server). A server
+    /// transaction drops it once its final response is sent: only the response bytes are
+    /// needed for retransmissions, and the 32 s of Timer J/L would otherwise hold every request.
+    request: Option<Request>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,7 +391,9 @@ impl Endpoint {
             let tx = entry.tx.as_tx();
             while let Some(o) = tx.poll_output() {
                 match o {
-                    TxOutput::Transmit(bytes) => self.out.push_back(Output::Transmit { peer, bytes }),
+                    TxOutput::Transmit(bytes) => {
+                        self.out.push_back(Output::Transmit { peer, bytes })
+                    }
                     TxOutput::Timeout(t) => timeouts.push(t),
                     TxOutput::Terminated => terminated = true,
                     TxOutput::Response { .. } => {}
@@ -410,7 +414,9 @@ impl Endpoint {
     }
 
     fn on_tx_timeout(&mut self, now: Instant, id: u64) {
-        let Some(entry) = self.txs.get(&id) else { return };
+        let Some(entry) = self.txs.get(&id) else {
+            return;
+        };
         let (call, purpose) = (entry.call, entry.purpose);
         let Some(call) = call else { return };
         match (entry.tx_is_invite_server(), purpose) {
@@ -455,7 +461,9 @@ impl Endpoint {
     /// malformed response or unreadable bytes are dropped (RFC 3261 §16.7 and §18.1.2).
     fn on_parse_error(&mut self, peer: Peer, e: ParseError) {
         tracing::debug!(peer = %peer.addr, reason = %e.reason, "rejecting malformed message");
-        let Some(mut req) = e.partial.map(|b| *b) else { return };
+        let Some(mut req) = e.partial.map(|b| *b) else {
+            return;
+        };
         if req.method == Method::Ack {
             return;
         }
@@ -463,7 +471,8 @@ impl Endpoint {
         let mut resp = Response::to(&req, e.status, Some(&random_token(8)));
         if resp.headers.get("Via").is_none() {
             // No usable Via: answer the source, which is all we know.
-            resp.headers.push("Via", format!("SIP/2.0/UDP {}", peer.addr));
+            resp.headers
+                .push("Via", format!("SIP/2.0/UDP {}", peer.addr));
         }
         resp.headers.push("Warning", warning(&e.reason));
         resp.headers.push("Server", &self.config.user_agent);
@@ -581,7 +590,7 @@ impl Endpoint {
                 peer: reply_to,
                 call: None,
                 purpose: None,
-                request: req.clone(),
+                request: Some(req.clone()),
             },
         )
     }
@@ -606,6 +615,9 @@ impl Endpoint {
         let code = resp.code;
         let bytes = resp.to_bytes();
         if let Some(entry) = self.txs.get_mut(&tx_id) {
+            if code >= 200 {
+                entry.request = None;
+            }
             match &mut entry.tx {
                 AnyTx::InviteServer(tx) => tx.send_response(now, code, bytes),
                 AnyTx::NonInviteServer(tx) => tx.send_response(now, code, bytes),
@@ -616,7 +628,10 @@ impl Endpoint {
     }
 
     fn on_cancel(&mut self, now: Instant, reply_to: Peer, req: Request, core: &Core, key: TxKey) {
-        let TxKey::Server { branch, sent_by, .. } = &key else {
+        let TxKey::Server {
+            branch, sent_by, ..
+        } = &key
+        else {
             return;
         };
         let invite_key = TxKey::Server {
@@ -646,7 +661,7 @@ impl Endpoint {
         if !pending {
             return; // Already answered: the CANCEL has no effect (RFC 3261 §9.2).
         }
-        let invite = self.txs.get(&invite_id).map(|e| e.request.clone());
+        let invite = self.txs.get(&invite_id).and_then(|e| e.request.clone());
         if let (Some(call), Some(invite)) = (call, invite) {
             let tag = local_tag.unwrap_or_else(|| random_token(10));
             let mut resp = Response::to(&invite, 487, Some(&tag));
@@ -725,8 +740,12 @@ impl Endpoint {
             local_tag: core.to.tag().unwrap_or_default().to_string(),
             remote_tag: core.from.tag().unwrap_or_default().to_string(),
         };
-        let Some(&call) = self.dialogs.get(&id) else { return };
-        let Some(state) = self.calls.get_mut(&call) else { return };
+        let Some(&call) = self.dialogs.get(&id) else {
+            return;
+        };
+        let Some(state) = self.calls.get_mut(&call) else {
+            return;
+        };
         let matches = state
             .pending_2xx
             .as_ref()
@@ -819,9 +838,13 @@ impl Endpoint {
             }
             return;
         };
-        let Some(entry) = self.txs.get_mut(&id) else { return };
+        let Some(entry) = self.txs.get_mut(&id) else {
+            return;
+        };
         let (call, purpose) = (entry.call, entry.purpose);
-        let request = entry.request.clone();
+        let Some(request) = entry.request.clone() else {
+            return;
+        };
         let disposition = match &mut entry.tx {
             AnyTx::InviteClient(tx) => tx.on_response(now, resp.code, || {
                 ack_for_failure(&request, &resp).to_bytes()
@@ -849,7 +872,9 @@ impl Endpoint {
             local_tag: core.from.tag().unwrap_or_default().to_string(),
             remote_tag: core.to.tag().unwrap_or_default().to_string(),
         };
-        let Some(call) = self.dialogs.get(&id) else { return };
+        let Some(call) = self.dialogs.get(&id) else {
+            return;
+        };
         if let Some(state) = self.calls.get(call) {
             if let Some(ack) = state.ack_bytes.clone() {
                 let peer = state.peer;
@@ -870,9 +895,11 @@ impl Endpoint {
         sdp: Option<Vec<u8>>,
         extra: &[(&str, String)],
     ) {
-        let Some(state) = self.calls.get(&call) else { return };
+        let Some(state) = self.calls.get(&call) else {
+            return;
+        };
         let Some(tx_id) = state.invite_tx else { return };
-        let Some(request) = self.txs.get(&tx_id).map(|e| e.request.clone()) else {
+        let Some(request) = self.txs.get(&tx_id).and_then(|e| e.request.clone()) else {
             return;
         };
         let resp = self.build_dialog_response(call, &request, code, sdp, extra);
@@ -896,10 +923,20 @@ impl Endpoint {
     }
 
     /// Answers a re-INVITE.
-    pub fn respond_reinvite(&mut self, now: Instant, call: CallRef, code: u16, sdp: Option<Vec<u8>>) {
-        let Some(state) = self.calls.get_mut(&call) else { return };
-        let Some(tx_id) = state.reinvite_tx.take() else { return };
-        let Some(request) = self.txs.get(&tx_id).map(|e| e.request.clone()) else {
+    pub fn respond_reinvite(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        code: u16,
+        sdp: Option<Vec<u8>>,
+    ) {
+        let Some(state) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(tx_id) = state.reinvite_tx.take() else {
+            return;
+        };
+        let Some(request) = self.txs.get(&tx_id).and_then(|e| e.request.clone()) else {
             return;
         };
         let resp = self.build_dialog_response(call, &request, code, sdp, &[]);
@@ -921,7 +958,8 @@ impl Endpoint {
         let state = &self.calls[&call];
         let mut resp = Response::to(request, code, Some(&state.dialog.id.local_tag));
         if (101..300).contains(&code) {
-            resp.headers.push("Contact", format!("<{}>", state.dialog.local_contact));
+            resp.headers
+                .push("Contact", format!("<{}>", state.dialog.local_contact));
             for rr in request.headers.all("Record-Route") {
                 resp.headers.push("Record-Route", rr);
             }
@@ -946,9 +984,15 @@ impl Endpoint {
         let bytes = resp.to_bytes();
         self.send_on_tx(now, tx_id, resp.clone());
         let t = self.config.timers;
-        let Some(state) = self.calls.get_mut(&call) else { return };
+        let Some(state) = self.calls.get_mut(&call) else {
+            return;
+        };
         let reliable = state.peer.transport.reliable();
-        let next_at = if reliable { now + t.timeout() } else { now + t.t1 };
+        let next_at = if reliable {
+            now + t.timeout()
+        } else {
+            now + t.t1
+        };
         state.pending_2xx = Some(Pending2xx {
             cseq,
             bytes,
@@ -956,13 +1000,20 @@ impl Endpoint {
             next_at,
             give_up_at: now + t.timeout(),
         });
-        self.timers.push(Reverse((next_at.min(now + t.timeout()), TimerTarget::Call(call))));
+        self.timers.push(Reverse((
+            next_at.min(now + t.timeout()),
+            TimerTarget::Call(call),
+        )));
     }
 
     fn call_timer(&mut self, now: Instant, call: CallRef) {
         let t2 = self.config.timers.t2;
-        let Some(state) = self.calls.get_mut(&call) else { return };
-        let Some(pending) = state.pending_2xx.as_mut() else { return };
+        let Some(state) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(pending) = state.pending_2xx.as_mut() else {
+            return;
+        };
         if now >= pending.give_up_at {
             // RFC 3261 §13.3.1.4: no ACK within 64*T1 — confirm and immediately end the
             // session with BYE.
@@ -991,8 +1042,13 @@ impl Endpoint {
     /// Ends a call from our side: BYE once answered, CANCEL while our INVITE is pending, or a
     /// final response while we have not answered an incoming INVITE.
     pub fn hangup(&mut self, now: Instant, call: CallRef) {
-        let Some(state) = self.calls.get(&call) else { return };
-        match (state.role, state.answered || state.dialog.state == DialogState::Confirmed) {
+        let Some(state) = self.calls.get(&call) else {
+            return;
+        };
+        match (
+            state.role,
+            state.answered || state.dialog.state == DialogState::Confirmed,
+        ) {
             (Role::Uas, false) => self.respond(now, call, 480, None, &[]),
             (Role::Uac, false) => self.cancel(now, call),
             (_, true) => {
@@ -1003,7 +1059,9 @@ impl Endpoint {
 
     fn send_bye(&mut self, now: Instant, call: CallRef) {
         let ua = self.config.user_agent.clone();
-        let Some(state) = self.calls.get_mut(&call) else { return };
+        let Some(state) = self.calls.get_mut(&call) else {
+            return;
+        };
         if state.bye_sent {
             return;
         }
@@ -1055,7 +1113,7 @@ impl Endpoint {
                 peer,
                 call: Some(call),
                 purpose: Some(purpose),
-                request: req.clone(),
+                request: Some(req.clone()),
             },
         )
     }
@@ -1064,7 +1122,13 @@ impl Endpoint {
     // UAC
 
     /// Places an outbound call. `peer` is the resolved next hop for `invite.target`.
-    pub fn invite(&mut self, now: Instant, invite: Invite, peer: Peer, local: SocketAddr) -> CallRef {
+    pub fn invite(
+        &mut self,
+        now: Instant,
+        invite: Invite,
+        peer: Peer,
+        local: SocketAddr,
+    ) -> CallRef {
         let call = CallRef(self.alloc_id());
         let contact = local_contact(local, peer.transport);
         let local_tag = random_token(10);
@@ -1123,7 +1187,9 @@ impl Endpoint {
     }
 
     fn send_invite(&mut self, now: Instant, call: CallRef, mut req: Request) {
-        let Some(state) = self.calls.get(&call) else { return };
+        let Some(state) = self.calls.get(&call) else {
+            return;
+        };
         let (peer, local) = (state.peer, state.local);
         let tx = self.start_client_tx(now, call, &mut req, peer, local, ClientPurpose::Invite);
         if let Some(state) = self.calls.get_mut(&call) {
@@ -1133,7 +1199,9 @@ impl Endpoint {
     }
 
     fn cancel(&mut self, now: Instant, call: CallRef) {
-        let Some(state) = self.calls.get_mut(&call) else { return };
+        let Some(state) = self.calls.get_mut(&call) else {
+            return;
+        };
         state.cancel_wanted = true;
         let (Some(invite), Some(tx)) = (state.invite.clone(), state.invite_tx) else {
             return;
@@ -1180,12 +1248,18 @@ impl Endpoint {
                 peer,
                 call: Some(call),
                 purpose: Some(ClientPurpose::Cancel),
-                request: cancel,
+                request: Some(cancel),
             },
         );
     }
 
-    fn on_invite_response(&mut self, now: Instant, call: CallRef, request: Request, resp: Response) {
+    fn on_invite_response(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        request: Request,
+        resp: Response,
+    ) {
         let code = resp.code;
         let Some(state) = self.calls.get_mut(&call) else {
             return;
@@ -1208,11 +1282,10 @@ impl Endpoint {
                     dialog.local_seq = state.dialog.local_seq.max(dialog.local_seq);
                     let old_id = std::mem::replace(&mut state.dialog, dialog).id;
                     let seq = request.core().map(|c| c.cseq.seq).unwrap_or(1);
-                    let mut ack = state.dialog.request_with_seq(
-                        Method::Ack,
-                        seq,
-                        &self.config.user_agent,
-                    );
+                    let mut ack =
+                        state
+                            .dialog
+                            .request_with_seq(Method::Ack, seq, &self.config.user_agent);
                     let peer = in_dialog_peer(&state.dialog, state.peer);
                     ack.headers = with_via(&ack, peer, state.local);
                     let bytes = ack.to_bytes();
@@ -1251,9 +1324,7 @@ impl Endpoint {
                         retry.headers.remove("Via");
                         state.dialog.local_seq += 1;
                         let seq = state.dialog.local_seq;
-                        retry
-                            .headers
-                            .set("CSeq", format!("{seq} INVITE"));
+                        retry.headers.set("CSeq", format!("{seq} INVITE"));
                         let value = auth::authorize(
                             &ch,
                             &creds,
@@ -1373,7 +1444,11 @@ fn ack_for_failure(invite: &Request, resp: &Response) -> Request {
             headers.push(name, v);
         }
     }
-    for (name, source) in [("From", &invite.headers), ("To", &resp.headers), ("Call-ID", &invite.headers)] {
+    for (name, source) in [
+        ("From", &invite.headers),
+        ("To", &resp.headers),
+        ("Call-ID", &invite.headers),
+    ] {
         if let Some(v) = source.get(name) {
             headers.push(name, v);
         }
@@ -1423,7 +1498,10 @@ pub fn uri_peer(uri: &SipUri, default_transport: TransportKind) -> Option<Peer> 
 /// dialog's INVITE came from (hostnames would need DNS, which the sans-I/O core does not do;
 /// see docs/sip-compliance.md). A TCP connection to the same address is reused.
 fn in_dialog_peer(dialog: &Dialog, origin: Peer) -> Peer {
-    match dialog.next_hop().and_then(|u| uri_peer(&u, origin.transport)) {
+    match dialog
+        .next_hop()
+        .and_then(|u| uri_peer(&u, origin.transport))
+    {
         Some(p) if p.addr == origin.addr && p.transport == origin.transport => origin,
         Some(p) => p,
         None => origin,

@@ -68,9 +68,9 @@ fn drain(ep: &mut Endpoint) -> Drained {
     let mut d = Drained::default();
     while let Some(o) = ep.poll_output() {
         match o {
-            Output::Transmit { peer, bytes } => {
-                d.sent.push((peer.addr, parse(&bytes).expect("we send parseable SIP")))
-            }
+            Output::Transmit { peer, bytes } => d
+                .sent
+                .push((peer.addr, parse(&bytes).expect("we send parseable SIP"))),
             Output::Event(e) => d.events.push(e),
         }
     }
@@ -144,7 +144,11 @@ fn answered_call_retransmits_200_until_ack_then_remote_bye() {
     assert_eq!(d.codes(), vec![100]);
     let call = incoming_call(&d);
     // A retransmitted INVITE replays the 100 and does not create a second call.
-    let d = feed(&mut ep, t0 + Duration::from_millis(500), &invite("z9hG4bK1", "", "v=0\r\n"));
+    let d = feed(
+        &mut ep,
+        t0 + Duration::from_millis(500),
+        &invite("z9hG4bK1", "", "v=0\r\n"),
+    );
     assert_eq!(d.codes(), vec![100]);
     assert!(d.events.is_empty());
 
@@ -157,12 +161,24 @@ fn answered_call_retransmits_200_until_ack_then_remote_bye() {
     // Without an ACK, the 200 goes out again at T1, 2*T1, 4*T1 ...
     let d = advance(&mut ep, t0 + Duration::from_millis(1600));
     assert_eq!(d.codes(), vec![200, 200]);
-    let d = feed(&mut ep, t0 + Duration::from_millis(1700), &in_dialog("ACK", "z9hG4bK2", &tag, 1));
+    let d = feed(
+        &mut ep,
+        t0 + Duration::from_millis(1700),
+        &in_dialog("ACK", "z9hG4bK2", &tag, 1),
+    );
     assert!(matches!(d.events[..], [Event::Confirmed { .. }]));
     let d = advance(&mut ep, t0 + Duration::from_secs(10));
-    assert_eq!(d.codes(), Vec::<u16>::new(), "no retransmission after the ACK");
+    assert_eq!(
+        d.codes(),
+        Vec::<u16>::new(),
+        "no retransmission after the ACK"
+    );
 
-    let d = feed(&mut ep, t0 + Duration::from_secs(11), &in_dialog("BYE", "z9hG4bK3", &tag, 2));
+    let d = feed(
+        &mut ep,
+        t0 + Duration::from_secs(11),
+        &in_dialog("BYE", "z9hG4bK3", &tag, 2),
+    );
     assert_eq!(d.codes(), vec![200]);
     assert!(matches!(
         d.events[..],
@@ -173,7 +189,11 @@ fn answered_call_retransmits_200_until_ack_then_remote_bye() {
     ));
     assert_eq!(ep.active_calls(), 0);
     // A BYE for a dialog that is gone gets 481.
-    let d = feed(&mut ep, t0 + Duration::from_secs(12), &in_dialog("BYE", "z9hG4bK4", &tag, 3));
+    let d = feed(
+        &mut ep,
+        t0 + Duration::from_secs(12),
+        &in_dialog("BYE", "z9hG4bK4", &tag, 3),
+    );
     assert_eq!(d.codes(), vec![481]);
 }
 
@@ -187,9 +207,16 @@ fn missing_ack_ends_the_call_with_bye_after_64_t1() {
     let d = advance(&mut ep, t0 + Duration::from_millis(64 * 50 + 1));
     let retransmissions = d.codes().iter().filter(|c| **c == 200).count();
     assert!(retransmissions >= 5, "{retransmissions} retransmissions");
-    let byes: Vec<_> = d.requests().into_iter().filter(|r| r.method == Method::Bye).collect();
+    let byes: Vec<_> = d
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::Bye)
+        .collect();
     assert_eq!(byes.len(), 1);
-    assert_eq!(byes[0].uri, "sip:caller@127.0.0.1:5062", "BYE goes to the remote target");
+    assert_eq!(
+        byes[0].uri, "sip:caller@127.0.0.1:5062",
+        "BYE goes to the remote target"
+    );
     assert!(d.events.iter().any(|e| matches!(
         e,
         Event::Ended {
@@ -244,9 +271,16 @@ fn cancel_matching_nothing_gets_481() {
 fn protocol_level_rejections() {
     let t0 = Instant::now();
     let mut ep = endpoint(500);
-    let d = feed(&mut ep, t0, &invite("z9hG4bKr1", "Require: 100rel, foo\r\n", ""));
+    let d = feed(
+        &mut ep,
+        t0,
+        &invite("z9hG4bKr1", "Require: 100rel, foo\r\n", ""),
+    );
     assert_eq!(d.codes(), vec![420]);
-    assert_eq!(d.response(420).headers.get("Unsupported"), Some("100rel, foo"));
+    assert_eq!(
+        d.response(420).headers.get("Unsupported"),
+        Some("100rel, foo")
+    );
     let d = feed(
         &mut ep,
         t0,
@@ -263,12 +297,23 @@ fn protocol_level_rejections() {
     for m in ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"] {
         assert!(allow.contains(m), "{allow}");
     }
-    let d = feed(&mut ep, t0, &in_dialog("SUBSCRIBE", "z9hG4bKs", "x", 1).replace(";tag=x", ""));
+    let d = feed(
+        &mut ep,
+        t0,
+        &in_dialog("SUBSCRIBE", "z9hG4bKs", "x", 1).replace(";tag=x", ""),
+    );
     assert_eq!(d.codes(), vec![405]);
     assert!(d.response(405).headers.get("Allow").is_some());
-    let d = feed(&mut ep, t0, &invite("z9hG4bKt", "", "hello").replace("application/sdp", "text/plain"));
+    let d = feed(
+        &mut ep,
+        t0,
+        &invite("z9hG4bKt", "", "hello").replace("application/sdp", "text/plain"),
+    );
     assert_eq!(d.codes(), vec![415]);
-    assert_eq!(d.response(415).headers.get("Accept"), Some("application/sdp"));
+    assert_eq!(
+        d.response(415).headers.get("Accept"),
+        Some("application/sdp")
+    );
     let d = feed(&mut ep, t0, "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKm\r\nCSeq: 1 INVITE\r\n\r\n");
     assert_eq!(d.codes(), vec![400]);
     let warning = d.response(400).headers.get("Warning").unwrap();
@@ -356,9 +401,18 @@ fn uac_invite_with_digest_challenge_then_answer() {
         "Proxy-Authenticate",
         "Digest realm=\"trunk\", nonce=\"abc\", qop=\"auth\", algorithm=SHA-256",
     );
-    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &challenge.finish().to_bytes());
+    ep.handle_message(
+        t0,
+        peer(),
+        LOCAL.parse().unwrap(),
+        &challenge.finish().to_bytes(),
+    );
     let d = drain(&mut ep);
-    let acks: Vec<_> = d.requests().into_iter().filter(|r| r.method == Method::Ack).collect();
+    let acks: Vec<_> = d
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::Ack)
+        .collect();
     assert_eq!(acks.len(), 1, "the 407 is ACKed by the transaction");
     let retry = d
         .requests()
@@ -370,15 +424,27 @@ fn uac_invite_with_digest_challenge_then_answer() {
     assert!(auth::verify(authz, "secret", "INVITE").unwrap());
     assert_eq!(retry.core().unwrap().cseq.seq, 2);
 
-    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &Response::to(&retry, 180, Some("b2")).finish().to_bytes());
+    ep.handle_message(
+        t0,
+        peer(),
+        LOCAL.parse().unwrap(),
+        &Response::to(&retry, 180, Some("b2")).finish().to_bytes(),
+    );
     let mut ok = Response::to(&retry, 200, Some("b2"));
     ok.headers.push("Contact", "<sip:bob@127.0.0.1:5062>");
     let ok = ok.finish();
     ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &ok.to_bytes());
     let d = drain(&mut ep);
-    assert!(d.events.iter().any(|e| matches!(e, Event::Progress { code: 180, .. })));
+    assert!(d
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Progress { code: 180, .. })));
     assert!(d.events.iter().any(|e| matches!(e, Event::Answered { .. })));
-    let ack = d.requests().into_iter().find(|r| r.method == Method::Ack).expect("ACK for 2xx");
+    let ack = d
+        .requests()
+        .into_iter()
+        .find(|r| r.method == Method::Ack)
+        .expect("ACK for 2xx");
     assert_eq!(ack.core().unwrap().cseq.seq, 2);
     // A retransmitted 200 is ACKed again.
     ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &ok.to_bytes());
@@ -404,12 +470,33 @@ fn uac_cancel_waits_for_a_provisional_and_failure_ends_the_call() {
     );
     let first = drain(&mut ep).requests()[0].clone();
     ep.hangup(t0, call);
-    assert!(drain(&mut ep).sent.is_empty(), "no CANCEL before a provisional response");
-    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &Response::to(&first, 180, Some("b")).finish().to_bytes());
+    assert!(
+        drain(&mut ep).sent.is_empty(),
+        "no CANCEL before a provisional response"
+    );
+    ep.handle_message(
+        t0,
+        peer(),
+        LOCAL.parse().unwrap(),
+        &Response::to(&first, 180, Some("b")).finish().to_bytes(),
+    );
     let d = drain(&mut ep);
-    let cancel = d.requests().into_iter().find(|r| r.method == Method::Cancel).expect("CANCEL");
-    assert_eq!(cancel.headers.get("Via"), first.headers.get("Via"), "same branch as the INVITE");
-    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &Response::to(&first, 487, Some("b")).finish().to_bytes());
+    let cancel = d
+        .requests()
+        .into_iter()
+        .find(|r| r.method == Method::Cancel)
+        .expect("CANCEL");
+    assert_eq!(
+        cancel.headers.get("Via"),
+        first.headers.get("Via"),
+        "same branch as the INVITE"
+    );
+    ep.handle_message(
+        t0,
+        peer(),
+        LOCAL.parse().unwrap(),
+        &Response::to(&first, 487, Some("b")).finish().to_bytes(),
+    );
     let d = drain(&mut ep);
     assert!(d.requests().iter().any(|r| r.method == Method::Ack));
     assert!(d.events.iter().any(|e| matches!(
@@ -456,7 +543,10 @@ fn rfc4475_torture_messages() {
     let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
     let mut checked = 0;
     let mut failures = Vec::new();
-    for line in table.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+    for line in table
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
         let cols: Vec<&str> = line.split('\t').collect();
         let (name, validity, reason) = (cols[0], cols[1], cols[3]);
         let bytes = std::fs::read(dir.join(format!("{name}.dat"))).unwrap();
@@ -496,5 +586,9 @@ fn rfc4475_torture_messages() {
         checked += 1;
     }
     assert_eq!(checked, 49, "all 49 RFC 4475 messages are listed");
-    assert!(failures.is_empty(), "torture failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "torture failures:\n{}",
+        failures.join("\n")
+    );
 }

@@ -277,7 +277,11 @@ impl Via {
 
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SIP/2.0/{} {}{}", self.transport, self.sent_by, self.params)
+        write!(
+            f,
+            "SIP/2.0/{} {}{}",
+            self.transport, self.sent_by, self.params
+        )
     }
 }
 
@@ -366,7 +370,10 @@ impl NameAddr {
                 .all(|c| is_token_char(c) || c == ' ' || c == '\t')
             {
                 // RFC 3261 §25.1: an unquoted display name is tokens and whitespace only.
-                return Err(err(header, format!("display name {display:?} must be quoted")));
+                return Err(err(
+                    header,
+                    format!("display name {display:?} must be quoted"),
+                ));
             }
             let rest = &value[lt + 1..];
             let gt = rest
@@ -459,7 +466,10 @@ impl CSeq {
         const H: &str = "CSeq";
         let mut parts = value.split_whitespace();
         let (Some(num), Some(method), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(err(H, format!("expected \"<number> <method>\", got {value:?}")));
+            return Err(err(
+                H,
+                format!("expected \"<number> <method>\", got {value:?}"),
+            ));
         };
         let seq = num
             .parse::<u32>()
@@ -511,8 +521,11 @@ mod tests {
 
     #[test]
     fn name_addr_forms() {
-        let n = NameAddr::parse("\"Alice, A.\" <sip:alice@atlanta.com;transport=tcp>;tag=1928", "From")
-            .unwrap();
+        let n = NameAddr::parse(
+            "\"Alice, A.\" <sip:alice@atlanta.com;transport=tcp>;tag=1928",
+            "From",
+        )
+        .unwrap();
         assert_eq!(n.uri, "sip:alice@atlanta.com;transport=tcp");
         assert_eq!(n.tag(), Some("1928"));
         let n = NameAddr::parse("sip:bob@biloxi.com;tag=a6c85cf", "To").unwrap();

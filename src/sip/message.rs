@@ -121,13 +121,52 @@ fn header_value(h: &Header) -> &str {
         };
     }
     values!(
-        Accept, AcceptEncoding, AcceptLanguage, AlertInfo, Allow, AuthenticationInfo,
-        Authorization, CSeq, CallId, CallInfo, Contact, ContentDisposition, ContentEncoding,
-        ContentLanguage, ContentLength, ContentType, Date, ErrorInfo, Event, Expires, From,
-        InReplyTo, MaxForwards, MimeVersion, MinExpires, Organization, Priority,
-        ProxyAuthenticate, ProxyAuthorization, ProxyRequire, RecordRoute, ReplyTo, Require,
-        RetryAfter, Route, Server, Subject, SubscriptionState, Supported, Timestamp, To,
-        Unsupported, UserAgent, Via, Warning, WwwAuthenticate,
+        Accept,
+        AcceptEncoding,
+        AcceptLanguage,
+        AlertInfo,
+        Allow,
+        AuthenticationInfo,
+        Authorization,
+        CSeq,
+        CallId,
+        CallInfo,
+        Contact,
+        ContentDisposition,
+        ContentEncoding,
+        ContentLanguage,
+        ContentLength,
+        ContentType,
+        Date,
+        ErrorInfo,
+        Event,
+        Expires,
+        From,
+        InReplyTo,
+        MaxForwards,
+        MimeVersion,
+        MinExpires,
+        Organization,
+        Priority,
+        ProxyAuthenticate,
+        ProxyAuthorization,
+        ProxyRequire,
+        RecordRoute,
+        ReplyTo,
+        Require,
+        RetryAfter,
+        Route,
+        Server,
+        Subject,
+        SubscriptionState,
+        Supported,
+        Timestamp,
+        To,
+        Unsupported,
+        UserAgent,
+        Via,
+        Warning,
+        WwwAuthenticate,
     )
 }
 
@@ -198,7 +237,8 @@ impl Headers {
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.0.retain(|h| !header_name(h).eq_ignore_ascii_case(name));
+        self.0
+            .retain(|h| !header_name(h).eq_ignore_ascii_case(name));
     }
 
     pub fn set(&mut self, name: &str, value: impl AsRef<str>) {
@@ -444,7 +484,9 @@ fn parse_status_line(rest: &str, headers: Headers, body: &[u8]) -> Result<Respon
         .split_once(' ')
         .ok_or_else(|| ParseError::bad("bad status line"))?;
     if version != "2.0" {
-        return Err(ParseError::bad(format!("unsupported version SIP/{version}")));
+        return Err(ParseError::bad(format!(
+            "unsupported version SIP/{version}"
+        )));
     }
     let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
     let code: u16 = code
@@ -493,7 +535,11 @@ fn parse_request_line(line: &str, headers: Headers) -> Result<Request, ParseErro
     }
     let method = Method::parse(method_token);
     if version != "SIP/2.0" {
-        let status = if version.starts_with("SIP/") { 505 } else { 400 };
+        let status = if version.starts_with("SIP/") {
+            505
+        } else {
+            400
+        };
         return Err(partial(
             format!("unsupported version {version:?}"),
             status,
@@ -514,7 +560,11 @@ fn parse_request_line(line: &str, headers: Headers) -> Result<Request, ParseErro
             })?;
         }
         Some("tel") => {}
-        Some(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) => {
+        Some(s)
+            if !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
             return Err(partial(
                 format!("unsupported URI scheme {s:?}"),
                 416,
@@ -606,7 +656,11 @@ fn check_date(value: &str) -> Result<(), ParseError> {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let bad = || ParseError::bad(format!("bad Date {value:?}: expected e.g. \"Sat, 13 Nov 2010 23:29:00 GMT\""));
+    let bad = || {
+        ParseError::bad(format!(
+            "bad Date {value:?}: expected e.g. \"Sat, 13 Nov 2010 23:29:00 GMT\""
+        ))
+    };
     let (day, rest) = value.trim().split_once(',').ok_or_else(bad)?;
     let parts: Vec<&str> = rest.split_whitespace().collect();
     let [dd, mon, year, time, zone] = parts[..] else {
@@ -729,7 +783,8 @@ impl Response {
 
     /// Sets Content-Length from the body; call last.
     pub fn finish(mut self) -> Response {
-        self.headers.set("Content-Length", self.body.len().to_string());
+        self.headers
+            .set("Content-Length", self.body.len().to_string());
         self
     }
 }
@@ -795,7 +850,10 @@ mod tests {
         let resp = Response::to(&req, 200, Some("xyz")).finish();
         let text = String::from_utf8(resp.to_bytes()).unwrap();
         assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
-        assert!(text.contains("To: Bob <sip:bob@biloxi.example.com>;tag=xyz\r\n"), "{text}");
+        assert!(
+            text.contains("To: Bob <sip:bob@biloxi.example.com>;tag=xyz\r\n"),
+            "{text}"
+        );
         assert!(text.contains("Content-Length: 0\r\n\r\n"), "{text}");
         // And what we write, we read back.
         let Message::Response(back) = parse(&resp.to_bytes()).unwrap() else {
@@ -819,7 +877,12 @@ mod tests {
 
     #[test]
     fn errors_carry_the_status_and_the_partial_request() {
-        let e = parse(INVITE.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia").as_bytes()).unwrap_err();
+        let e = parse(
+            INVITE
+                .replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia")
+                .as_bytes(),
+        )
+        .unwrap_err();
         assert_eq!(e.status, 505);
         assert!(e.partial.is_some());
         let e = parse(INVITE.replace("314159 INVITE", "314159 BYE").as_bytes()).unwrap_err();
@@ -827,7 +890,12 @@ mod tests {
         assert!(e.reason.contains("CSeq"), "{}", e.reason);
         let e = parse(INVITE.replace("Length: 4", "Length: 9999").as_bytes()).unwrap_err();
         assert!(e.reason.contains("Content-Length"), "{}", e.reason);
-        let e = parse(INVITE.replace("sip:bob@biloxi", "foo:bob@biloxi").as_bytes()).unwrap_err();
+        let e = parse(
+            INVITE
+                .replace("sip:bob@biloxi", "foo:bob@biloxi")
+                .as_bytes(),
+        )
+        .unwrap_err();
         assert_eq!(e.status, 416);
         let e = parse(b"garbage").unwrap_err();
         assert!(e.partial.is_none());

@@ -1,11 +1,11 @@
 //! The SIP stack: message parsing over rsip, transports, transactions, dialogs and the
 //! user agent core. It knows nothing about media or AI; `call::` ties it to them.
 
-pub mod headers;
-pub mod message;
-pub mod transaction;
 pub mod auth;
 pub mod dialog;
 pub mod endpoint;
-pub mod sdp;
+pub mod headers;
+pub mod message;
 pub mod runtime;
+pub mod sdp;
+pub mod transaction;

@@ -14,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
-use super::endpoint::{CallRef, Endpoint, EndpointConfig, Event, Invite, Output, Peer, TransportKind};
+use super::endpoint::{
+    CallRef, Endpoint, EndpointConfig, Event, Invite, Output, Peer, TransportKind,
+};
 use super::message::frame_length;
 
 /// Largest SIP message accepted over TCP; UDP is bounded by the datagram.
@@ -124,13 +126,23 @@ pub async fn start(
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
-async fn accept_loop(listener: TcpListener, inbound: mpsc::UnboundedSender<Inbound>, stats: Arc<SipStats>) {
+async fn accept_loop(
+    listener: TcpListener,
+    inbound: mpsc::UnboundedSender<Inbound>,
+    stats: Arc<SipStats>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
                 stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
                 let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(run_connection(conn, stream, addr, inbound.clone(), stats.clone()));
+                tokio::spawn(run_connection(
+                    conn,
+                    stream,
+                    addr,
+                    inbound.clone(),
+                    stats.clone(),
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "TCP accept failed");
@@ -258,7 +270,8 @@ impl Runtime {
                     conn: Some(conn),
                 };
                 let local = SocketAddr::new(self.external_ip.unwrap_or(local.ip()), local.port());
-                self.endpoint.handle_message(Instant::now(), peer, local, &bytes);
+                self.endpoint
+                    .handle_message(Instant::now(), peer, local, &bytes);
             }
             Inbound::Connected { conn, addr, writer } => {
                 self.conns.insert(conn, writer);
@@ -315,7 +328,10 @@ impl Runtime {
         if self.local_ips.len() > 10_000 {
             self.local_ips.clear();
         }
-        let ip = *self.local_ips.entry(peer).or_insert_with(|| local_ip_toward(peer));
+        let ip = *self
+            .local_ips
+            .entry(peer)
+            .or_insert_with(|| local_ip_toward(peer));
         SocketAddr::new(ip, port)
     }
 

@@ -431,7 +431,9 @@ impl InviteClient {
             (Calling | Proceeding, 200..=299) => {
                 self.state = Accepted;
                 self.base.timers.clear();
-                self.base.timers.arm(Timer::M, now + self.base.config.timeout());
+                self.base
+                    .timers
+                    .arm(Timer::M, now + self.base.config.timeout());
                 ResponseDisposition::PassUp
             }
             (Accepted, 200..=299) => ResponseDisposition::PassUp,
@@ -578,7 +580,11 @@ mod tests {
     }
 
     /// Drives a transaction's timers up to `until`, collecting the instants of transmissions.
-    fn run_until<T: Transaction>(tx: &mut T, start: Instant, until: Instant) -> Vec<(Duration, Output)> {
+    fn run_until<T: Transaction>(
+        tx: &mut T,
+        start: Instant,
+        until: Instant,
+    ) -> Vec<(Duration, Output)> {
         let mut seen = Vec::new();
         while let Some(o) = tx.poll_output() {
             seen.push((Duration::ZERO, o));
@@ -612,7 +618,12 @@ mod tests {
             transmit_times(&seen),
             vec![0, 500, 1500, 3500, 7500, 15500, 31500]
         );
-        let last_two: Vec<_> = seen.iter().rev().take(2).map(|(t, o)| (t.as_millis(), o.clone())).collect();
+        let last_two: Vec<_> = seen
+            .iter()
+            .rev()
+            .take(2)
+            .map(|(t, o)| (t.as_millis(), o.clone()))
+            .collect();
         assert_eq!(last_two[1], (32000, Output::Timeout(Timer::B)));
         assert_eq!(last_two[0], (32000, Output::Terminated));
     }
@@ -631,7 +642,10 @@ mod tests {
         let t0 = Instant::now();
         let mut tx = InviteClient::new(t0, TimerConfig::default(), false, b"INVITE".to_vec());
         while tx.poll_output().is_some() {}
-        assert_eq!(tx.on_response(t0 + ms(100), 180, Vec::new), ResponseDisposition::PassUp);
+        assert_eq!(
+            tx.on_response(t0 + ms(100), 180, Vec::new),
+            ResponseDisposition::PassUp
+        );
         assert_eq!(tx.state(), InviteClientState::Proceeding);
         // No more Timer A in Proceeding.
         tx.handle_timeout(t0 + ms(600));
@@ -654,8 +668,14 @@ mod tests {
     fn invite_client_accepted_passes_2xx_retransmissions_until_m() {
         let t0 = Instant::now();
         let mut tx = InviteClient::new(t0, TimerConfig::default(), false, b"INVITE".to_vec());
-        assert_eq!(tx.on_response(t0, 200, Vec::new), ResponseDisposition::PassUp);
-        assert_eq!(tx.on_response(t0 + ms(500), 200, Vec::new), ResponseDisposition::PassUp);
+        assert_eq!(
+            tx.on_response(t0, 200, Vec::new),
+            ResponseDisposition::PassUp
+        );
+        assert_eq!(
+            tx.on_response(t0 + ms(500), 200, Vec::new),
+            ResponseDisposition::PassUp
+        );
         tx.handle_timeout(t0 + Duration::from_secs(32));
         assert!(tx.is_terminated());
     }
@@ -667,13 +687,22 @@ mod tests {
         let seen = run_until(&mut tx, t0, t0 + ms(8000));
         // E: 0.5, 1, 2, 4, 4 … : sends at 0, 0.5, 1.5, 3.5, 7.5 s.
         assert_eq!(transmit_times(&seen), vec![0, 500, 1500, 3500, 7500]);
-        assert_eq!(tx.on_response(t0 + ms(8000), 100, ), ResponseDisposition::PassUp);
+        assert_eq!(
+            tx.on_response(t0 + ms(8000), 100,),
+            ResponseDisposition::PassUp
+        );
         assert_eq!(tx.state(), NonInviteClientState::Proceeding);
         let seen = run_until(&mut tx, t0, t0 + ms(16000));
         // Next E was armed at 7.5+4 = 11.5 s; after it, T2 again: 15.5 s.
         assert_eq!(transmit_times(&seen), vec![11500, 15500]);
-        assert_eq!(tx.on_response(t0 + ms(16000), 200), ResponseDisposition::PassUp);
-        assert_eq!(tx.on_response(t0 + ms(16001), 200), ResponseDisposition::Absorbed);
+        assert_eq!(
+            tx.on_response(t0 + ms(16000), 200),
+            ResponseDisposition::PassUp
+        );
+        assert_eq!(
+            tx.on_response(t0 + ms(16001), 200),
+            ResponseDisposition::Absorbed
+        );
         tx.handle_timeout(t0 + ms(21000));
         assert!(tx.is_terminated(), "timer K = T4 ends it");
     }
@@ -714,7 +743,13 @@ mod tests {
     #[test]
     fn invite_server_timer_h_reports_missing_ack() {
         let t0 = Instant::now();
-        let mut tx = InviteServer::new(TimerConfig { t1: ms(50), ..Default::default() }, false);
+        let mut tx = InviteServer::new(
+            TimerConfig {
+                t1: ms(50),
+                ..Default::default()
+            },
+            false,
+        );
         tx.send_response(t0, 503, b"503".to_vec());
         let seen = run_until(&mut tx, t0, t0 + Duration::from_secs(10));
         let (at, _) = seen
@@ -732,7 +767,11 @@ mod tests {
         tx.send_response(t0, 200, b"200".to_vec());
         assert_eq!(tx.poll_output(), Some(Output::Transmit(b"200".to_vec())));
         tx.on_request_retransmission();
-        assert_eq!(tx.poll_output(), None, "the TU, not the transaction, resends 2xx");
+        assert_eq!(
+            tx.poll_output(),
+            None,
+            "the TU, not the transaction, resends 2xx"
+        );
         tx.send_response(t0, 486, b"486".to_vec());
         assert_eq!(tx.poll_output(), None, "no second final response");
         tx.handle_timeout(t0 + Duration::from_secs(32));
