@@ -38,7 +38,7 @@ impl PortPool {
         let first = range.start + range.start % 2;
         let free = (first..range.end)
             .step_by(2)
-            .filter(|p| p + 1 <= range.end)
+            .filter(|p| *p < range.end)
             .collect();
         Arc::new(PortPool {
             ip,

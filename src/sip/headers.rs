@@ -237,7 +237,7 @@ impl Via {
         };
         let tail = tail.trim_start();
         let split = tail
-            .find(|c: char| c == ' ' || c == '\t')
+            .find([' ', '\t'])
             .ok_or_else(|| err(H, "missing sent-by"))?;
         let (transport, rest) = tail.split_at(split);
         if !name.trim().eq_ignore_ascii_case("SIP") || version.trim() != "2.0" {
