@@ -11,11 +11,12 @@ run:
 	$(CARGO) build --release
 	./target/release/parley serve $(if $(CONFIG),--config $(CONFIG))
 
-# Install missing system packages and fixtures, then run every test of the workspace
-# (unit, integration with the real binary and sipp, benches compiled in test mode), then
-# the doc tests (lib targets only; --all-targets does not run them).
+# Install missing system packages and fixtures, then run every test of the workspace (unit,
+# integration with the real binary and sipp, benches compiled in test mode), then the doc
+# tests (--all-targets does not run them). --no-fail-fast: every test binary runs, so one
+# failure does not hide the others.
 test: setup
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --all-targets --no-fail-fast
 	$(CARGO) test --workspace --doc
 
 setup:

@@ -46,7 +46,8 @@ fn read_response(stream: &mut TcpStream) -> std::io::Result<String> {
 fn tcp_framing_error_closes_only_that_connection() {
     let parley = Parley::start(&[]);
     let mut good = TcpStream::connect(parley.sip_addr).unwrap();
-    good.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let local = good.local_addr().unwrap();
     good.write_all(options("tcp1", &format!("TCP {local}"), 1).as_bytes())
         .unwrap();
@@ -60,7 +61,12 @@ fn tcp_framing_error_closes_only_that_connection() {
     bad.write_all(no_length.as_bytes()).unwrap();
     let mut rest = Vec::new();
     let n = bad.read_to_end(&mut rest).unwrap_or(0);
-    assert_eq!(n, 0, "closed without an answer: {:?}", String::from_utf8_lossy(&rest));
+    assert_eq!(
+        n,
+        0,
+        "closed without an answer: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
 
     // The other connection is unaffected, and two messages in one write are both framed.
     let two = format!(
@@ -75,7 +81,10 @@ fn tcp_framing_error_closes_only_that_connection() {
     }
     assert!(parley.healthy());
     let metrics = parley.metrics();
-    assert_eq!(metric_value(&metrics, "parley_sip_tcp_framing_errors_total"), Some(1.0));
+    assert_eq!(
+        metric_value(&metrics, "parley_sip_tcp_framing_errors_total"),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -97,13 +106,20 @@ fn udp_responses_follow_rport_and_received() {
         resp.contains(&format!("rport={port}")) && resp.contains("received=127.0.0.1"),
         "{resp}"
     );
-    assert!(resp.contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS"), "{resp}");
+    assert!(
+        resp.contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS"),
+        "{resp}"
+    );
 }
 
 #[test]
 fn parley_call_places_a_call_to_parley_and_is_recorded() {
     let speech = speech_s16_wav();
-    if !require("parley_call_places_a_call_to_parley_and_is_recorded", "the speech fixture (scripts/setup.sh)", speech.exists()) {
+    if !require(
+        "parley_call_places_a_call_to_parley_and_is_recorded",
+        "the speech fixture (scripts/setup.sh)",
+        speech.exists(),
+    ) {
         return;
     }
     let callee = Parley::start(&[]);
@@ -133,11 +149,16 @@ fn parley_call_places_a_call_to_parley_and_is_recorded() {
     })
     .expect("a recording on the callee");
     let wav = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        read_wav(&file).ok().filter(|w| w.duration() > Duration::from_secs(1))
+        read_wav(&file)
+            .ok()
+            .filter(|w| w.duration() > Duration::from_secs(1))
     })
     .expect("a finished recording");
     let secs = wav.duration().as_secs_f64();
-    assert!((4.5..7.5).contains(&secs), "recorded {secs} s of a 5.7 s prompt");
+    assert!(
+        (4.5..7.5).contains(&secs),
+        "recorded {secs} s of a 5.7 s prompt"
+    );
     assert!(wav.rms() > 0.01, "speech, not silence: rms {}", wav.rms());
 }
 
@@ -152,7 +173,15 @@ fn parley_call_answers_a_digest_challenge() {
         .args(["-sf", scenario_path("uas_digest").to_str().unwrap()])
         .args(["-i", "127.0.0.1", "-p", &port.to_string()])
         .args(["-mp", &free_udp_block(4).to_string()])
-        .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin", "-trace_err"])
+        .args([
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+        ])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -166,7 +195,14 @@ fn parley_call_answers_a_digest_challenge() {
     let (lo, hi) = rtp_port_range();
     let output = Command::new(parley_bin())
         .args(["call", &format!("sip:+15550001111@127.0.0.1:{port}")])
-        .args(["--username", "alice", "--password", "secret", "--duration", "0.5"])
+        .args([
+            "--username",
+            "alice",
+            "--password",
+            "secret",
+            "--duration",
+            "0.5",
+        ])
         .args(["--bind", "127.0.0.1:0"])
         .env("PARLEY_MEDIA_RTP_PORTS", format!("{lo}-{hi}"))
         .env("PARLEY_DATA_DIR", dir.path().join("data"))

@@ -512,6 +512,20 @@ impl MediaDescription {
     fn add_attribute(&mut self, attr: Attribute) -> Result<(), String> {
         let name = attr.name.to_ascii_lowercase();
         let value = attr.value.as_deref();
+        // Only audio is negotiated: a malformed rtpmap/fmtp on another stream (RFC 4475's
+        // esc01 and longreq carry `a=rtpmap:31 LPC` on video) must not fail the call, since
+        // that stream is declined with port 0 anyway.
+        if !self.kind.eq_ignore_ascii_case("audio") && (name == "rtpmap" || name == "fmtp") {
+            let parses = match (name.as_str(), value) {
+                ("rtpmap", Some(v)) => RtpMap::parse(v).is_ok(),
+                ("fmtp", Some(v)) => parse_payload_type(split_first_word(v).0).is_ok(),
+                _ => false,
+            };
+            if !parses {
+                self.other.push(attr);
+                return Ok(());
+            }
+        }
         match (name.as_str(), value) {
             ("rtpmap", Some(v)) if self.is_rtp() => {
                 self.rtpmaps
@@ -1965,6 +1979,11 @@ a=sendrecv\r\n";
         ));
         assert_eq!(line, 5);
         assert!(msg.starts_with("bad rtpmap"), "{msg}");
+        // The same flaw on a video stream is tolerated: that stream is declined anyway.
+        SessionDescription::parse(&format!(
+            "{head}m=audio 1 RTP/AVP 0\r\nm=video 2 RTP/AVP 31\r\na=rtpmap:31 LPC\r\n"
+        ))
+        .unwrap();
         let (line, msg) = syntax_error(&format!("{head}m=audio 1 RTP/AVP 0\r\na=ptime:fast\r\n"));
         assert_eq!(line, 5);
         assert!(msg.starts_with("bad ptime"), "{msg}");
