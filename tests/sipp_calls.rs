@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use support::{read_wav, run_sipp, wait_for_file, Parley, Sipp};
 
-/// After a call is over, Parley must not keep it: active calls drop back to 0.
+/// After a call is over, Parley must not keep it: active calls drop back to 0 and its RTP
+/// ports return to the pool.
 fn assert_no_call_left(parley: &Parley) {
     parley.wait_for_metric("parley_active_calls", 0.0, Duration::from_secs(10));
+    parley.wait_for_metric("parley_rtp_ports_in_use", 0.0, Duration::from_secs(10));
 }
 
 fn recordings_listing(parley: &Parley) -> String {
@@ -234,6 +236,29 @@ fn missing_ack_ends_call_with_bye() {
         "the BYE came {:?} after the call started; Timer H is 3.2 s with T1 = 50 ms\n{}",
         out.elapsed,
         out.report()
+    );
+    assert_no_call_left(&parley);
+}
+
+#[test]
+fn silent_caller_is_hung_up_after_rtp_timeout() {
+    if !support::require_sipp("silent_caller_is_hung_up_after_rtp_timeout") {
+        return;
+    }
+    // sipp sends no RTP in this scenario: after media.rtp_timeout_s Parley ends the call.
+    let parley = Parley::start(&[("PARLEY_MEDIA_RTP_TIMEOUT_S", "1")]);
+    let out = run_sipp("uac_parley_hangs_up", &parley, &[]);
+    out.assert_success();
+    assert!(
+        out.elapsed >= Duration::from_secs(1) && out.elapsed < Duration::from_secs(15),
+        "hung up after {:?}\n{}",
+        out.elapsed,
+        out.report()
+    );
+    parley.wait_for_metric(
+        "parley_calls_rtp_timeout_total",
+        1.0,
+        Duration::from_secs(5),
     );
     assert_no_call_left(&parley);
 }

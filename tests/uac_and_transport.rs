@@ -122,7 +122,8 @@ fn parley_call_places_a_call_to_parley_and_is_recorded() {
     ) {
         return;
     }
-    let callee = Parley::start(&[]);
+    let greeting = speech.to_string_lossy().to_string();
+    let callee = Parley::start(&[("PARLEY_MEDIA_GREETING", greeting.as_str())]);
     let (lo, hi) = rtp_port_range();
     let caller_data = callee.scratch_dir("caller-data");
     let output = Command::new(parley_bin())
@@ -160,6 +161,27 @@ fn parley_call_places_a_call_to_parley_and_is_recorded() {
         "recorded {secs} s of a 5.7 s prompt"
     );
     assert!(wav.rms() > 0.01, "speech, not silence: rms {}", wav.rms());
+    // And the caller recorded the callee's greeting.
+    let caller_recordings = caller_data.join("recordings");
+    let file = std::fs::read_dir(&caller_recordings)
+        .expect("caller recordings")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wav"))
+        .expect("a recording on the caller");
+    let wav = read_wav(&file).expect("finished caller recording");
+    assert!(
+        wav.duration() > Duration::from_secs(3),
+        "{:?}",
+        wav.duration()
+    );
+    assert!(
+        wav.rms() > 0.01,
+        "the greeting, not silence: rms {}",
+        wav.rms()
+    );
+    callee.wait_for_metric("parley_active_calls", 0.0, Duration::from_secs(10));
+    callee.wait_for_metric("parley_rtp_ports_in_use", 0.0, Duration::from_secs(10));
 }
 
 #[test]
