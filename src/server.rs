@@ -15,6 +15,18 @@ use crate::sip::endpoint::EndpointConfig;
 use crate::sip::runtime;
 use crate::sip::transaction::TimerConfig;
 
+/// The SIP core's settings from the `[sip]` section.
+pub fn endpoint_config(config: &Config) -> EndpointConfig {
+    EndpointConfig {
+        timers: TimerConfig {
+            t1: Duration::from_millis(config.sip.t1_ms),
+            t2: Duration::from_millis(config.sip.t2_ms),
+            t4: Duration::from_millis(config.sip.t4_ms),
+        },
+        user_agent: config.sip.user_agent.clone(),
+    }
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     std::fs::create_dir_all(config.recordings_dir()).with_context(|| {
@@ -35,17 +47,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::default());
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let endpoint_config = EndpointConfig {
-        timers: TimerConfig {
-            t1: Duration::from_millis(config.sip.t1_ms),
-            t2: Duration::from_millis(config.sip.t2_ms),
-            t4: Duration::from_millis(config.sip.t4_ms),
-        },
-        user_agent: config.sip.user_agent.clone(),
-    };
     let sip = runtime::start(
         config.sip.listen,
-        endpoint_config,
+        endpoint_config(&config),
         config.sip.external_ip,
         events_tx,
     )

@@ -15,11 +15,10 @@ use crate::call::ports::PortPool;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sip::auth::Credentials;
-use crate::sip::endpoint::{self, EndReason, EndpointConfig, Event, Invite, TransportKind};
+use crate::sip::endpoint::{self, EndReason, Event, Invite, TransportKind};
 use crate::sip::headers::SipUri;
 use crate::sip::runtime::{self, Command};
 use crate::sip::sdp::{self, Direction, LocalCaps, Origin, SessionDescription};
-use crate::sip::transaction::TimerConfig;
 
 #[derive(Debug, Clone)]
 pub struct OutboundCall {
@@ -93,17 +92,9 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
     };
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let endpoint_config = EndpointConfig {
-        timers: TimerConfig {
-            t1: Duration::from_millis(config.sip.t1_ms),
-            t2: Duration::from_millis(config.sip.t2_ms),
-            t4: Duration::from_millis(config.sip.t4_ms),
-        },
-        user_agent: config.sip.user_agent.clone(),
-    };
     let sip = runtime::start(
         opts.bind,
-        endpoint_config,
+        crate::server::endpoint_config(config),
         config.sip.external_ip,
         events_tx,
     )

@@ -122,6 +122,22 @@ fn in_dialog(method: &str, branch: &str, to_tag: &str, cseq: u32) -> String {
     )
 }
 
+/// Starts an outbound call to the test peer.
+fn place_call(
+    ep: &mut Endpoint,
+    now: Instant,
+    sdp: Vec<u8>,
+    credentials: Option<auth::Credentials>,
+) -> CallRef {
+    let invite = Invite {
+        target: "sip:bob@127.0.0.1:5062".into(),
+        from_user: "parley".into(),
+        sdp,
+        credentials,
+    };
+    ep.invite(now, invite, peer(), LOCAL.parse().unwrap())
+}
+
 fn incoming_call(d: &Drained) -> CallRef {
     d.events
         .iter()
@@ -379,19 +395,14 @@ fn local_bye_completes_on_200() {
 fn uac_invite_with_digest_challenge_then_answer() {
     let t0 = Instant::now();
     let mut ep = endpoint(500);
-    let call = ep.invite(
+    let call = place_call(
+        &mut ep,
         t0,
-        Invite {
-            target: "sip:bob@127.0.0.1:5062".into(),
-            from_user: "parley".into(),
-            sdp: b"v=0\r\n".to_vec(),
-            credentials: Some(auth::Credentials {
-                username: "alice".into(),
-                password: "secret".into(),
-            }),
-        },
-        peer(),
-        LOCAL.parse().unwrap(),
+        b"v=0\r\n".to_vec(),
+        Some(auth::Credentials {
+            username: "alice".into(),
+            password: "secret".into(),
+        }),
     );
     let d = drain(&mut ep);
     let first = d.requests()[0].clone();
@@ -457,17 +468,7 @@ fn uac_invite_with_digest_challenge_then_answer() {
 fn uac_cancel_waits_for_a_provisional_and_failure_ends_the_call() {
     let t0 = Instant::now();
     let mut ep = endpoint(500);
-    let call = ep.invite(
-        t0,
-        Invite {
-            target: "sip:bob@127.0.0.1:5062".into(),
-            from_user: "parley".into(),
-            sdp: Vec::new(),
-            credentials: None,
-        },
-        peer(),
-        LOCAL.parse().unwrap(),
-    );
+    let call = place_call(&mut ep, t0, Vec::new(), None);
     let first = drain(&mut ep).requests()[0].clone();
     ep.hangup(t0, call);
     assert!(
@@ -512,17 +513,7 @@ fn uac_cancel_waits_for_a_provisional_and_failure_ends_the_call() {
 fn uac_timeout_without_any_response_is_408() {
     let t0 = Instant::now();
     let mut ep = endpoint(10);
-    ep.invite(
-        t0,
-        Invite {
-            target: "sip:bob@127.0.0.1:5062".into(),
-            from_user: "parley".into(),
-            sdp: Vec::new(),
-            credentials: None,
-        },
-        peer(),
-        LOCAL.parse().unwrap(),
-    );
+    place_call(&mut ep, t0, Vec::new(), None);
     drain(&mut ep);
     let d = advance(&mut ep, t0 + Duration::from_secs(1));
     assert!(d.requests().len() >= 5, "Timer A retransmissions");
