@@ -359,7 +359,7 @@ impl Endpoint {
                     let tx = entry.tx.as_tx();
                     if tx.next_timeout().is_some_and(|t| t <= now) {
                         tx.handle_timeout(now);
-                        self.drain_tx(now, id);
+                        self.drain_tx(id);
                     }
                 }
                 TimerTarget::Call(call) => self.call_timer(now, call),
@@ -373,17 +373,17 @@ impl Endpoint {
         id
     }
 
-    fn insert_tx(&mut self, now: Instant, entry: TxEntry) -> u64 {
+    fn insert_tx(&mut self, entry: TxEntry) -> u64 {
         let id = self.alloc_id();
         self.tx_index.insert(entry.key.clone(), id);
         self.txs.insert(id, entry);
-        self.drain_tx(now, id);
+        self.drain_tx(id);
         id
     }
 
     /// Moves a transaction's outputs to ours, schedules its next timer, and reacts to its
     /// timeouts and termination.
-    fn drain_tx(&mut self, now: Instant, id: u64) {
+    fn drain_tx(&mut self, id: u64) {
         let mut timeouts = Vec::new();
         let mut terminated = false;
         if let Some(entry) = self.txs.get_mut(&id) {
@@ -404,7 +404,7 @@ impl Endpoint {
             }
         }
         for _ in timeouts {
-            self.on_tx_timeout(now, id);
+            self.on_tx_timeout(id);
         }
         if terminated {
             if let Some(entry) = self.txs.remove(&id) {
@@ -413,7 +413,7 @@ impl Endpoint {
         }
     }
 
-    fn on_tx_timeout(&mut self, now: Instant, id: u64) {
+    fn on_tx_timeout(&mut self, id: u64) {
         let Some(entry) = self.txs.get(&id) else {
             return;
         };
@@ -426,7 +426,6 @@ impl Endpoint {
             (false, Some(ClientPurpose::Bye)) => self.end_call(call, EndReason::LocalBye),
             _ => {}
         }
-        let _ = now;
     }
 
     fn transmit(&mut self, peer: Peer, bytes: Vec<u8>) {
@@ -513,18 +512,18 @@ impl Endpoint {
                     (AnyTx::NonInviteServer(tx), _) => tx.on_request_retransmission(),
                     _ => {}
                 }
-                self.drain_tx(now, id);
+                self.drain_tx(id);
             }
             return;
         }
 
         match req.method {
             Method::Ack => return self.on_ack_in_dialog(&req, &core),
-            Method::Cancel => return self.on_cancel(now, reply_to, req, &core, key),
+            Method::Cancel => return self.on_cancel(now, reply_to, req, key),
             _ => {}
         }
 
-        let tx_id = self.new_server_tx(now, key, reply_to, &req);
+        let tx_id = self.new_server_tx(key, reply_to, &req);
         let to_tag = core.to.tag().map(str::to_string);
 
         if req
@@ -575,24 +574,21 @@ impl Endpoint {
         }
     }
 
-    fn new_server_tx(&mut self, now: Instant, key: TxKey, reply_to: Peer, req: &Request) -> u64 {
+    fn new_server_tx(&mut self, key: TxKey, reply_to: Peer, req: &Request) -> u64 {
         let reliable = reply_to.transport.reliable();
         let tx = if req.method == Method::Invite {
             AnyTx::InviteServer(InviteServer::new(self.config.timers, reliable))
         } else {
             AnyTx::NonInviteServer(NonInviteServer::new(self.config.timers, reliable))
         };
-        self.insert_tx(
-            now,
-            TxEntry {
-                key,
-                tx,
-                peer: reply_to,
-                call: None,
-                purpose: None,
-                request: Some(req.clone()),
-            },
-        )
+        self.insert_tx(TxEntry {
+            key,
+            tx,
+            peer: reply_to,
+            call: None,
+            purpose: None,
+            request: Some(req.clone()),
+        })
     }
 
     /// Sends a response through a server transaction.
@@ -623,11 +619,11 @@ impl Endpoint {
                 AnyTx::NonInviteServer(tx) => tx.send_response(now, code, bytes),
                 _ => {}
             }
-            self.drain_tx(now, tx_id);
+            self.drain_tx(tx_id);
         }
     }
 
-    fn on_cancel(&mut self, now: Instant, reply_to: Peer, req: Request, core: &Core, key: TxKey) {
+    fn on_cancel(&mut self, now: Instant, reply_to: Peer, req: Request, key: TxKey) {
         let TxKey::Server {
             branch, sent_by, ..
         } = &key
@@ -639,7 +635,7 @@ impl Endpoint {
             sent_by: sent_by.clone(),
             method: "INVITE".into(),
         };
-        let cancel_tx = self.new_server_tx(now, key, reply_to, &req);
+        let cancel_tx = self.new_server_tx(key, reply_to, &req);
         let target = self.tx_index.get(&invite_key).copied();
         let Some(invite_id) = target else {
             return self.reply(now, cancel_tx, &req, 481, |_| {});
@@ -673,7 +669,6 @@ impl Endpoint {
             }
             self.end_call(call, EndReason::Cancelled);
         }
-        let _ = core;
     }
 
     fn on_new_invite(
@@ -852,7 +847,7 @@ impl Endpoint {
             AnyTx::NonInviteClient(tx) => tx.on_response(now, resp.code),
             _ => ResponseDisposition::Absorbed,
         };
-        self.drain_tx(now, id);
+        self.drain_tx(id);
         if disposition == ResponseDisposition::Absorbed {
             return;
         }
@@ -1102,20 +1097,17 @@ impl Endpoint {
         } else {
             AnyTx::NonInviteClient(NonInviteClient::new(now, t, reliable, bytes))
         };
-        self.insert_tx(
-            now,
-            TxEntry {
-                key: TxKey::Client {
-                    branch,
-                    method: req.method.as_str().to_string(),
-                },
-                tx,
-                peer,
-                call: Some(call),
-                purpose: Some(purpose),
-                request: Some(req.clone()),
+        self.insert_tx(TxEntry {
+            key: TxKey::Client {
+                branch,
+                method: req.method.as_str().to_string(),
             },
-        )
+            tx,
+            peer,
+            call: Some(call),
+            purpose: Some(purpose),
+            request: Some(req.clone()),
+        })
     }
 
     // -----------------------------------------------------------------------------------
@@ -1237,20 +1229,17 @@ impl Endpoint {
         let peer = state.peer;
         let reliable = peer.transport.reliable();
         let t = self.config.timers;
-        self.insert_tx(
-            now,
-            TxEntry {
-                key: TxKey::Client {
-                    branch,
-                    method: "CANCEL".into(),
-                },
-                tx: AnyTx::NonInviteClient(NonInviteClient::new(now, t, reliable, bytes)),
-                peer,
-                call: Some(call),
-                purpose: Some(ClientPurpose::Cancel),
-                request: Some(cancel),
+        self.insert_tx(TxEntry {
+            key: TxKey::Client {
+                branch,
+                method: "CANCEL".into(),
             },
-        );
+            tx: AnyTx::NonInviteClient(NonInviteClient::new(now, t, reliable, bytes)),
+            peer,
+            call: Some(call),
+            purpose: Some(ClientPurpose::Cancel),
+            request: Some(cancel),
+        });
     }
 
     fn on_invite_response(
