@@ -11,13 +11,12 @@ run:
 	$(CARGO) build --release
 	./target/release/parley serve $(if $(CONFIG),--config $(CONFIG))
 
-# Install missing system packages and fixtures, then run every test of the workspace (unit,
-# integration with the real binary and sipp, benches compiled in test mode), then the doc
-# tests (--all-targets does not run them). --no-fail-fast: every test binary runs, so one
-# failure does not hide the others.
+# Install missing system packages and fixtures, then run every test of the workspace: doc
+# tests, then unit, integration (the real binary with sipp) and bench targets, with
+# --no-fail-fast so one failure does not hide the others. scripts/test.sh ends with the total
+# over all test binaries: "tests: N passed, M failed".
 test: setup
-	$(CARGO) test --workspace --all-targets --no-fail-fast
-	$(CARGO) test --workspace --doc
+	CARGO=$(CARGO) ./scripts/test.sh
 
 setup:
 	./scripts/setup.sh
