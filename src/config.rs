@@ -114,6 +114,8 @@ pub struct MediaConfig {
     pub greeting: Option<PathBuf>,
     /// Record what the caller sends to `<data_dir>/recordings/<call-id>.wav`.
     pub record: bool,
+    /// Media worker threads; 0 means one per core.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +161,7 @@ impl Default for Config {
                 rtp_timeout_s: 30,
                 greeting: None,
                 record: true,
+                workers: 0,
             },
             call: CallConfig { max_duration_s: 0 },
             http: HttpConfig {
@@ -282,6 +285,7 @@ impl Config {
                 self.media.greeting = (!s.is_empty()).then(|| PathBuf::from(s));
             }
             "media.record" => self.media.record = v.boolean()?,
+            "media.workers" => self.media.workers = v.int_in(0, 256)? as usize,
             "call.max_duration_s" => self.call.max_duration_s = v.int_in(0, 7 * 86_400)?,
             "http.listen" => self.http.listen = v.parsed("an address like \"127.0.0.1:8080\"")?,
             _ => {
@@ -348,6 +352,7 @@ pub const KEYS: &[&str] = &[
     "media.rtp_timeout_s",
     "media.greeting",
     "media.record",
+    "media.workers",
     "call.max_duration_s",
     "http.listen",
 ];

@@ -7,6 +7,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use parley_media::engine::EngineStats;
+
 use crate::sip::runtime::SipStats;
 
 #[derive(Debug, Default)]
@@ -17,10 +19,9 @@ pub struct Metrics {
     pub calls_rejected_capacity: AtomicU64,
     pub calls_rejected_media: AtomicU64,
     pub calls_rtp_timeout: AtomicU64,
-    pub rtp_packets_in: AtomicU64,
-    pub rtp_packets_out: AtomicU64,
-    pub rtp_packets_invalid: AtomicU64,
     pub rtp_ports_in_use: AtomicI64,
+    /// Media events lost because a call's event channel was full.
+    pub media_events_dropped: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -28,7 +29,7 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn render(&self, sip: Option<&Arc<SipStats>>) -> String {
+    pub fn render(&self, sip: Option<&Arc<SipStats>>, engine: Option<&Arc<EngineStats>>) -> String {
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: i64| {
             let _ = writeln!(
@@ -74,29 +75,55 @@ impl Metrics {
             get(&self.calls_rtp_timeout),
         );
         metric(
-            "parley_rtp_packets_received_total",
-            "counter",
-            "RTP packets received.",
-            get(&self.rtp_packets_in),
-        );
-        metric(
-            "parley_rtp_packets_sent_total",
-            "counter",
-            "RTP packets sent.",
-            get(&self.rtp_packets_out),
-        );
-        metric(
-            "parley_rtp_packets_invalid_total",
-            "counter",
-            "Datagrams on RTP ports that were not valid RTP.",
-            get(&self.rtp_packets_invalid),
-        );
-        metric(
             "parley_rtp_ports_in_use",
             "gauge",
             "RTP/RTCP port pairs allocated to calls.",
             self.rtp_ports_in_use.load(Ordering::Relaxed),
         );
+        metric(
+            "parley_media_events_dropped_total",
+            "counter",
+            "Media events lost because a call's event channel was full.",
+            self.media_events_dropped.load(Ordering::Relaxed) as i64,
+        );
+        if let Some(e) = engine {
+            metric(
+                "parley_rtp_packets_received_total",
+                "counter",
+                "Datagrams received on RTP ports.",
+                get(&e.packets_in),
+            );
+            metric(
+                "parley_rtp_packets_sent_total",
+                "counter",
+                "RTP packets sent.",
+                get(&e.packets_out),
+            );
+            metric(
+                "parley_media_ticks_total",
+                "counter",
+                "20 ms media ticks run, summed over workers.",
+                get(&e.ticks),
+            );
+            metric(
+                "parley_media_late_ticks_total",
+                "counter",
+                "Media ticks that started more than a tick late (overloaded worker).",
+                get(&e.late_ticks),
+            );
+            metric(
+                "parley_media_busy_microseconds_total",
+                "counter",
+                "Time media workers spent working rather than sleeping.",
+                get(&e.busy_ns) / 1000,
+            );
+            metric(
+                "parley_media_command_drops_total",
+                "counter",
+                "Media commands dropped because a worker's queue was full.",
+                get(&e.command_drops),
+            );
+        }
         if let Some(sip) = sip {
             metric(
                 "parley_sip_messages_received_total",

@@ -39,8 +39,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(path) => {
             let audio = parley_media::read_wav(path)
                 .with_context(|| format!("cannot load the greeting {}", path.display()))?;
-            let samples = parley_media::resample_linear(&audio.samples, audio.sample_rate, 8000);
-            tracing::info!(path = %path.display(), seconds = samples.len() as f64 / 8000.0, "greeting loaded");
+            let samples = parley_media::resample_linear(
+                &audio.samples,
+                audio.sample_rate,
+                parley_media::playout::ENGINE_RATE,
+            );
+            tracing::info!(path = %path.display(), seconds = samples.len() as f64 / parley_media::playout::ENGINE_RATE as f64, "greeting loaded");
             Some(Arc::new(samples))
         }
         None => None,
@@ -60,7 +64,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.sip.listen.ip(),
         metrics.clone(),
     );
+    let engine = Arc::new(
+        parley_media::engine::MediaEngine::start(config.media.workers)
+            .context("cannot start the media workers")?,
+    );
+    tracing::info!(workers = engine.worker_count(), "media engine started");
+    let engine_stats = engine.stats.clone();
     let ctx = Arc::new(CallContext {
+        engine,
         config: config.clone(),
         sip: sip.clone(),
         ports,
@@ -81,6 +92,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = api::router(ApiState {
         metrics,
         sip: sip.stats.clone(),
+        engine: engine_stats,
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

@@ -76,8 +76,8 @@ fn speech_call_is_recorded() {
             wav.sample_rate,
             wav.bits_per_sample
         ),
-        (1, 1, 8000, 16),
-        "recording must be 8 kHz mono 16-bit PCM (format tag, channels, rate, bits)"
+        (1, 1, 16000, 16),
+        "recording must be 16 kHz (the engine rate) mono 16-bit PCM (format tag, channels, rate, bits)"
     );
     let got = wav.duration().as_secs_f64();
     let want = streamed.as_secs_f64();

@@ -6,10 +6,12 @@
 //! thread for every 20 ms packet of every call.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
+pub mod engine;
 pub mod g711;
+pub mod playout;
 pub mod rtp;
+pub mod session;
 pub mod wav;
 
 pub use g711::{

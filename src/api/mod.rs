@@ -8,6 +8,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use parley_media::engine::EngineStats;
+
 use crate::metrics::Metrics;
 use crate::sip::runtime::SipStats;
 
@@ -15,6 +17,7 @@ use crate::sip::runtime::SipStats;
 pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub sip: Arc<SipStats>,
+    pub engine: Arc<EngineStats>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -27,6 +30,6 @@ pub fn router(state: ApiState) -> Router {
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(Some(&state.sip)),
+        state.metrics.render(Some(&state.sip), Some(&state.engine)),
     )
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::call::media::{self, MediaControl, MediaEvent, MediaParams, MediaSetup};
+use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -17,6 +17,8 @@ use crate::sip::endpoint::{CallRef, Event};
 use crate::sip::message::Request;
 use crate::sip::runtime::{Command, SipHandle};
 use crate::sip::sdp::{self, Direction, LocalCaps, Negotiated, Origin, SessionDescription};
+use parley_media::engine::MediaEngine;
+use parley_media::session::MediaEvent;
 
 /// What every call shares.
 pub struct CallContext {
@@ -24,7 +26,8 @@ pub struct CallContext {
     pub sip: SipHandle,
     pub ports: Arc<PortPool>,
     pub metrics: Arc<Metrics>,
-    /// The greeting, decoded and resampled to 8 kHz once at startup.
+    pub engine: Arc<MediaEngine>,
+    /// The greeting, decoded and resampled to the engine rate once at startup.
     pub greeting: Option<Arc<Vec<i16>>>,
 }
 
@@ -229,9 +232,39 @@ impl Session {
         let (sdp_body, params) = match &self.media {
             Offer::Answered { answer, negotiated } => (
                 answer.to_string().into_bytes(),
-                Some(MediaParams::from_negotiated(negotiated)),
+                media::session_params(negotiated),
             ),
-            Offer::Ours(offer) => (offer.to_string().into_bytes(), None),
+            // Until a late offer is answered in the ACK, nothing flows.
+            Offer::Ours(offer) => (offer.to_string().into_bytes(), media::inactive_params()),
+        };
+        let record_to = ctx.config.media.record.then(|| {
+            ctx.config
+                .recordings_dir()
+                .join(recording_name(&self.call_id))
+        });
+        let started = CallMedia::start(
+            &ctx.engine,
+            MediaStart {
+                ports,
+                params,
+                record_to,
+                rtp_timeout: Duration::from_secs(ctx.config.media.rtp_timeout_s),
+                dropped_events: ctx.metrics.media_events_dropped.clone(),
+            },
+        );
+        let mut media = match started {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start media, rejecting with 503");
+                Metrics::inc(&ctx.metrics.calls_rejected_media);
+                ctx.sip.send(Command::Respond {
+                    call,
+                    code: 503,
+                    sdp: None,
+                    extra: vec![("Retry-After", ctx.config.sip.retry_after_s.to_string())],
+                });
+                return;
+            }
         };
         ctx.sip.send(Command::Respond {
             call,
@@ -240,31 +273,9 @@ impl Session {
             extra: vec![],
         });
         Metrics::inc(&ctx.metrics.calls_answered);
-
-        let (media_tx, media_rx) = mpsc::unbounded_channel();
-        let (media_events_tx, mut media_events) = mpsc::unbounded_channel();
-        let record_to = ctx.config.media.record.then(|| {
-            ctx.config
-                .recordings_dir()
-                .join(recording_name(&self.call_id))
-        });
-        let setup = MediaSetup {
-            ports,
-            // Until a late offer is answered in the ACK, we neither send nor expect media.
-            params: params.unwrap_or(MediaParams {
-                codec: parley_media::G711::Ulaw,
-                payload_type: 0,
-                dtmf_payload_type: None,
-                remote: None,
-                direction: Direction::Inactive,
-            }),
-            prompt: ctx.greeting.clone(),
-            record_to,
-            rtp_timeout: Duration::from_secs(ctx.config.media.rtp_timeout_s),
-            metrics: ctx.metrics.clone(),
-        };
-        let media_task =
-            tokio::spawn(media::run(setup, media_rx, media_events_tx).in_current_span());
+        if let Some(greeting) = &ctx.greeting {
+            media.play(greeting.clone());
+        }
 
         let max = ctx.config.call.max_duration_s;
         let limit = tokio::time::sleep(if max == 0 {
@@ -279,11 +290,11 @@ impl Session {
                 ev = events.recv() => match ev {
                     Some(Event::Ended { reason, .. }) => break Some(reason),
                     None => break None,
-                    Some(Event::Confirmed { body, .. }) => self.on_ack(&body, &media_tx),
-                    Some(Event::Reinvite { request, .. }) => self.on_reinvite(&request, &media_tx),
+                    Some(Event::Confirmed { body, .. }) => self.on_ack(&body, &media),
+                    Some(Event::Reinvite { request, .. }) => self.on_reinvite(&request, &media),
                     Some(_) => {}
                 },
-                Some(ev) = media_events.recv() => {
+                Some(ev) = media.next_event() => {
                     if ev == MediaEvent::RtpTimeout && !hung_up {
                         tracing::info!(timeout_s = ctx.config.media.rtp_timeout_s, "no RTP, hanging up");
                         Metrics::inc(&ctx.metrics.calls_rtp_timeout);
@@ -298,12 +309,11 @@ impl Session {
                 }
             }
         };
-        let _ = media_tx.send(MediaControl::Stop);
-        let _ = media_task.await;
-        tracing::info!(?reason, "call ended");
+        let stats = media.stop().await;
+        tracing::info!(?reason, ?stats, "call ended");
     }
 
-    fn on_ack(&mut self, body: &[u8], media: &mpsc::UnboundedSender<MediaControl>) {
+    fn on_ack(&mut self, body: &[u8], media: &CallMedia) {
         let Offer::Ours(offer) = &self.media else {
             return;
         };
@@ -312,9 +322,7 @@ impl Session {
             .and_then(|s| SessionDescription::parse(s).ok());
         match answer.map(|a| sdp::accept_answer(offer, &a)) {
             Some(Ok(negotiated)) => {
-                let _ = media.send(MediaControl::Update(MediaParams::from_negotiated(
-                    &negotiated,
-                )));
+                media.update(media::session_params(&negotiated));
             }
             _ => {
                 // RFC 3261 §13.2.1: an unusable answer in the ACK leaves us to end the call.
@@ -324,7 +332,7 @@ impl Session {
         }
     }
 
-    fn on_reinvite(&mut self, request: &Request, media: &mpsc::UnboundedSender<MediaControl>) {
+    fn on_reinvite(&mut self, request: &Request, media: &CallMedia) {
         let call = self.call;
         if request.body.is_empty() {
             // A re-INVITE without an offer asks for ours; offer the current session again.
@@ -362,9 +370,7 @@ impl Session {
         match result {
             Ok((answer, negotiated)) => {
                 tracing::info!(direction = %negotiated.direction, remote = ?negotiated.remote_addr, "re-INVITE accepted");
-                let _ = media.send(MediaControl::Update(MediaParams::from_negotiated(
-                    &negotiated,
-                )));
+                media.update(media::session_params(&negotiated));
                 self.ctx.sip.send(Command::RespondReinvite {
                     call,
                     code: 200,

@@ -1,265 +1,253 @@
-//! Minimal per-call media: G.711 RTP in and out on one port pair, symmetric RTP, a prompt
-//! played at 20 ms pace, the caller recorded to WAV, and an RTP inactivity timeout.
-//!
-//! This is the foundation's media path; the media engine (dedicated media threads, jitter
-//! buffer, more codecs, VAD) replaces it.
+//! A call's media as the async side sees it: the call's slot on a media worker thread, its
+//! playout ring (prompts now, TTS later), its capture ring (recording now, STT later) and its
+//! media events. Nothing here runs per frame on the media thread; file writes and prompt
+//! pacing happen in tokio tasks.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_media::{rtp, wav::WavWriter, G711};
-use tokio::net::UdpSocket;
+use parley_media::engine::{CallHandle, CallSetup, EngineError, EventSink, MediaEngine};
+use parley_media::playout::{
+    capture_queue, playout_queue, CaptureConsumer, PlayoutProducer, ENGINE_RATE,
+};
+use parley_media::session::{MediaEvent, MediaSession, SessionParams, SessionStats};
+use parley_media::wav::WavWriter;
+use parley_media::G711;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::task::JoinHandle;
 
 use crate::call::ports::RtpPorts;
-use crate::metrics::Metrics;
-use crate::sip::sdp::{Codec, Direction, Negotiated};
+use crate::sip::sdp::{Codec, Negotiated};
 
-/// 20 ms of 8 kHz audio.
-const FRAME: usize = 160;
-/// Longest gap the recording fills with silence; longer jumps are treated as a new stream.
-const MAX_GAP_SAMPLES: u32 = 8000 * 10;
+/// Playout ring size: 2 s. Prompts and TTS are fed as it drains.
+const PLAYOUT_SAMPLES: usize = ENGINE_RATE as usize * 2;
+/// Capture ring size: 2 s, drained every 100 ms.
+const CAPTURE_SAMPLES: usize = ENGINE_RATE as usize * 2;
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
-/// What the media needs from the negotiated session.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MediaParams {
-    pub codec: G711,
-    pub payload_type: u8,
-    pub dtmf_payload_type: Option<u8>,
-    pub remote: Option<SocketAddr>,
-    /// Our direction.
-    pub direction: Direction,
+/// Session parameters from an SDP negotiation.
+pub fn session_params(n: &Negotiated) -> SessionParams {
+    SessionParams {
+        codec: match n.codec {
+            Codec::Pcmu => G711::Ulaw,
+            Codec::Pcma => G711::Alaw,
+        },
+        payload_type: n.payload_type,
+        dtmf_payload_type: n.telephone_event_pt,
+        remote: n.remote_addr,
+        send: n.direction.sends(),
+        receive: n.direction.receives(),
+    }
 }
 
-impl MediaParams {
-    pub fn from_negotiated(n: &Negotiated) -> MediaParams {
-        MediaParams {
-            codec: match n.codec {
-                Codec::Pcmu => G711::Ulaw,
-                Codec::Pcma => G711::Alaw,
-            },
-            payload_type: n.payload_type,
-            dtmf_payload_type: n.telephone_event_pt,
-            remote: n.remote_addr,
-            direction: n.direction,
+/// Parameters for a call whose media is not negotiated yet (late offer): nothing flows.
+pub fn inactive_params() -> SessionParams {
+    SessionParams {
+        codec: G711::Ulaw,
+        payload_type: 0,
+        dtmf_payload_type: None,
+        remote: None,
+        send: false,
+        receive: false,
+    }
+}
+
+/// Media events into a bounded tokio channel; a full channel drops and counts.
+struct ChannelSink {
+    tx: mpsc::Sender<MediaEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSink for ChannelSink {
+    fn push(&mut self, event: MediaEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-#[derive(Debug)]
-pub enum MediaControl {
-    Update(MediaParams),
-    Stop,
+pub struct CallMedia {
+    handle: Option<CallHandle>,
+    playout: Option<PlayoutProducer>,
+    prompt: Option<JoinHandle<PlayoutProducer>>,
+    events: mpsc::Receiver<MediaEvent>,
+    recorder: JoinHandle<()>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaEvent {
-    /// No RTP for the configured time while the peer was supposed to send.
-    RtpTimeout,
-    /// The prompt has been sent completely.
-    PlayoutDone,
-}
-
-pub struct MediaSetup {
+pub struct MediaStart {
     pub ports: RtpPorts,
-    pub params: MediaParams,
-    pub prompt: Option<Arc<Vec<i16>>>,
+    pub params: SessionParams,
     pub record_to: Option<PathBuf>,
     pub rtp_timeout: Duration,
-    pub metrics: Arc<Metrics>,
+    pub dropped_events: Arc<AtomicU64>,
 }
 
-/// Recording placed on the RTP timeline: gaps (loss, silence suppression) become silence so
-/// that the file's duration matches the call's.
-struct Recorder {
-    writer: WavWriter,
-    first_ts: Option<u32>,
-    written: u64,
-    decoded: Vec<i16>,
-}
-
-impl Recorder {
-    fn write(&mut self, codec: G711, timestamp: u32, payload: &[u8]) {
-        let base = *self.first_ts.get_or_insert(timestamp);
-        let offset = timestamp.wrapping_sub(base);
-        let position = self.written;
-        if offset as u64 > position && offset as u64 - position <= MAX_GAP_SAMPLES as u64 {
-            let gap = (offset as u64 - position) as usize;
-            let _ = self.writer.write_samples(&vec![0; gap]);
-            self.written += gap as u64;
-        } else if (offset as u64) < position && position - (offset as u64) < MAX_GAP_SAMPLES as u64
-        {
-            return; // late or duplicate packet: that stretch is already written
-        } else if offset as u64 > position {
-            // A jump beyond the gap limit: a new stream; continue from here.
-            self.first_ts = Some(timestamp.wrapping_sub(position as u32));
-        }
-        self.decoded.resize(payload.len(), 0);
-        codec.decode(payload, &mut self.decoded);
-        if self.writer.write_samples(&self.decoded).is_ok() {
-            self.written += payload.len() as u64;
-        }
-    }
-}
-
-fn open_recorder(path: &std::path::Path) -> Option<Recorder> {
-    match WavWriter::create(path, 8000) {
-        Ok(writer) => Some(Recorder {
-            writer,
-            first_ts: None,
-            written: 0,
-            decoded: Vec::with_capacity(FRAME),
-        }),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot record the call");
-            None
-        }
-    }
-}
-
-pub async fn run(
-    setup: MediaSetup,
-    mut control: mpsc::UnboundedReceiver<MediaControl>,
-    events: mpsc::UnboundedSender<MediaEvent>,
-) {
-    let MediaSetup {
-        ports,
-        mut params,
-        prompt,
-        record_to,
-        rtp_timeout,
-        metrics,
-    } = setup;
-    let socket = match ports
-        .rtp
-        .try_clone()
-        .and_then(|s| {
-            s.set_nonblocking(true)?;
-            Ok(s)
+impl CallMedia {
+    pub fn start(engine: &MediaEngine, start: MediaStart) -> Result<CallMedia, EngineError> {
+        let now = std::time::Instant::now();
+        let (playout_tx, playout_rx) = playout_queue(PLAYOUT_SAMPLES);
+        let (capture_tx, capture_rx) = capture_queue(CAPTURE_SAMPLES);
+        let socket = start.ports.rtp.try_clone().map_err(EngineError::Socket)?;
+        let session = MediaSession::new(
+            now,
+            start.params,
+            playout_rx,
+            Some(capture_tx),
+            start.rtp_timeout,
+            rand::random(),
+        );
+        let (events_tx, events) = mpsc::channel(64);
+        let handle = engine.add_call(CallSetup {
+            socket,
+            session,
+            events: Box::new(ChannelSink {
+                tx: events_tx,
+                dropped: start.dropped_events,
+            }),
+            keepalive: Box::new(start.ports),
+        })?;
+        let recorder = tokio::spawn(record(capture_rx, start.record_to));
+        Ok(CallMedia {
+            handle: Some(handle),
+            playout: Some(playout_tx),
+            prompt: None,
+            events,
+            recorder,
         })
-        .and_then(UdpSocket::from_std)
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot use the RTP socket");
-            let _ = events.send(MediaEvent::RtpTimeout);
-            return;
-        }
-    };
-    // The file is created with the first audio packet: a call that never sends audio leaves
-    // no empty recording, and signalling-only load does not turn into file-system load.
-    let mut record_to = record_to;
-    let mut recorder: Option<Recorder> = None;
-    let mut sender = rtp::RtpSender::new(
-        rand::random(),
-        params.payload_type,
-        rand::random(),
-        rand::random(),
-    );
-    let mut latched: Option<SocketAddr> = None;
-    let mut played = 0usize;
-    let mut playout_reported = prompt.is_none();
-    if playout_reported {
-        let _ = events.send(MediaEvent::PlayoutDone);
     }
-    let mut last_rx = Instant::now();
-    let mut timeout_reported = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut rx_buf = vec![0u8; 2048];
-    let mut tx_buf = vec![0u8; 12 + FRAME];
-    let mut pcm = [0i16; FRAME];
-    let mut first_packet = true;
 
-    loop {
-        tokio::select! {
-            r = socket.recv_from(&mut rx_buf) => {
-                let Ok((n, from)) = r else { continue };
-                let packet = &rx_buf[..n];
-                if rtp::is_rtcp(packet) {
-                    continue;
-                }
-                let Ok(pkt) = rtp::parse(packet) else {
-                    Metrics::inc(&metrics.rtp_packets_invalid);
-                    continue;
-                };
-                Metrics::inc(&metrics.rtp_packets_in);
-                last_rx = Instant::now();
-                timeout_reported = false;
-                // Symmetric RTP (RFC 4961): answer where the caller's packets come from,
-                // which is right behind NAT where the SDP address is not.
-                latched = Some(from);
-                if pkt.header.payload_type == params.payload_type && params.direction.receives() {
-                    if let Some(path) = record_to.take() {
-                        recorder = open_recorder(&path);
-                    }
-                    if let Some(rec) = recorder.as_mut() {
-                        rec.write(params.codec, pkt.header.timestamp, pkt.payload);
-                    }
-                }
-            }
-            _ = tick.tick() => {
-                let now = Instant::now();
-                let expecting = params.direction.receives() && params.remote.is_some();
-                if expecting && !timeout_reported && now.duration_since(last_rx) >= rtp_timeout {
-                    timeout_reported = true;
-                    let _ = events.send(MediaEvent::RtpTimeout);
-                }
-                let Some(dest) = latched.or(params.remote) else { continue };
-                if !params.direction.sends() {
-                    continue;
-                }
-                let mut frame = &pcm[..0];
-                if let Some(prompt) = prompt.as_ref() {
-                    if played < prompt.len() {
-                        let end = (played + FRAME).min(prompt.len());
-                        pcm = [0; FRAME];
-                        pcm[..end - played].copy_from_slice(&prompt[played..end]);
-                        played = end;
-                        frame = &pcm[..];
-                    } else if !playout_reported {
-                        playout_reported = true;
-                        let _ = events.send(MediaEvent::PlayoutDone);
-                    }
-                }
-                if frame.is_empty() {
-                    pcm = [0; FRAME];
-                    frame = &pcm[..];
-                }
-                let header = sender.next_header(FRAME as u32, first_packet);
-                first_packet = false;
-                let mut payload = [0u8; FRAME];
-                params.codec.encode(frame, &mut payload);
-                if let Ok(len) = rtp::write_packet(&header, &payload, &mut tx_buf) {
-                    if socket.send_to(&tx_buf[..len], dest).await.is_ok() {
-                        Metrics::inc(&metrics.rtp_packets_out);
-                    }
-                }
-            }
-            c = control.recv() => match c {
-                Some(MediaControl::Update(p)) => {
-                    if p.remote != params.remote {
-                        latched = None;
-                    }
-                    if p.payload_type != params.payload_type {
-                        sender.set_payload_type(p.payload_type);
-                    }
-                    if p.direction.receives() && !params.direction.receives() {
-                        last_rx = Instant::now();
-                    }
-                    params = p;
-                }
-                Some(MediaControl::Stop) | None => break,
-            },
+    pub fn update(&self, params: SessionParams) {
+        if let Some(h) = &self.handle {
+            h.update(params);
         }
     }
-    if let Some(rec) = recorder {
-        if let Err(e) = rec.writer.finalize() {
+
+    /// Plays samples at the engine rate through the playout ring, fed as it drains.
+    pub fn play(&mut self, samples: Arc<Vec<i16>>) {
+        let Some(mut producer) = self.playout.take() else {
+            return;
+        };
+        self.prompt = Some(tokio::spawn(async move {
+            let mut pos = 0;
+            while pos < samples.len() {
+                pos += producer.push(&samples[pos..]);
+                if pos < samples.len() {
+                    tokio::time::sleep(DRAIN_EVERY).await;
+                }
+            }
+            while producer.queued() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            producer
+        }));
+    }
+
+    /// Resolves when the prompt started by `play` has been sent completely; never resolves
+    /// when nothing is playing.
+    pub async fn prompt_finished(&mut self) {
+        match self.prompt.as_mut() {
+            Some(task) => {
+                if let Ok(producer) = task.await {
+                    self.playout = Some(producer);
+                }
+                self.prompt = None;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Both waits at once, for callers that select over them.
+    pub fn split_waits(
+        &mut self,
+    ) -> (
+        impl std::future::Future<Output = ()> + '_,
+        impl std::future::Future<Output = Option<MediaEvent>> + '_,
+    ) {
+        let prompt = async {
+            match self.prompt.as_mut() {
+                Some(task) => {
+                    if let Ok(producer) = task.await {
+                        self.playout = Some(producer);
+                    }
+                    self.prompt = None;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        (prompt, self.events.recv())
+    }
+
+    pub async fn next_event(&mut self) -> Option<MediaEvent> {
+        self.events.recv().await
+    }
+
+    /// Removes the call from its worker and waits for its final stats and the recording.
+    pub async fn stop(mut self) -> Option<SessionStats> {
+        if let Some(task) = self.prompt.take() {
+            task.abort();
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.remove();
+        }
+        let stats = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(event) = self.events.recv().await {
+                if let MediaEvent::Closed(stats) = event {
+                    return Some(stats);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let _ = (&mut self.recorder).await;
+        stats
+    }
+}
+
+/// Drains the capture ring into a WAV file at the engine rate. The file is created with the
+/// first audio, so calls that never send audio leave no file; it is finished when the media
+/// thread drops the ring's other end.
+async fn record(mut capture: CaptureConsumer, path: Option<PathBuf>) {
+    let mut writer: Option<WavWriter> = None;
+    let mut path = path;
+    let mut buf = vec![0i16; CAPTURE_SAMPLES];
+    loop {
+        let abandoned = capture.is_abandoned();
+        let n = capture.slots();
+        if n > 0 {
+            if let Ok(chunk) = capture.read_chunk(n) {
+                let (a, b) = chunk.as_slices();
+                buf[..a.len()].copy_from_slice(a);
+                buf[a.len()..n].copy_from_slice(b);
+                chunk.commit_all();
+            }
+            if let Some(p) = path.take() {
+                writer = match WavWriter::create(&p, ENGINE_RATE) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::warn!(path = %p.display(), error = %e, "cannot record the call");
+                        None
+                    }
+                };
+            }
+            if let Some(w) = writer.as_mut() {
+                if let Err(e) = w.write_samples(&buf[..n]) {
+                    tracing::warn!(error = %e, "recording write failed");
+                    writer = None;
+                }
+            }
+        }
+        if abandoned && capture.is_empty() {
+            break;
+        }
+        tokio::time::sleep(DRAIN_EVERY).await;
+    }
+    if let Some(w) = writer {
+        if let Err(e) = w.finalize() {
             tracing::warn!(error = %e, "cannot finish the recording");
         }
     }
-    drop(ports);
 }

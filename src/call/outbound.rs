@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::call::manager::recording_name;
-use crate::call::media::{self, MediaControl, MediaEvent, MediaParams, MediaSetup};
+use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::PortPool;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -19,6 +19,9 @@ use crate::sip::endpoint::{self, EndReason, Event, Invite, TransportKind};
 use crate::sip::headers::SipUri;
 use crate::sip::runtime::{self, Command};
 use crate::sip::sdp::{self, Direction, LocalCaps, Origin, SessionDescription};
+use parley_media::engine::MediaEngine;
+use parley_media::session::MediaEvent;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, Clone)]
 pub struct OutboundCall {
@@ -31,8 +34,28 @@ pub struct OutboundCall {
     pub from_user: String,
 }
 
+enum MediaStep {
+    PromptDone,
+    Event(MediaEvent),
+}
+
+/// The next thing the call's media has to say; pending while there is no media.
+async fn media_step(media: &mut Option<CallMedia>) -> MediaStep {
+    let Some(m) = media else {
+        return std::future::pending().await;
+    };
+    let (prompt, events) = m.split_waits();
+    tokio::select! {
+        _ = prompt => MediaStep::PromptDone,
+        Some(ev) = events => MediaStep::Event(ev),
+        else => std::future::pending().await,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    #[error("cannot start the media engine: {0}")]
+    Media(String),
     #[error("bad target {0:?}: {1}")]
     Target(String, String),
     #[error("cannot read {0}: {1}")]
@@ -85,7 +108,7 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
             Some(Arc::new(parley_media::resample_linear(
                 &audio.samples,
                 audio.sample_rate,
-                8000,
+                parley_media::playout::ENGINE_RATE,
             )))
         }
         None => None,
@@ -137,10 +160,9 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
     eprintln!("calling {} via {}", opts.target, peer.addr);
 
     let mut ports = Some(ports);
-    let (media_tx, media_rx) = mpsc::unbounded_channel();
-    let mut media_rx = Some(media_rx);
-    let (media_events_tx, mut media_events) = mpsc::unbounded_channel();
-    let mut media_task = None;
+    let engine = MediaEngine::start(1).map_err(|e| CallError::Media(e.to_string()))?;
+    let mut media: Option<CallMedia> = None;
+    let dropped_events = Arc::new(AtomicU64::new(0));
     let hangup_after = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(hangup_after);
     let mut hung_up = false;
@@ -168,29 +190,50 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
                         let _ = std::fs::create_dir_all(config.recordings_dir());
                         config.recordings_dir().join(recording_name(&call_id))
                     });
-                    if let (Some(ports), Some(rx)) = (ports.take(), media_rx.take()) {
-                        let setup = MediaSetup {
+                    if let Some(ports) = ports.take() {
+                        let start = MediaStart {
                             ports,
-                            params: MediaParams::from_negotiated(&negotiated),
-                            prompt: prompt.clone(),
+                            params: media::session_params(&negotiated),
                             record_to,
                             rtp_timeout: Duration::from_secs(config.media.rtp_timeout_s),
-                            metrics: metrics.clone(),
+                            dropped_events: dropped_events.clone(),
                         };
-                        media_task = Some(tokio::spawn(media::run(setup, rx, media_events_tx.clone())));
+                        match CallMedia::start(&engine, start) {
+                            Ok(mut m) => {
+                                if let Some(p) = &prompt {
+                                    m.play(p.clone());
+                                }
+                                media = Some(m);
+                            }
+                            Err(e) => {
+                                eprintln!("cannot start media: {e}");
+                                hung_up = true;
+                                sip.send(Command::Hangup { call });
+                            }
+                        }
                     }
-                    if let Some(d) = opts.duration {
-                        hangup_after.as_mut().reset(tokio::time::Instant::now() + d);
+                    match opts.duration {
+                        Some(d) => hangup_after.as_mut().reset(tokio::time::Instant::now() + d),
+                        // Nothing to play and no duration: hang up at once.
+                        None if prompt.is_none() && !hung_up => {
+                            hung_up = true;
+                            sip.send(Command::Hangup { call });
+                        }
+                        None => {}
                     }
                 }
                 Some(Event::Ended { reason, .. }) => break Ok(reason),
                 Some(_) => {}
                 None => break Err(CallError::Failed(500)),
             },
-            Some(ev) = media_events.recv() => {
-                let done = match ev {
-                    MediaEvent::PlayoutDone => opts.duration.is_none(),
-                    MediaEvent::RtpTimeout => true,
+            step = media_step(&mut media) => {
+                let done = match step {
+                    MediaStep::PromptDone => opts.duration.is_none(),
+                    MediaStep::Event(MediaEvent::RtpTimeout) => {
+                        eprintln!("no RTP from the far end, hanging up");
+                        true
+                    }
+                    MediaStep::Event(_) => false,
                 };
                 if done && !hung_up {
                     hung_up = true;
@@ -208,9 +251,8 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
             }
         }
     };
-    let _ = media_tx.send(MediaControl::Stop);
-    if let Some(task) = media_task {
-        let _ = task.await;
+    if let Some(m) = media {
+        m.stop().await;
     }
     match result {
         Ok(EndReason::Failed(code)) => Err(CallError::Failed(code)),

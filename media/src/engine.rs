@@ -1,0 +1,289 @@
+//! Media worker threads: each owns a set of calls (their RTP sockets and sessions), wakes every
+//! 20 ms, reads what arrived, ticks every session and sends what they produce. Calls are put
+//! on the least-loaded worker. The async world reaches a call only through its `CallHandle`
+//! (a bounded command channel), its playout/capture rings and the events it receives through
+//! an [`EventSink`].
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::session::{MediaEvent, MediaSession, SessionParams};
+
+/// The media tick.
+pub const TICK: Duration = Duration::from_millis(20);
+/// Commands a worker accepts per call before the channel is full.
+const COMMAND_QUEUE: usize = 4096;
+
+/// Where a call's media events go. Implementations must not block (the call layer wraps a
+/// bounded async channel and drops, counting, when it is full).
+pub trait EventSink: Send {
+    fn push(&mut self, event: MediaEvent);
+}
+
+/// Everything a worker needs to run one call.
+pub struct CallSetup {
+    pub socket: UdpSocket,
+    pub session: MediaSession,
+    pub events: Box<dyn EventSink>,
+    /// Dropped by the worker when the call is removed (e.g. the RTP port reservation).
+    pub keepalive: Box<dyn Send>,
+}
+
+enum Command {
+    Add(u64, Box<CallSetup>),
+    Update(u64, SessionParams),
+    Remove(u64),
+}
+
+/// Counters shared by all workers, for /metrics.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub ticks: AtomicU64,
+    /// Ticks that started more than one tick late (the worker was overloaded).
+    pub late_ticks: AtomicU64,
+    /// Nanoseconds spent working (not sleeping) across workers.
+    pub busy_ns: AtomicU64,
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub command_drops: AtomicU64,
+}
+
+struct Worker {
+    commands: Sender<Command>,
+    load: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The pool of media worker threads.
+pub struct MediaEngine {
+    workers: Vec<Worker>,
+    next_id: AtomicU64,
+    stop: Arc<AtomicBool>,
+    pub stats: Arc<EngineStats>,
+}
+
+impl MediaEngine {
+    /// Starts `threads` workers (0 means one per available core).
+    pub fn start(threads: usize) -> std::io::Result<MediaEngine> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(EngineStats::default());
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
+            let load = Arc::new(AtomicUsize::new(0));
+            let (stop, stats, worker_load) = (stop.clone(), stats.clone(), load.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("parley-media-{i}"))
+                .spawn(move || run_worker(rx, worker_load, stop, stats))?;
+            workers.push(Worker {
+                commands: tx,
+                load,
+                thread: Some(thread),
+            });
+        }
+        Ok(MediaEngine {
+            workers,
+            next_id: AtomicU64::new(1),
+            stop,
+            stats,
+        })
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Calls per worker.
+    pub fn loads(&self) -> Vec<usize> {
+        self.workers
+            .iter()
+            .map(|w| w.load.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Hands a call to the least-loaded worker.
+    pub fn add_call(&self, setup: CallSetup) -> Result<CallHandle, EngineError> {
+        setup
+            .socket
+            .set_nonblocking(true)
+            .map_err(EngineError::Socket)?;
+        let (index, worker) = self
+            .workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.load.load(Ordering::Relaxed))
+            .ok_or(EngineError::Stopped)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        worker.load.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = worker.commands.try_send(Command::Add(id, Box::new(setup))) {
+            worker.load.fetch_sub(1, Ordering::Relaxed);
+            return Err(match e {
+                TrySendError::Full(_) => EngineError::Busy,
+                TrySendError::Disconnected(_) => EngineError::Stopped,
+            });
+        }
+        Ok(CallHandle {
+            id,
+            worker: index,
+            commands: worker.commands.clone(),
+            stats: self.stats.clone(),
+            removed: false,
+        })
+    }
+}
+
+impl Drop for MediaEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot configure the RTP socket: {0}")]
+    Socket(std::io::Error),
+    #[error("the media worker's queue is full")]
+    Busy,
+    #[error("the media engine is stopped")]
+    Stopped,
+}
+
+/// The async side's handle on one call's media. Dropping it removes the call.
+pub struct CallHandle {
+    id: u64,
+    worker: usize,
+    commands: Sender<Command>,
+    stats: Arc<EngineStats>,
+    removed: bool,
+}
+
+impl CallHandle {
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// New negotiated parameters (re-INVITE, late answer); applied on the next tick.
+    pub fn update(&self, params: SessionParams) {
+        if self
+            .commands
+            .try_send(Command::Update(self.id, params))
+            .is_err()
+        {
+            self.stats.command_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the call's media; the worker reports final stats through the event sink.
+    pub fn remove(mut self) {
+        self.send_remove();
+    }
+
+    fn send_remove(&mut self) {
+        if !self.removed {
+            self.removed = true;
+            // Removal must not be lost: fall back to a blocking send if the queue is full.
+            if let Err(TrySendError::Full(cmd)) = self.commands.try_send(Command::Remove(self.id)) {
+                let _ = self.commands.send(cmd);
+            }
+        }
+    }
+}
+
+impl Drop for CallHandle {
+    fn drop(&mut self) {
+        self.send_remove();
+    }
+}
+
+struct Slot {
+    id: u64,
+    setup: Box<CallSetup>,
+}
+
+fn run_worker(
+    commands: Receiver<Command>,
+    load: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<EngineStats>,
+) {
+    let mut calls: Vec<Slot> = Vec::with_capacity(1024);
+    let mut rx_buf = vec![0u8; 2048];
+    let mut tx_buf = vec![0u8; 1500];
+    let mut next_tick = Instant::now() + TICK;
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        while let Ok(cmd) = commands.try_recv() {
+            match cmd {
+                Command::Add(id, setup) => calls.push(Slot { id, setup }),
+                Command::Update(id, params) => {
+                    if let Some(slot) = calls.iter_mut().find(|s| s.id == id) {
+                        slot.setup.session.update(started, params);
+                    }
+                }
+                Command::Remove(id) => {
+                    if let Some(i) = calls.iter().position(|s| s.id == id) {
+                        let mut slot = calls.swap_remove(i);
+                        let final_stats = slot.setup.session.stats();
+                        slot.setup.events.push(MediaEvent::Closed(final_stats));
+                        load.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        for slot in calls.iter_mut() {
+            let CallSetup {
+                socket,
+                session,
+                events,
+                ..
+            } = &mut *slot.setup;
+            let mut emit = |e: MediaEvent| events.push(e);
+            // Bounded per tick so a flood on one port cannot starve the other calls.
+            for _ in 0..64 {
+                match socket.recv_from(&mut rx_buf) {
+                    Ok((n, from)) => {
+                        stats.packets_in.fetch_add(1, Ordering::Relaxed);
+                        session.handle_packet(now, from, &rx_buf[..n], &mut emit);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(tx) = session.tick(now, &mut tx_buf, &mut emit) {
+                if socket.send_to(&tx_buf[..tx.len], tx.to).is_ok() {
+                    stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        stats.ticks.fetch_add(1, Ordering::Relaxed);
+        let done = Instant::now();
+        stats
+            .busy_ns
+            .fetch_add((done - started).as_nanos() as u64, Ordering::Relaxed);
+        if done > next_tick + TICK {
+            // Overloaded: count it and re-anchor instead of bursting to catch up.
+            stats.late_ticks.fetch_add(1, Ordering::Relaxed);
+            next_tick = done + TICK;
+        } else {
+            if next_tick > done {
+                std::thread::sleep(next_tick - done);
+            }
+            next_tick += TICK;
+        }
+    }
+}

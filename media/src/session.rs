@@ -1,0 +1,345 @@
+//! The per-call media session as a sans-I/O state machine: `handle_packet(now, …)` for what
+//! arrives, `tick(now, …)` every 20 ms for what to send. No sockets, no clock, no allocation
+//! after construction: the worker thread owns the socket and the time.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::g711::G711;
+use crate::playout::{capture_frame, CaptureProducer, PlayoutConsumer, ENGINE_RATE};
+use crate::rtp::{self, RtpSender};
+
+/// 20 ms at the engine rate.
+pub const ENGINE_FRAME: usize = (ENGINE_RATE / 50) as usize;
+/// 20 ms at 8 kHz (G.711).
+const NB_FRAME: usize = 160;
+
+/// What was negotiated for the call, from our side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionParams {
+    pub codec: G711,
+    pub payload_type: u8,
+    pub dtmf_payload_type: Option<u8>,
+    /// Where to send until the caller's own packets tell us better (symmetric RTP).
+    pub remote: Option<SocketAddr>,
+    /// We send media (our direction includes send).
+    pub send: bool,
+    /// We expect media (our direction includes receive).
+    pub receive: bool,
+}
+
+/// What a session reports to the call layer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    /// No RTP for the configured time while the peer was expected to send.
+    RtpTimeout,
+    /// The playout queue ran dry after playing audio.
+    PlayoutDrained,
+    /// Final counters, sent when the call is removed from its worker.
+    Closed(SessionStats),
+}
+
+/// Per-call counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionStats {
+    pub packets_received: u64,
+    pub packets_sent: u64,
+    pub packets_invalid: u64,
+    pub packets_other_payload: u64,
+    pub capture_dropped_samples: u64,
+}
+
+/// A packet to send: `len` bytes at the start of the tick's output buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub len: usize,
+}
+
+pub struct MediaSession {
+    params: SessionParams,
+    sender: RtpSender,
+    first_packet: bool,
+    latched: Option<SocketAddr>,
+    last_rx: Instant,
+    rtp_timeout: Duration,
+    timeout_reported: bool,
+    playout: PlayoutConsumer,
+    was_playing: bool,
+    capture: Option<CaptureProducer>,
+    stats: SessionStats,
+    nb: [i16; NB_FRAME],
+    wb: [i16; ENGINE_FRAME],
+    payload: [u8; NB_FRAME],
+}
+
+impl MediaSession {
+    pub fn new(
+        now: Instant,
+        params: SessionParams,
+        playout: PlayoutConsumer,
+        capture: Option<CaptureProducer>,
+        rtp_timeout: Duration,
+        ssrc: u32,
+    ) -> MediaSession {
+        MediaSession {
+            params,
+            sender: RtpSender::new(
+                ssrc,
+                params.payload_type,
+                (ssrc >> 16) as u16,
+                ssrc.rotate_left(7),
+            ),
+            first_packet: true,
+            latched: None,
+            last_rx: now,
+            rtp_timeout,
+            timeout_reported: false,
+            playout,
+            was_playing: false,
+            capture,
+            stats: SessionStats::default(),
+            nb: [0; NB_FRAME],
+            wb: [0; ENGINE_FRAME],
+            payload: [0; NB_FRAME],
+        }
+    }
+
+    pub fn params(&self) -> &SessionParams {
+        &self.params
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        self.stats.clone()
+    }
+
+    /// Applies renegotiated parameters (re-INVITE or a late SDP answer).
+    pub fn update(&mut self, now: Instant, params: SessionParams) {
+        if params.remote != self.params.remote {
+            self.latched = None;
+        }
+        if params.payload_type != self.params.payload_type {
+            self.sender.set_payload_type(params.payload_type);
+        }
+        if params.receive && !self.params.receive {
+            // Media resumes (unhold): the inactivity clock starts again.
+            self.last_rx = now;
+            self.timeout_reported = false;
+        }
+        self.params = params;
+    }
+
+    /// A datagram arrived on the call's RTP port.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        _emit: &mut dyn FnMut(MediaEvent),
+    ) {
+        if rtp::is_rtcp(data) {
+            return;
+        }
+        let Ok(packet) = rtp::parse(data) else {
+            self.stats.packets_invalid += 1;
+            return;
+        };
+        self.stats.packets_received += 1;
+        self.last_rx = now;
+        self.timeout_reported = false;
+        // Symmetric RTP (RFC 4961): answer where the packets come from, which is right behind
+        // NAT where the SDP address is not.
+        self.latched = Some(from);
+        if packet.header.payload_type != self.params.payload_type {
+            self.stats.packets_other_payload += 1;
+            return;
+        }
+        if !self.params.receive {
+            return;
+        }
+        let n = packet.payload.len().min(NB_FRAME);
+        self.params
+            .codec
+            .decode(&packet.payload[..n], &mut self.nb[..n]);
+        let wide = upsample_2x(&self.nb[..n], &mut self.wb);
+        if let Some(capture) = self.capture.as_mut() {
+            self.stats.capture_dropped_samples += capture_frame(capture, &self.wb[..wide]) as u64;
+        }
+    }
+
+    /// The 20 ms tick: timeout check, then one packet of playout if we send.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        out: &mut [u8],
+        emit: &mut dyn FnMut(MediaEvent),
+    ) -> Option<Transmit> {
+        let expecting = self.params.receive && self.params.remote.is_some();
+        if expecting
+            && !self.timeout_reported
+            && now.duration_since(self.last_rx) >= self.rtp_timeout
+        {
+            self.timeout_reported = true;
+            emit(MediaEvent::RtpTimeout);
+        }
+        // The queue is consumed even while on hold, so prompts keep their timing.
+        let got = self.playout.pop_frame(&mut self.wb);
+        if got > 0 {
+            self.was_playing = true;
+        } else if self.was_playing {
+            self.was_playing = false;
+            emit(MediaEvent::PlayoutDrained);
+        }
+        let to = self.latched.or(self.params.remote)?;
+        if !self.params.send {
+            return None;
+        }
+        downsample_2x(&self.wb, &mut self.nb);
+        self.params.codec.encode(&self.nb, &mut self.payload);
+        let header = self.sender.next_header(NB_FRAME as u32, self.first_packet);
+        self.first_packet = false;
+        let len = rtp::write_packet(&header, &self.payload, out).ok()?;
+        self.stats.packets_sent += 1;
+        Some(Transmit { to, len })
+    }
+}
+
+/// 8 kHz → 16 kHz by linear interpolation. Interim: the streaming resampler replaces it.
+fn upsample_2x(input: &[i16], out: &mut [i16]) -> usize {
+    let n = input.len().min(out.len() / 2);
+    for i in 0..n {
+        let a = input[i] as i32;
+        let b = if i + 1 < n { input[i + 1] as i32 } else { a };
+        out[2 * i] = a as i16;
+        out[2 * i + 1] = ((a + b) / 2) as i16;
+    }
+    2 * n
+}
+
+/// 16 kHz → 8 kHz by averaging pairs (a crude low-pass). Interim, as above.
+fn downsample_2x(input: &[i16], out: &mut [i16]) {
+    for (o, pair) in out.iter_mut().zip(input.chunks_exact(2)) {
+        *o = ((pair[0] as i32 + pair[1] as i32) / 2) as i16;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::playout::{capture_queue, playout_queue};
+    use crate::rtp::RtpHeader;
+
+    fn params() -> SessionParams {
+        SessionParams {
+            codec: G711::Ulaw,
+            payload_type: 0,
+            dtmf_payload_type: Some(101),
+            remote: Some("127.0.0.1:4000".parse().unwrap()),
+            send: true,
+            receive: true,
+        }
+    }
+
+    fn packet(seq: u16, pt: u8, payload: &[u8]) -> Vec<u8> {
+        let header = RtpHeader {
+            marker: false,
+            payload_type: pt,
+            sequence: seq,
+            timestamp: seq as u32 * 160,
+            ssrc: 42,
+        };
+        let mut buf = vec![0u8; 12 + payload.len()];
+        let n = rtp::write_packet(&header, payload, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn plays_queued_audio_and_latches_to_the_sender() {
+        let t0 = Instant::now();
+        let (mut tx, rx) = playout_queue(16000);
+        let (cap_tx, cap_rx) = capture_queue(16000);
+        let mut s = MediaSession::new(t0, params(), rx, Some(cap_tx), Duration::from_secs(5), 7);
+        let mut events = Vec::new();
+        let mut out = [0u8; 1500];
+        tx.push(&[1000; 640]);
+        let t = s.tick(t0, &mut out, &mut |e| events.push(e)).unwrap();
+        assert_eq!(t.to, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(t.len, 12 + 160);
+        let pkt = rtp::parse(&out[..t.len]).unwrap();
+        assert!(pkt.header.marker, "first packet carries the marker");
+        assert_eq!(
+            pkt.payload[0],
+            crate::g711::ulaw_encode(1000),
+            "16 kHz pairs averaged to 8 kHz"
+        );
+        // A packet from another address moves our destination there.
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        s.handle_packet(t0, from, &packet(1, 0, &[0xFF; 160]), &mut |e| {
+            events.push(e)
+        });
+        assert_eq!(cap_rx.slots(), 320, "one 20 ms frame captured at 16 kHz");
+        let t = s
+            .tick(t0 + TICK_TEST, &mut out, &mut |e| events.push(e))
+            .unwrap();
+        assert_eq!(t.to, from);
+        let t = s.tick(t0 + TICK_TEST * 2, &mut out, &mut |e| events.push(e));
+        assert!(t.is_some(), "silence keeps flowing");
+        assert_eq!(events, vec![MediaEvent::PlayoutDrained]);
+        assert_eq!(tx.samples_played(), 640);
+    }
+
+    const TICK_TEST: Duration = Duration::from_millis(20);
+
+    #[test]
+    fn rtp_timeout_fires_once_and_not_on_hold() {
+        let t0 = Instant::now();
+        let (_tx, rx) = playout_queue(100);
+        let mut s = MediaSession::new(t0, params(), rx, None, Duration::from_secs(2), 7);
+        let mut events = Vec::new();
+        let mut out = [0u8; 1500];
+        s.tick(t0 + Duration::from_secs(1), &mut out, &mut |e| {
+            events.push(e)
+        });
+        assert!(events.is_empty());
+        s.tick(t0 + Duration::from_secs(2), &mut out, &mut |e| {
+            events.push(e)
+        });
+        s.tick(t0 + Duration::from_secs(3), &mut out, &mut |e| {
+            events.push(e)
+        });
+        assert_eq!(events, vec![MediaEvent::RtpTimeout]);
+        // On hold (peer does not send to us) there is no timeout.
+        let (_tx, rx) = playout_queue(100);
+        let held = SessionParams {
+            receive: false,
+            ..params()
+        };
+        let mut s = MediaSession::new(t0, held, rx, None, Duration::from_secs(2), 7);
+        events.clear();
+        s.tick(t0 + Duration::from_secs(10), &mut out, &mut |e| {
+            events.push(e)
+        });
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn other_payload_types_and_garbage_are_counted_not_played() {
+        let t0 = Instant::now();
+        let (_tx, rx) = playout_queue(100);
+        let (cap_tx, cap_rx) = capture_queue(16000);
+        let mut s = MediaSession::new(t0, params(), rx, Some(cap_tx), Duration::from_secs(2), 7);
+        let mut emit = |_e: MediaEvent| {};
+        s.handle_packet(
+            t0,
+            "127.0.0.1:1".parse().unwrap(),
+            &packet(1, 8, &[0xD5; 160]),
+            &mut emit,
+        );
+        s.handle_packet(t0, "127.0.0.1:1".parse().unwrap(), b"junk", &mut emit);
+        let stats = s.stats();
+        assert_eq!(stats.packets_other_payload, 1);
+        assert_eq!(stats.packets_invalid, 1);
+        assert_eq!(cap_rx.slots(), 0);
+    }
+}
