@@ -7,9 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod engine;
 pub mod g711;
 pub mod playout;
+pub mod resample;
 pub mod rtp;
 pub mod session;
 pub mod wav;

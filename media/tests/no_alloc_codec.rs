@@ -1,0 +1,127 @@
+//! Steady-state encode/decode of every codec and `Resampler::process` make no
+//! heap allocation: a counting global allocator watches this test's thread
+//! after a few warm-up calls.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use parley_media::codec::{new_codec, CodecKind, OpusSettings};
+use parley_media::resample::{Resampler, SUPPORTED_RATES};
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note() {
+    // `try_with`: the allocator can run while thread-locals are torn down.
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+        }
+    });
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by this thread while running `f`.
+fn allocations(f: impl FnOnce()) -> u64 {
+    ALLOCS.with(|n| n.set(0));
+    COUNTING.with(|on| on.set(true));
+    f();
+    COUNTING.with(|on| on.set(false));
+    ALLOCS.with(|n| n.get())
+}
+
+fn tone(n: usize, step: usize) -> Vec<i16> {
+    (0..n)
+        .map(|i| ((i * step % 200) as i16 - 100) * 80)
+        .collect()
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    // Proves the harness can fail: a Vec allocation is counted.
+    let n = allocations(|| {
+        let v: Vec<u8> = Vec::with_capacity(std::hint::black_box(64));
+        std::hint::black_box(&v);
+    });
+    assert!(n >= 1);
+}
+
+#[test]
+fn codecs_do_not_allocate_per_frame() {
+    for kind in CodecKind::ALL {
+        let mut c = new_codec(kind, OpusSettings::default()).unwrap();
+        let f = c.frame_samples();
+        let pcm = tone(f, 7);
+        let mut payload = [0u8; 1500];
+        let mut out = vec![0i16; f * 6];
+        let mut frame = |c: &mut Box<dyn parley_media::codec::AudioCodec>| {
+            let n = c.encode(&pcm, &mut payload).unwrap();
+            c.decode(&payload[..n], &mut out).unwrap();
+            let _ = c.conceal(&mut out);
+            let _ = c.decode_fec(&payload[..n], &mut out);
+            // Error paths too.
+            let _ = c.decode(&[0x03, 0x00], &mut out);
+            let _ = c.encode(&pcm[..1], &mut payload);
+        };
+        for _ in 0..5 {
+            frame(&mut c);
+        }
+        let n = allocations(|| {
+            for _ in 0..200 {
+                frame(&mut c);
+            }
+        });
+        assert_eq!(n, 0, "{kind}: {n} allocations in 200 frames");
+    }
+}
+
+#[test]
+fn resampler_does_not_allocate_per_frame() {
+    for from in SUPPORTED_RATES {
+        for to in SUPPORTED_RATES {
+            for low_delay in [false, true] {
+                let frame = from as usize / 50;
+                let mut r = if low_delay {
+                    Resampler::low_delay(from, to, frame).unwrap()
+                } else {
+                    Resampler::new(from, to, frame).unwrap()
+                };
+                let input = tone(r.frame_in(), 3);
+                let mut out = vec![0i16; r.frame_out()];
+                for _ in 0..5 {
+                    r.process(&input, &mut out);
+                }
+                let n = allocations(|| {
+                    for _ in 0..200 {
+                        assert_eq!(r.process(&input, &mut out), r.frame_out());
+                    }
+                });
+                assert_eq!(n, 0, "{from}->{to}: {n} allocations in 200 frames");
+            }
+        }
+    }
+}
