@@ -5,19 +5,22 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::g711::G711;
+use crate::codec::{new_codec, AudioCodec, CodecKind, OpusSettings};
 use crate::playout::{capture_frame, CaptureProducer, PlayoutConsumer, ENGINE_RATE};
+use crate::resample::Resampler;
 use crate::rtp::{self, RtpSender};
 
 /// 20 ms at the engine rate.
 pub const ENGINE_FRAME: usize = (ENGINE_RATE / 50) as usize;
-/// 20 ms at 8 kHz (G.711).
-const NB_FRAME: usize = 160;
+/// 20 ms at the highest codec rate (48 kHz).
+const MAX_FRAME: usize = 960;
+/// Largest RTP payload we produce or accept.
+const MAX_PAYLOAD: usize = 1500;
 
 /// What was negotiated for the call, from our side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionParams {
-    pub codec: G711,
+    pub codec: CodecKind,
     pub payload_type: u8,
     pub dtmf_payload_type: Option<u8>,
     /// Where to send until the caller's own packets tell us better (symmetric RTP).
@@ -46,7 +49,46 @@ pub struct SessionStats {
     pub packets_sent: u64,
     pub packets_invalid: u64,
     pub packets_other_payload: u64,
+    pub decode_errors: u64,
     pub capture_dropped_samples: u64,
+}
+
+/// The codec and the resamplers between its rate and the engine rate, rebuilt when the
+/// negotiated codec changes (never per frame).
+struct Pipeline {
+    kind: CodecKind,
+    codec: Box<dyn AudioCodec>,
+    /// Codec rate → engine rate, for what the caller sends.
+    up: Option<Resampler>,
+    /// Engine rate → codec rate, for what we send.
+    down: Option<Resampler>,
+    rtp_ticks: u32,
+}
+
+impl Pipeline {
+    fn new(kind: CodecKind) -> Pipeline {
+        let codec = new_codec(kind, OpusSettings::default())
+            .or_else(|_| new_codec(CodecKind::Pcmu, OpusSettings::default()))
+            .expect("G.711 always constructs");
+        let rate = codec.sample_rate();
+        let frame = codec.frame_samples();
+        let (up, down) = if rate == ENGINE_RATE {
+            (None, None)
+        } else {
+            (
+                Resampler::new(rate, ENGINE_RATE, frame).ok(),
+                Resampler::new(ENGINE_RATE, rate, ENGINE_FRAME).ok(),
+            )
+        };
+        let rtp_ticks = codec.frame_rtp_ticks();
+        Pipeline {
+            kind: codec.kind(),
+            codec,
+            up,
+            down,
+            rtp_ticks,
+        }
+    }
 }
 
 /// A packet to send: `len` bytes at the start of the tick's output buffer.
@@ -58,6 +100,7 @@ pub struct Transmit {
 
 pub struct MediaSession {
     params: SessionParams,
+    pipeline: Pipeline,
     sender: RtpSender,
     first_packet: bool,
     latched: Option<SocketAddr>,
@@ -68,9 +111,9 @@ pub struct MediaSession {
     was_playing: bool,
     capture: Option<CaptureProducer>,
     stats: SessionStats,
-    nb: [i16; NB_FRAME],
-    wb: [i16; ENGINE_FRAME],
-    payload: [u8; NB_FRAME],
+    codec_pcm: [i16; MAX_FRAME],
+    engine_pcm: [i16; ENGINE_FRAME],
+    payload: [u8; MAX_PAYLOAD],
 }
 
 impl MediaSession {
@@ -84,6 +127,7 @@ impl MediaSession {
     ) -> MediaSession {
         MediaSession {
             params,
+            pipeline: Pipeline::new(params.codec),
             sender: RtpSender::new(
                 ssrc,
                 params.payload_type,
@@ -99,9 +143,9 @@ impl MediaSession {
             was_playing: false,
             capture,
             stats: SessionStats::default(),
-            nb: [0; NB_FRAME],
-            wb: [0; ENGINE_FRAME],
-            payload: [0; NB_FRAME],
+            codec_pcm: [0; MAX_FRAME],
+            engine_pcm: [0; ENGINE_FRAME],
+            payload: [0; MAX_PAYLOAD],
         }
     }
 
@@ -120,6 +164,9 @@ impl MediaSession {
         }
         if params.payload_type != self.params.payload_type {
             self.sender.set_payload_type(params.payload_type);
+        }
+        if params.codec != self.pipeline.kind {
+            self.pipeline = Pipeline::new(params.codec);
         }
         if params.receive && !self.params.receive {
             // Media resumes (unhold): the inactivity clock starts again.
@@ -157,13 +204,25 @@ impl MediaSession {
         if !self.params.receive {
             return;
         }
-        let n = packet.payload.len().min(NB_FRAME);
-        self.params
-            .codec
-            .decode(&packet.payload[..n], &mut self.nb[..n]);
-        let wide = upsample_2x(&self.nb[..n], &mut self.wb);
+        let p = &mut self.pipeline;
+        let decoded = match p.codec.decode(packet.payload, &mut self.codec_pcm) {
+            Ok(n) => n,
+            Err(_) => {
+                self.stats.decode_errors += 1;
+                return;
+            }
+        };
+        let engine = match p.up.as_mut() {
+            Some(r) => r.process(&self.codec_pcm[..decoded], &mut self.engine_pcm),
+            None => {
+                let n = decoded.min(ENGINE_FRAME);
+                self.engine_pcm[..n].copy_from_slice(&self.codec_pcm[..n]);
+                n
+            }
+        };
         if let Some(capture) = self.capture.as_mut() {
-            self.stats.capture_dropped_samples += capture_frame(capture, &self.wb[..wide]) as u64;
+            self.stats.capture_dropped_samples +=
+                capture_frame(capture, &self.engine_pcm[..engine]) as u64;
         }
     }
 
@@ -183,7 +242,7 @@ impl MediaSession {
             emit(MediaEvent::RtpTimeout);
         }
         // The queue is consumed even while on hold, so prompts keep their timing.
-        let got = self.playout.pop_frame(&mut self.wb);
+        let got = self.playout.pop_frame(&mut self.engine_pcm);
         if got > 0 {
             self.was_playing = true;
         } else if self.was_playing {
@@ -194,32 +253,20 @@ impl MediaSession {
         if !self.params.send {
             return None;
         }
-        downsample_2x(&self.wb, &mut self.nb);
-        self.params.codec.encode(&self.nb, &mut self.payload);
-        let header = self.sender.next_header(NB_FRAME as u32, self.first_packet);
+        let p = &mut self.pipeline;
+        let pcm = match p.down.as_mut() {
+            Some(r) => {
+                let n = r.process(&self.engine_pcm, &mut self.codec_pcm);
+                &self.codec_pcm[..n]
+            }
+            None => &self.engine_pcm[..],
+        };
+        let size = p.codec.encode(pcm, &mut self.payload).ok()?;
+        let header = self.sender.next_header(p.rtp_ticks, self.first_packet);
         self.first_packet = false;
-        let len = rtp::write_packet(&header, &self.payload, out).ok()?;
+        let len = rtp::write_packet(&header, &self.payload[..size], out).ok()?;
         self.stats.packets_sent += 1;
         Some(Transmit { to, len })
-    }
-}
-
-/// 8 kHz → 16 kHz by linear interpolation. Interim: the streaming resampler replaces it.
-fn upsample_2x(input: &[i16], out: &mut [i16]) -> usize {
-    let n = input.len().min(out.len() / 2);
-    for i in 0..n {
-        let a = input[i] as i32;
-        let b = if i + 1 < n { input[i + 1] as i32 } else { a };
-        out[2 * i] = a as i16;
-        out[2 * i + 1] = ((a + b) / 2) as i16;
-    }
-    2 * n
-}
-
-/// 16 kHz → 8 kHz by averaging pairs (a crude low-pass). Interim, as above.
-fn downsample_2x(input: &[i16], out: &mut [i16]) {
-    for (o, pair) in out.iter_mut().zip(input.chunks_exact(2)) {
-        *o = ((pair[0] as i32 + pair[1] as i32) / 2) as i16;
     }
 }
 
@@ -231,7 +278,7 @@ mod tests {
 
     fn params() -> SessionParams {
         SessionParams {
-            codec: G711::Ulaw,
+            codec: CodecKind::Pcmu,
             payload_type: 0,
             dtmf_payload_type: Some(101),
             remote: Some("127.0.0.1:4000".parse().unwrap()),
@@ -268,17 +315,22 @@ mod tests {
         assert_eq!(t.len, 12 + 160);
         let pkt = rtp::parse(&out[..t.len]).unwrap();
         assert!(pkt.header.marker, "first packet carries the marker");
-        assert_eq!(
-            pkt.payload[0],
-            crate::g711::ulaw_encode(1000),
-            "16 kHz pairs averaged to 8 kHz"
-        );
+        // The resampler's start-up delay means the first frame is mostly its initial silence.
+        assert_eq!(pkt.payload.len(), 160, "20 ms of PCMU");
         // A packet from another address moves our destination there.
         let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         s.handle_packet(t0, from, &packet(1, 0, &[0xFF; 160]), &mut |e| {
             events.push(e)
         });
         assert_eq!(cap_rx.slots(), 320, "one 20 ms frame captured at 16 kHz");
+        // Played audio reaches the wire at its level once the resampler is primed.
+        let mut out2 = [0u8; 1500];
+        let t2 = s
+            .tick(t0 + TICK_TEST, &mut out2, &mut |e| events.push(e))
+            .unwrap();
+        let pkt2 = rtp::parse(&out2[..t2.len]).unwrap();
+        let level = crate::g711::ulaw_decode(pkt2.payload[100]);
+        assert!((900..=1100).contains(&level), "{level}");
         let t = s
             .tick(t0 + TICK_TEST, &mut out, &mut |e| events.push(e))
             .unwrap();

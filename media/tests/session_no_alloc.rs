@@ -5,10 +5,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use parley_media::codec::CodecKind;
 use parley_media::playout::{capture_queue, playout_queue};
 use parley_media::rtp::{self, RtpHeader};
 use parley_media::session::{MediaSession, SessionParams};
-use parley_media::G711;
 
 struct Counting;
 
@@ -48,7 +48,7 @@ fn session_steady_state_does_not_allocate() {
     let (mut playout_tx, playout_rx) = playout_queue(64_000);
     let (capture_tx, mut capture_rx) = capture_queue(64_000);
     let params = SessionParams {
-        codec: G711::Ulaw,
+        codec: CodecKind::Pcmu,
         payload_type: 0,
         dtmf_payload_type: Some(101),
         remote: Some("127.0.0.1:4000".parse().unwrap()),
@@ -92,7 +92,11 @@ fn session_steady_state_does_not_allocate() {
     WATCHED.with(|w| w.set(true));
     let probe = ALLOCATIONS.load(Ordering::Relaxed);
     drop(std::hint::black_box(vec![1u8; 16]));
-    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed), probe + 1, "the counter counts");
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed),
+        probe + 1,
+        "the counter counts"
+    );
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     run(500, &mut session);
     let after = ALLOCATIONS.load(Ordering::Relaxed);

@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parley_media::codec::CodecKind;
 use parley_media::engine::{CallHandle, CallSetup, EngineError, EventSink, MediaEngine};
 use parley_media::playout::{
     capture_queue, playout_queue, CaptureConsumer, PlayoutProducer, ENGINE_RATE,
 };
 use parley_media::session::{MediaEvent, MediaSession, SessionParams, SessionStats};
 use parley_media::wav::WavWriter;
-use parley_media::G711;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -31,8 +31,10 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 pub fn session_params(n: &Negotiated) -> SessionParams {
     SessionParams {
         codec: match n.codec {
-            Codec::Pcmu => G711::Ulaw,
-            Codec::Pcma => G711::Alaw,
+            Codec::Pcmu => CodecKind::Pcmu,
+            Codec::Pcma => CodecKind::Pcma,
+            Codec::G722 => CodecKind::G722,
+            Codec::Opus => CodecKind::Opus,
         },
         payload_type: n.payload_type,
         dtmf_payload_type: n.telephone_event_pt,
@@ -45,7 +47,7 @@ pub fn session_params(n: &Negotiated) -> SessionParams {
 /// Parameters for a call whose media is not negotiated yet (late offer): nothing flows.
 pub fn inactive_params() -> SessionParams {
     SessionParams {
-        codec: G711::Ulaw,
+        codec: CodecKind::Pcmu,
         payload_type: 0,
         dtmf_payload_type: None,
         remote: None,

@@ -769,11 +769,15 @@ pub enum Codec {
     Pcmu,
     /// G.711 A-law.
     Pcma,
+    /// G.722 wideband (16 kHz audio, 8 kHz RTP clock per RFC 3551).
+    G722,
+    /// Opus (RFC 7587: always `opus/48000/2` in SDP, whatever is sent).
+    Opus,
 }
 
 impl Codec {
     /// Every supported codec, for reverse lookups from an rtpmap.
-    pub const ALL: [Codec; 2] = [Codec::Pcmu, Codec::Pcma];
+    pub const ALL: [Codec; 4] = [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus];
 
     fn info(self) -> CodecInfo {
         match self {
@@ -790,6 +794,20 @@ impl Codec {
                 channels: 1,
                 static_pt: Some(8),
                 offer_fmtp: None,
+            },
+            Codec::G722 => CodecInfo {
+                encoding: "G722",
+                clock_rate: 8000,
+                channels: 1,
+                static_pt: Some(9),
+                offer_fmtp: None,
+            },
+            Codec::Opus => CodecInfo {
+                encoding: "opus",
+                clock_rate: 48000,
+                channels: 2,
+                static_pt: None,
+                offer_fmtp: Some("useinbandfec=1"),
             },
         }
     }
@@ -858,13 +876,25 @@ pub struct LocalCaps {
     pub ptime_ms: u32,
 }
 
+impl LocalCaps {
+    /// G.711 only (µ-law, A-law) with DTMF events: what every telephony peer takes.
+    pub fn narrowband() -> Self {
+        LocalCaps {
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            ..LocalCaps::default()
+        }
+    }
+}
+
 impl Default for LocalCaps {
     /// G.711 µ-law first because it is the North American default and the
     /// one codec every SIP endpoint implements; A-law second for European
-    /// carriers; DTMF events on, since IVR-style agents need digits.
+    /// carriers; then the wideband codecs, G.722 and Opus, which are taken
+    /// whenever the caller prefers them; DTMF events on, since IVR-style
+    /// agents need digits.
     fn default() -> Self {
         LocalCaps {
-            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus],
             telephone_event: true,
             ptime_ms: DEFAULT_PTIME_MS,
         }
@@ -1366,7 +1396,7 @@ m=audio 12000 RTP/AVP 0\r\n";
     fn do_answer(text: &str) -> Result<(SessionDescription, Negotiated), NegotiationError> {
         answer(
             &parse(text),
-            &LocalCaps::default(),
+            &LocalCaps::narrowband(),
             local_ip(),
             40000,
             &our_origin(),
@@ -1544,6 +1574,41 @@ m=image 5000 udptl t38\r\na=T38FaxVersion:0\r\na=fmtp:whatever\r\n";
         }
         assert_eq!(Direction::from_attribute("SENDONLY"), Some(SendOnly));
         assert_eq!(Direction::from_attribute("rtcp"), None);
+    }
+
+    #[test]
+    fn wideband_codecs_are_taken_when_the_caller_prefers_them() {
+        let caps = LocalCaps::default();
+        let (sdp, neg) = answer(
+            &parse(SOFTPHONE_OFFER),
+            &caps,
+            local_ip(),
+            40000,
+            &our_origin(),
+        )
+        .unwrap();
+        assert_eq!(neg.codec, Codec::Opus);
+        assert_eq!(neg.payload_type, 96);
+        // Opus's RTP clock is 48 kHz, so the 48 kHz telephone-event (101) goes with it.
+        assert_eq!(neg.telephone_event_pt, Some(101));
+        assert!(
+            sdp.to_string().contains("a=rtpmap:96 opus/48000/2\r\n"),
+            "{sdp}"
+        );
+        let g722 = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 9 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let (_, neg) = answer(&parse(g722), &caps, local_ip(), 40000, &our_origin()).unwrap();
+        assert_eq!((neg.codec, neg.payload_type), (Codec::G722, 9));
+        assert_eq!(neg.telephone_event_pt, Some(101));
+        // Our own offer lists every codec, G.711 first, Opus on a dynamic type with FEC.
+        let ours = offer(&caps, local_ip(), 40000, &our_origin(), Direction::SendRecv).to_string();
+        assert!(ours.contains("m=audio 40000 RTP/AVP 0 8 9 96"), "{ours}");
+        assert!(ours.contains("a=rtpmap:96 opus/48000/2\r\n"), "{ours}");
+        assert!(ours.contains("a=fmtp:96 useinbandfec=1\r\n"), "{ours}");
+        assert!(
+            ours.contains("a=rtpmap:97 telephone-event/48000\r\n"),
+            "{ours}"
+        );
     }
 
     #[test]
@@ -1785,7 +1850,7 @@ m=audio 4000 RTP/AVP 0\r\n";
     #[test]
     fn offer_has_expected_shape() {
         let sdp = offer(
-            &LocalCaps::default(),
+            &LocalCaps::narrowband(),
             local_ip(),
             40000,
             &our_origin(),
