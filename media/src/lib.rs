@@ -1,5 +1,6 @@
-//! Parley's real-time media library: G.711 codecs, RTP packets, and WAV
-//! file I/O for prompts and recordings.
+//! Parley's real-time media library: RTP, the adaptive jitter buffer with loss concealment
+//! and comfort noise, codecs (G.711, G.722, Opus), resampling, the lock-free playout and
+//! capture rings, the sans-I/O media session and the media worker threads, and WAV I/O.
 //!
 //! The per-frame paths (`g711`, `rtp`) work on caller-provided slices and
 //! never allocate or panic on bad input, so they can run on the media
@@ -7,19 +8,27 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cng;
 pub mod codec;
 pub mod engine;
 pub mod g711;
+pub mod jitter;
 pub mod playout;
+pub mod plc;
 pub mod resample;
 pub mod rtp;
 pub mod session;
 pub mod wav;
 
+pub use cng::ComfortNoise;
 pub use g711::{
     alaw_decode, alaw_encode, decode_alaw, decode_ulaw, encode_alaw, encode_ulaw, ulaw_decode,
     ulaw_encode, G711,
 };
+pub use jitter::{
+    JitterBuffer, JitterConfig, JitterConfigError, JitterStats, Playout, PushOutcome,
+};
+pub use plc::Concealer;
 pub use rtp::{
     is_rtcp, parse as parse_rtp, write_packet, RtpError, RtpExtension, RtpHeader, RtpPacket,
     RtpSender, RTP_HEADER_LEN,
