@@ -5,8 +5,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::cng::ComfortNoise;
 use crate::codec::{new_codec, AudioCodec, CodecKind, OpusSettings};
+use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use crate::playout::{capture_frame, CaptureProducer, PlayoutConsumer, ENGINE_RATE};
+use crate::plc::Concealer;
 use crate::resample::Resampler;
 use crate::rtp::{self, RtpSender};
 
@@ -16,6 +19,9 @@ pub const ENGINE_FRAME: usize = (ENGINE_RATE / 50) as usize;
 const MAX_FRAME: usize = 960;
 /// Largest RTP payload we produce or accept.
 const MAX_PAYLOAD: usize = 1500;
+/// Largest payload the jitter buffer keeps: 20 ms of G.711/G.722 is 160 bytes, of Opus at
+/// voice bitrates under 200. Larger packets are counted and dropped.
+const JITTER_MAX_PAYLOAD: usize = 512;
 
 /// What was negotiated for the call, from our side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +69,14 @@ struct Pipeline {
     /// Engine rate → codec rate, for what we send.
     down: Option<Resampler>,
     rtp_ticks: u32,
+    jitter: JitterBuffer,
+    concealer: Concealer,
+    noise: ComfortNoise,
+    /// PCM samples per frame at the codec rate.
+    frame: usize,
+    /// The caller's stream has started (so gaps are filled, and recordings keep time).
+    started: bool,
+    ssrc: Option<u32>,
 }
 
 impl Pipeline {
@@ -81,8 +95,21 @@ impl Pipeline {
             )
         };
         let rtp_ticks = codec.frame_rtp_ticks();
+        let jitter_config = JitterConfig {
+            max_payload_bytes: JITTER_MAX_PAYLOAD,
+            ..JitterConfig::for_clock_rate(codec.rtp_clock_rate())
+        };
+        let jitter = JitterBuffer::new(jitter_config)
+            .or_else(|_| JitterBuffer::new(JitterConfig::for_clock_rate(8000)))
+            .expect("the default jitter configuration is valid");
         Pipeline {
             kind: codec.kind(),
+            jitter,
+            concealer: Concealer::new(rate),
+            noise: ComfortNoise::new(rate),
+            frame,
+            started: false,
+            ssrc: None,
             codec,
             up,
             down,
@@ -114,6 +141,7 @@ pub struct MediaSession {
     codec_pcm: [i16; MAX_FRAME],
     engine_pcm: [i16; ENGINE_FRAME],
     payload: [u8; MAX_PAYLOAD],
+    jitter_payload: [u8; JITTER_MAX_PAYLOAD],
 }
 
 impl MediaSession {
@@ -146,6 +174,7 @@ impl MediaSession {
             codec_pcm: [0; MAX_FRAME],
             engine_pcm: [0; ENGINE_FRAME],
             payload: [0; MAX_PAYLOAD],
+            jitter_payload: [0; JITTER_MAX_PAYLOAD],
         }
     }
 
@@ -205,18 +234,50 @@ impl MediaSession {
             return;
         }
         let p = &mut self.pipeline;
-        let decoded = match p.codec.decode(packet.payload, &mut self.codec_pcm) {
-            Ok(n) => n,
-            Err(_) => {
-                self.stats.decode_errors += 1;
-                return;
+        if p.ssrc.is_some_and(|s| s != packet.header.ssrc) {
+            // A new source (e.g. a transfer or an SBC switching streams): start over.
+            p.jitter.reset();
+        }
+        p.ssrc = Some(packet.header.ssrc);
+        p.started = true;
+        let h = &packet.header;
+        p.jitter
+            .push(now, h.sequence, h.timestamp, h.marker, packet.payload);
+    }
+
+    /// One 20 ms frame of the caller's audio out of the jitter buffer: decoded, concealed
+    /// or comfort noise, resampled to the engine rate and handed to the capture ring.
+    fn receive_frame(&mut self, now: Instant) {
+        let p = &mut self.pipeline;
+        if !self.params.receive || !p.started {
+            return;
+        }
+        let frame = p.frame.min(MAX_FRAME);
+        let pcm = &mut self.codec_pcm[..frame];
+        match p.jitter.pop(now, &mut self.jitter_payload) {
+            Playout::Packet { len, .. } => match p.codec.decode(&self.jitter_payload[..len], pcm) {
+                Ok(n) if n == frame => {
+                    p.concealer.good_frame(pcm);
+                    p.noise.observe(pcm);
+                }
+                _ => {
+                    self.stats.decode_errors += 1;
+                    p.concealer.conceal(pcm);
+                }
+            },
+            Playout::Lost => {
+                // The codec's own concealment (Opus) when it has one, ours otherwise.
+                if p.codec.conceal(pcm).is_none() {
+                    p.concealer.conceal(pcm);
+                }
             }
-        };
+            Playout::Empty | Playout::Buffering => p.noise.fill(pcm),
+        }
         let engine = match p.up.as_mut() {
-            Some(r) => r.process(&self.codec_pcm[..decoded], &mut self.engine_pcm),
+            Some(r) => r.process(pcm, &mut self.engine_pcm),
             None => {
-                let n = decoded.min(ENGINE_FRAME);
-                self.engine_pcm[..n].copy_from_slice(&self.codec_pcm[..n]);
+                let n = frame.min(ENGINE_FRAME);
+                self.engine_pcm[..n].copy_from_slice(&pcm[..n]);
                 n
             }
         };
@@ -224,6 +285,11 @@ impl MediaSession {
             self.stats.capture_dropped_samples +=
                 capture_frame(capture, &self.engine_pcm[..engine]) as u64;
         }
+    }
+
+    /// Jitter-buffer counters (loss, lateness, delay) for stats and CDRs.
+    pub fn jitter_stats(&self) -> JitterStats {
+        self.pipeline.jitter.stats()
     }
 
     /// The 20 ms tick: timeout check, then one packet of playout if we send.
@@ -241,6 +307,7 @@ impl MediaSession {
             self.timeout_reported = true;
             emit(MediaEvent::RtpTimeout);
         }
+        self.receive_frame(now);
         // The queue is consumed even while on hold, so prompts keep their timing.
         let got = self.playout.pop_frame(&mut self.engine_pcm);
         if got > 0 {
@@ -322,7 +389,11 @@ mod tests {
         s.handle_packet(t0, from, &packet(1, 0, &[0xFF; 160]), &mut |e| {
             events.push(e)
         });
-        assert_eq!(cap_rx.slots(), 320, "one 20 ms frame captured at 16 kHz");
+        assert_eq!(
+            cap_rx.slots(),
+            0,
+            "the caller's audio waits in the jitter buffer"
+        );
         // Played audio reaches the wire at its level once the resampler is primed.
         let mut out2 = [0u8; 1500];
         let t2 = s
@@ -331,6 +402,11 @@ mod tests {
         let pkt2 = rtp::parse(&out2[..t2.len]).unwrap();
         let level = crate::g711::ulaw_decode(pkt2.payload[100]);
         assert!((900..=1100).contains(&level), "{level}");
+        assert_eq!(
+            cap_rx.slots(),
+            320,
+            "each tick captures one 20 ms frame at 16 kHz"
+        );
         let t = s
             .tick(t0 + TICK_TEST, &mut out, &mut |e| events.push(e))
             .unwrap();
@@ -342,6 +418,52 @@ mod tests {
     }
 
     const TICK_TEST: Duration = Duration::from_millis(20);
+
+    #[test]
+    fn received_audio_is_continuous_through_jitter_and_loss() {
+        let t0 = Instant::now();
+        let (_tx, rx) = playout_queue(100);
+        let (cap_tx, mut cap_rx) = capture_queue(64_000);
+        let mut s = MediaSession::new(t0, params(), rx, Some(cap_tx), Duration::from_secs(5), 7);
+        let mut out = [0u8; 1500];
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        // A 400 Hz tone in 20 ms packets; packet 30 is lost, 40 and 41 arrive swapped.
+        let tone =
+            |i: usize| (8000.0 * (i as f64 * 400.0 * std::f64::consts::TAU / 8000.0).sin()) as i16;
+        let mut order: Vec<u16> = (0..100).filter(|i| *i != 30).collect();
+        order.swap(39, 40);
+        let mut pending = order.into_iter().peekable();
+        let mut ticks = 0;
+        for tick in 0..110u32 {
+            let now = t0 + TICK_TEST * tick;
+            while let Some(&seq) = pending.peek() {
+                if seq as u32 > tick {
+                    break;
+                }
+                pending.next();
+                let pcm: Vec<i16> = (0..160).map(|k| tone(seq as usize * 160 + k)).collect();
+                let mut payload = [0u8; 160];
+                crate::g711::encode_ulaw(&pcm, &mut payload);
+                s.handle_packet(now, from, &packet(seq, 0, &payload), &mut |_| {});
+            }
+            s.tick(now, &mut out, &mut |_| {});
+            ticks += 1;
+        }
+        let stats = s.jitter_stats();
+        assert_eq!(stats.lost, 1, "{stats:?}");
+        // One 20 ms frame per tick from the first packet on: no gaps, no stalls.
+        assert_eq!(cap_rx.slots(), ticks * 320);
+        let chunk = cap_rx.read_chunk(cap_rx.slots()).unwrap();
+        let (a, b) = chunk.as_slices();
+        let captured: Vec<i16> = a.iter().chain(b).copied().collect();
+        chunk.commit_all();
+        // The concealed stretch keeps the tone's energy instead of a hole.
+        let rms = |x: &[i16]| {
+            (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
+        };
+        let loud_frames = captured.chunks(320).filter(|f| rms(f) > 2000.0).count();
+        assert!(loud_frames >= 95, "{loud_frames} frames carry the tone");
+    }
 
     #[test]
     fn rtp_timeout_fires_once_and_not_on_hold() {
