@@ -8,6 +8,7 @@
 #   - .cache/speech/speech_8k_pcmu.wav: synthesized English speech, 8 kHz mono G.711 mu-law
 #     WAV, what sipp's rtp_stream sends as payload type 0.
 #   - .cache/speech/speech_8k_s16.wav: the same speech as 8 kHz mono 16-bit PCM (a greeting).
+#   - .cache/models/: ONNX Runtime and silero_vad.onnx, by scripts/fetch_models.sh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -95,4 +96,7 @@ generate_speech() {
 
 install_packages
 generate_speech
+# ONNX Runtime and the Silero VAD model (pinned wheels from PyPI, checksums verified), and
+# the reference speech recording from the silero-vad sdist.
+"$ROOT/scripts/fetch_models.sh"
 say "done"

@@ -10,14 +10,19 @@
 
 pub mod cng;
 pub mod codec;
+pub mod dtmf;
+pub mod emodel;
 pub mod engine;
 pub mod g711;
 pub mod jitter;
 pub mod playout;
 pub mod plc;
 pub mod resample;
+pub mod rtcp;
 pub mod rtp;
 pub mod session;
+pub mod stats;
+pub mod vad;
 pub mod wav;
 
 pub use cng::ComfortNoise;

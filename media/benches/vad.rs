@@ -1,0 +1,188 @@
+//! Silero VAD inference cost per 32 ms window at batch sizes 1, 8, 32 and 128, a worker
+//! tick through the batcher, and the Rust heap allocations one batched inference makes.
+//!
+//!     cargo bench -p parley-media --bench vad
+//!
+//! Needs ONNX Runtime and the model (scripts/fetch_models.sh; PARLEY_MEDIA_ONNXRUNTIME and
+//! PARLEY_MEDIA_VAD_MODEL override the .cache/models/ paths). Inputs are windows of the
+//! reference speech (.cache/speech/silero_test_16k.wav) when present, else a synthetic
+//! signal. Criterion's throughput line gives windows per second; per window = 1 / that.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use parley_media::vad::{
+    SegmenterConfig, SileroModel, VadBatcher, VadStream, ENV_ONNXRUNTIME, ENV_VAD_MODEL,
+    INPUT_SAMPLES, STATE_LEN, WINDOW_SAMPLES,
+};
+
+/// Counts heap allocations (calls to alloc/realloc) of the whole process.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const BATCHES: [usize; 4] = [1, 8, 32, 128];
+
+fn repo_root() -> PathBuf {
+    match std::env::var_os("PARLEY_REPO_ROOT") {
+        Some(r) if !r.is_empty() => PathBuf::from(r),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
+}
+
+fn path_from(key: &str, default: PathBuf) -> PathBuf {
+    match std::env::var_os(key) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => default,
+    }
+}
+
+/// `n` model input rows cut from the reference speech at different offsets (or a synthetic
+/// signal), each with the 64 samples before it as context.
+fn windows(n: usize) -> Vec<[f32; INPUT_SAMPLES]> {
+    let wav = repo_root().join(".cache/speech/silero_test_16k.wav");
+    let pcm: Vec<f32> = match parley_media::read_wav(&wav) {
+        Ok(a) if a.sample_rate == 16000 && a.samples.len() > 200 * WINDOW_SAMPLES => {
+            a.samples.iter().map(|&s| f32::from(s) / 32768.0).collect()
+        }
+        _ => (0..400 * WINDOW_SAMPLES)
+            .map(|i| {
+                let t = i as f32 / 16000.0;
+                0.3 * (2.0 * std::f32::consts::PI * 180.0 * t).sin()
+                    * (2.0 * std::f32::consts::PI * 3.0 * t).sin().abs()
+            })
+            .collect(),
+    };
+    let span = pcm.len() / WINDOW_SAMPLES - 2;
+    (0..n)
+        .map(|b| {
+            let at = (1 + (b * 7919) % span) * WINDOW_SAMPLES;
+            let mut row = [0.0; INPUT_SAMPLES];
+            row.copy_from_slice(&pcm[at - 64..at + WINDOW_SAMPLES]);
+            row
+        })
+        .collect()
+}
+
+/// Allocations made by one `infer_batch` call in steady state (after warm-up), averaged.
+fn report_allocations(model: &mut SileroModel) {
+    for &b in &BATCHES {
+        let inputs = windows(b);
+        let mut states = vec![[0.0f32; STATE_LEN]; b];
+        let mut probs = vec![0.0f32; b];
+        for _ in 0..20 {
+            model.infer_batch(&inputs, &mut states, &mut probs).unwrap();
+        }
+        let runs = 200;
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for _ in 0..runs {
+            model.infer_batch(&inputs, &mut states, &mut probs).unwrap();
+        }
+        let per_run = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / runs as f64;
+        println!(
+            "vad allocations: batch {b:>3}: {per_run:.1} Rust heap allocations per infer_batch \
+             (ort's tensor views and output handles; ONNX Runtime's own C++ allocations are \
+             not seen by this counter)"
+        );
+    }
+}
+
+fn main() {
+    let root = repo_root();
+    let lib = path_from(
+        ENV_ONNXRUNTIME,
+        root.join(".cache/models/libonnxruntime.so.1.22.1"),
+    );
+    let model_path = path_from(ENV_VAD_MODEL, root.join(".cache/models/silero_vad.onnx"));
+    let mut model = match SileroModel::load(&lib, &model_path) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED vad bench: {e}");
+            return;
+        }
+    };
+    report_allocations(&mut model);
+
+    let mut c = Criterion::default().configure_from_args();
+    {
+        let mut group = c.benchmark_group("vad_infer_batch");
+        for &b in &BATCHES {
+            let inputs = windows(b);
+            let mut states = vec![[0.0f32; STATE_LEN]; b];
+            let mut probs = vec![0.0f32; b];
+            group.throughput(Throughput::Elements(b as u64));
+            group.bench_function(BenchmarkId::from_parameter(b), |bench| {
+                bench.iter(|| {
+                    model
+                        .infer_batch(black_box(&inputs), &mut states, &mut probs)
+                        .unwrap();
+                    black_box(&probs);
+                })
+            });
+        }
+        group.finish();
+    }
+
+    // A worker tick through the batcher: streams with a window each, gathered, one run,
+    // results handed back to the streams' segmenters.
+    let mut batcher = VadBatcher::new(model);
+    {
+        let mut group = c.benchmark_group("vad_batcher_tick");
+        for &b in &[32usize, 128] {
+            let rows = windows(b);
+            let pcm: Vec<Vec<i16>> = rows
+                .iter()
+                .map(|r| {
+                    r[64..]
+                        .iter()
+                        .map(|&x| (x * 32768.0).clamp(-32768.0, 32767.0) as i16)
+                        .collect()
+                })
+                .collect();
+            let mut streams: Vec<VadStream> = (0..b)
+                .map(|_| VadStream::new(SegmenterConfig::default()).unwrap())
+                .collect();
+            group.throughput(Throughput::Elements(b as u64));
+            group.bench_function(BenchmarkId::from_parameter(b), |bench| {
+                bench.iter(|| {
+                    for (s, w) in streams.iter_mut().zip(&pcm) {
+                        s.push_pcm(w);
+                    }
+                    let n = batcher
+                        .run(
+                            &mut streams,
+                            |s| s,
+                            |_, _, out| {
+                                black_box(out);
+                            },
+                        )
+                        .unwrap();
+                    assert_eq!(n, b);
+                })
+            });
+        }
+        group.finish();
+    }
+    c.final_summary();
+}
