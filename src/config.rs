@@ -116,6 +116,40 @@ pub struct MediaConfig {
     pub record: bool,
     /// Media worker threads; 0 means one per core.
     pub workers: usize,
+    /// Run the Silero VAD on the caller's audio.
+    pub vad: bool,
+    /// ONNX Runtime shared library; None: `.cache/models/libonnxruntime.so.1.22.1` if present.
+    pub onnxruntime: Option<PathBuf>,
+    /// Silero VAD model; None: `.cache/models/silero_vad.onnx` if present.
+    pub vad_model: Option<PathBuf>,
+    /// Speech probability above which a window is speech.
+    pub vad_threshold: f64,
+    pub vad_min_speech_ms: u32,
+    pub vad_min_silence_ms: u32,
+    pub vad_pad_ms: u32,
+}
+
+/// Where `scripts/fetch_models.sh` puts the VAD assets.
+pub const DEFAULT_ONNXRUNTIME: &str = ".cache/models/libonnxruntime.so.1.22.1";
+pub const DEFAULT_VAD_MODEL: &str = ".cache/models/silero_vad.onnx";
+
+impl MediaConfig {
+    /// The VAD assets to load: configured paths (already checked to exist), or the fetched
+    /// defaults when both are present; None when the VAD is off or its assets are absent.
+    pub fn vad_paths(&self) -> Option<(PathBuf, PathBuf)> {
+        if !self.vad {
+            return None;
+        }
+        let lib = self
+            .onnxruntime
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ONNXRUNTIME));
+        let model = self
+            .vad_model
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_VAD_MODEL));
+        (lib.is_file() && model.is_file()).then_some((lib, model))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +196,13 @@ impl Default for Config {
                 greeting: None,
                 record: true,
                 workers: 0,
+                vad: true,
+                onnxruntime: None,
+                vad_model: None,
+                vad_threshold: 0.5,
+                vad_min_speech_ms: 250,
+                vad_min_silence_ms: 100,
+                vad_pad_ms: 30,
             },
             call: CallConfig { max_duration_s: 0 },
             http: HttpConfig {
@@ -286,6 +327,15 @@ impl Config {
             }
             "media.record" => self.media.record = v.boolean()?,
             "media.workers" => self.media.workers = v.int_in(0, 256)? as usize,
+            "media.vad" => self.media.vad = v.boolean()?,
+            "media.onnxruntime" => self.media.onnxruntime = v.optional_path()?,
+            "media.vad_model" => self.media.vad_model = v.optional_path()?,
+            "media.vad_threshold" => self.media.vad_threshold = v.float_in(0.01, 0.99)?,
+            "media.vad_min_speech_ms" => self.media.vad_min_speech_ms = v.int_in(0, 10_000)? as u32,
+            "media.vad_min_silence_ms" => {
+                self.media.vad_min_silence_ms = v.int_in(0, 10_000)? as u32
+            }
+            "media.vad_pad_ms" => self.media.vad_pad_ms = v.int_in(0, 1_000)? as u32,
             "call.max_duration_s" => self.call.max_duration_s = v.int_in(0, 7 * 86_400)?,
             "http.listen" => self.http.listen = v.parsed("an address like \"127.0.0.1:8080\"")?,
             _ => {
@@ -323,6 +373,21 @@ impl Config {
                 ),
             ));
         }
+        for (key, path) in [
+            ("media.onnxruntime", &self.media.onnxruntime),
+            ("media.vad_model", &self.media.vad_model),
+        ] {
+            if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    &Origin::Combined,
+                    format!(
+                        "{} is not a readable file (scripts/fetch_models.sh fetches it)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         if let Some(greeting) = &self.media.greeting {
             if !greeting.is_file() {
                 return Err(ConfigError::invalid(
@@ -353,6 +418,13 @@ pub const KEYS: &[&str] = &[
     "media.greeting",
     "media.record",
     "media.workers",
+    "media.vad",
+    "media.onnxruntime",
+    "media.vad_model",
+    "media.vad_threshold",
+    "media.vad_min_speech_ms",
+    "media.vad_min_silence_ms",
+    "media.vad_pad_ms",
     "call.max_duration_s",
     "http.listen",
 ];
@@ -426,6 +498,33 @@ impl Value<'_> {
             return Err(self.err(format!("{n} is outside the allowed range {min}..={max}")));
         }
         Ok(n as u64)
+    }
+
+    fn float_in(&self, min: f64, max: f64) -> Result<f64, ConfigError> {
+        let x = match &self.raw {
+            Raw::Env(s) => s
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| self.err(format!("expected a number, got {s:?}")))?,
+            Raw::Toml(toml::Value::Float(f)) => *f,
+            Raw::Toml(toml::Value::Integer(n)) => *n as f64,
+            Raw::Toml(other) => {
+                return Err(self.err(format!(
+                    "expected a number, got {} {}",
+                    other.type_str(),
+                    other
+                )))
+            }
+        };
+        if !(min..=max).contains(&x) {
+            return Err(self.err(format!("{x} is outside the allowed range {min}..={max}")));
+        }
+        Ok(x)
+    }
+
+    fn optional_path(&self) -> Result<Option<PathBuf>, ConfigError> {
+        let s = self.string()?;
+        Ok((!s.is_empty()).then(|| PathBuf::from(s)))
     }
 
     fn boolean(&self) -> Result<bool, ConfigError> {

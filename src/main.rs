@@ -39,6 +39,11 @@ enum Commands {
     },
     /// Validate a config file (and PARLEY_* variables) and exit: 0 when valid, 2 when not.
     CheckConfig { file: PathBuf },
+    /// Media diagnostics.
+    Media {
+        #[command(subcommand)]
+        command: MediaCommand,
+    },
     /// Place an outbound call to a SIP URI, play a WAV when answered, then hang up.
     Call {
         /// Target, e.g. sip:+15551234567@carrier.example.com or sip:bob@127.0.0.1:5070
@@ -64,6 +69,51 @@ enum Commands {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum MediaCommand {
+    /// Run the VAD over a WAV file: one JSON line per 32 ms window ({"t_ms", "p"}), then one
+    /// per detected speech segment ({"segment": {"start_ms", "end_ms"}}). Thresholds come from
+    /// the config ([media] vad_*), so they can be tuned on your own recordings.
+    Vad {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn media_vad(config: &Config, file: &std::path::Path) -> Result<(), String> {
+    use parley_media::vad::{analyze_wav, SegmenterConfig, SileroModel};
+    use std::io::Write;
+    let (lib, model) = config.media.vad_paths().ok_or_else(|| {
+        "the VAD model is not available: run scripts/fetch_models.sh or set \
+         media.onnxruntime and media.vad_model"
+            .to_string()
+    })?;
+    let mut model = SileroModel::load(&lib, &model).map_err(|e| e.to_string())?;
+    let segmenter = SegmenterConfig {
+        threshold: config.media.vad_threshold as f32,
+        neg_threshold: None,
+        min_speech_ms: config.media.vad_min_speech_ms,
+        min_silence_ms: config.media.vad_min_silence_ms,
+        speech_pad_ms: config.media.vad_pad_ms,
+    };
+    let (windows, segments) =
+        analyze_wav(&mut model, file, segmenter).map_err(|e| format!("{}: {e}", file.display()))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (t_ms, p) in windows {
+        let _ = writeln!(out, "{{\"t_ms\": {t_ms}, \"p\": {p:.6}}}");
+    }
+    for s in segments {
+        let _ = writeln!(
+            out,
+            "{{\"segment\": {{\"start_ms\": {}, \"end_ms\": {}}}}}",
+            s.start_ms, s.end_ms
+        );
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -114,6 +164,21 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("parley: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Commands::Media {
+            command: MediaCommand::Vad { file, config },
+        } => {
+            let config = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match media_vad(&config, &file) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("parley: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -118,6 +118,18 @@ impl Metrics {
                 get(&e.busy_ns) / 1000,
             );
             metric(
+                "parley_vad_windows_total",
+                "counter",
+                "32 ms VAD windows inferred (batched per media tick).",
+                get(&e.vad_windows),
+            );
+            metric(
+                "parley_vad_errors_total",
+                "counter",
+                "Batched VAD runs that failed.",
+                get(&e.vad_errors),
+            );
+            metric(
                 "parley_media_command_drops_total",
                 "counter",
                 "Media commands dropped because a worker's queue was full.",

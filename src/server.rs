@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
+use parley_media::engine::{MediaEngine, VadModelPaths};
+
 use crate::api::{self, ApiState};
 use crate::call::manager::{CallContext, CallManager};
 use crate::call::ports::PortPool;
@@ -64,11 +66,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.sip.listen.ip(),
         metrics.clone(),
     );
+    let vad = config
+        .media
+        .vad_paths()
+        .map(|(onnxruntime, model)| VadModelPaths { onnxruntime, model });
+    if config.media.vad && vad.is_none() {
+        tracing::warn!(
+            "VAD off: ONNX Runtime or the Silero model is missing (run scripts/fetch_models.sh \
+             or set media.onnxruntime and media.vad_model)"
+        );
+    }
     let engine = Arc::new(
-        parley_media::engine::MediaEngine::start(config.media.workers)
+        MediaEngine::start(config.media.workers, vad.as_ref())
             .context("cannot start the media workers")?,
     );
-    tracing::info!(workers = engine.worker_count(), "media engine started");
+    tracing::info!(
+        workers = engine.worker_count(),
+        vad = engine.vad_enabled(),
+        "media engine started"
+    );
     let engine_stats = engine.stats.clone();
     let ctx = Arc::new(CallContext {
         engine,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::session::{MediaEvent, MediaSession, SessionParams};
+use crate::vad::{SileroModel, VadBatcher, VadError};
 
 /// The media tick.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -28,6 +29,8 @@ pub trait EventSink: Send {
 /// Everything a worker needs to run one call.
 pub struct CallSetup {
     pub socket: UdpSocket,
+    /// The RTCP socket (RTP port + 1); None when RTCP is multiplexed or not wanted.
+    pub rtcp_socket: Option<UdpSocket>,
     pub session: MediaSession,
     pub events: Box<dyn EventSink>,
     /// Dropped by the worker when the call is removed (e.g. the RTP port reservation).
@@ -46,6 +49,9 @@ pub struct EngineStats {
     pub ticks: AtomicU64,
     /// Ticks that started more than one tick late (the worker was overloaded).
     pub late_ticks: AtomicU64,
+    /// VAD windows inferred, and batched model runs.
+    pub vad_windows: AtomicU64,
+    pub vad_errors: AtomicU64,
     /// Nanoseconds spent working (not sleeping) across workers.
     pub busy_ns: AtomicU64,
     pub packets_in: AtomicU64,
@@ -65,26 +71,47 @@ pub struct MediaEngine {
     next_id: AtomicU64,
     stop: Arc<AtomicBool>,
     pub stats: Arc<EngineStats>,
+    vad: bool,
+}
+
+/// Where the VAD's runtime and model are.
+#[derive(Debug, Clone)]
+pub struct VadModelPaths {
+    pub onnxruntime: std::path::PathBuf,
+    pub model: std::path::PathBuf,
 }
 
 impl MediaEngine {
-    /// Starts `threads` workers (0 means one per available core).
-    pub fn start(threads: usize) -> std::io::Result<MediaEngine> {
+    /// Starts `threads` workers (0 means one per available core), each with its own VAD
+    /// model when `vad` names the ONNX Runtime library and the Silero model.
+    pub fn start(threads: usize, vad: Option<&VadModelPaths>) -> Result<MediaEngine, EngineError> {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             threads
         };
+        let mut models = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            models.push(match vad {
+                Some(paths) => Some(
+                    SileroModel::load(&paths.onnxruntime, &paths.model)
+                        .map_err(EngineError::Vad)?,
+                ),
+                None => None,
+            });
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(EngineStats::default());
         let mut workers = Vec::with_capacity(threads);
-        for i in 0..threads {
+        for (i, model) in models.into_iter().enumerate() {
             let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
             let load = Arc::new(AtomicUsize::new(0));
             let (stop, stats, worker_load) = (stop.clone(), stats.clone(), load.clone());
+            let batcher = model.map(VadBatcher::new);
             let thread = std::thread::Builder::new()
                 .name(format!("parley-media-{i}"))
-                .spawn(move || run_worker(rx, worker_load, stop, stats))?;
+                .spawn(move || run_worker(rx, worker_load, stop, stats, batcher))
+                .map_err(EngineError::Socket)?;
             workers.push(Worker {
                 commands: tx,
                 load,
@@ -96,7 +123,13 @@ impl MediaEngine {
             next_id: AtomicU64::new(1),
             stop,
             stats,
+            vad: vad.is_some(),
         })
+    }
+
+    /// True when the workers run the VAD.
+    pub fn vad_enabled(&self) -> bool {
+        self.vad
     }
 
     pub fn worker_count(&self) -> usize {
@@ -117,6 +150,10 @@ impl MediaEngine {
             .socket
             .set_nonblocking(true)
             .map_err(EngineError::Socket)?;
+        // The worker polls every socket each tick; a blocking one would stall all its calls.
+        if let Some(rtcp) = &setup.rtcp_socket {
+            rtcp.set_nonblocking(true).map_err(EngineError::Socket)?;
+        }
         let (index, worker) = self
             .workers
             .iter()
@@ -155,12 +192,14 @@ impl Drop for MediaEngine {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("cannot configure the RTP socket: {0}")]
+    #[error("media socket or thread: {0}")]
     Socket(std::io::Error),
     #[error("the media worker's queue is full")]
     Busy,
     #[error("the media engine is stopped")]
     Stopped,
+    #[error("cannot load the VAD: {0}")]
+    Vad(VadError),
 }
 
 /// The async side's handle on one call's media. Dropping it removes the call.
@@ -220,6 +259,7 @@ fn run_worker(
     load: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     stats: Arc<EngineStats>,
+    mut vad: Option<VadBatcher>,
 ) {
     let mut calls: Vec<Slot> = Vec::with_capacity(1024);
     let mut rx_buf = vec![0u8; 2048];
@@ -239,16 +279,24 @@ fn run_worker(
                     if let Some(i) = calls.iter().position(|s| s.id == id) {
                         let mut slot = calls.swap_remove(i);
                         let final_stats = slot.setup.session.stats();
-                        slot.setup.events.push(MediaEvent::Closed(final_stats));
+                        slot.setup
+                            .events
+                            .push(MediaEvent::Closed(Box::new(final_stats)));
                         load.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
             }
         }
         let now = Instant::now();
+        // Wall-clock NTP time for RTCP sender reports, read once per tick.
+        let ntp_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(crate::rtcp::ntp_from_unix)
+            .unwrap_or(0);
         for slot in calls.iter_mut() {
             let CallSetup {
                 socket,
+                rtcp_socket,
                 session,
                 events,
                 ..
@@ -264,9 +312,43 @@ fn run_worker(
                     Err(_) => break,
                 }
             }
+            if let Some(rtcp) = rtcp_socket.as_ref() {
+                for _ in 0..8 {
+                    match rtcp.recv_from(&mut rx_buf) {
+                        Ok((n, from)) => session.handle_rtcp(now, ntp_now, from, &rx_buf[..n]),
+                        Err(_) => break,
+                    }
+                }
+            }
             if let Some(tx) = session.tick(now, &mut tx_buf, &mut emit) {
                 if socket.send_to(&tx_buf[..tx.len], tx.to).is_ok() {
                     stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Some(tx) = session.poll_rtcp(now, ntp_now, &mut tx_buf) {
+                // Without an RTCP socket, RTCP goes out multiplexed on the RTP port.
+                let sock = rtcp_socket.as_ref().unwrap_or(socket);
+                let _ = sock.send_to(&tx_buf[..tx.len], tx.to);
+            }
+        }
+        // One batched VAD inference over every call with a 32 ms window ready.
+        if let Some(batcher) = vad.as_mut() {
+            let result = batcher.run(
+                &mut calls,
+                |slot| slot.setup.session.vad_mut(),
+                |_, slot, outcome| {
+                    let CallSetup {
+                        session, events, ..
+                    } = &mut *slot.setup;
+                    session.on_vad_window(outcome, &mut |e| events.push(e));
+                },
+            );
+            match result {
+                Ok(n) => {
+                    stats.vad_windows.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    stats.vad_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

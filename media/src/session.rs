@@ -7,11 +7,16 @@ use std::time::{Duration, Instant};
 
 use crate::cng::ComfortNoise;
 use crate::codec::{new_codec, AudioCodec, CodecKind, OpusSettings};
+use crate::dtmf::{DtmfEvent, DtmfReceiver, InbandDtmfDetector};
+use crate::emodel;
 use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use crate::playout::{capture_frame, CaptureProducer, PlayoutConsumer, ENGINE_RATE};
 use crate::plc::Concealer;
 use crate::resample::Resampler;
+use crate::rtcp::{RtcpConfig, RtcpSession};
 use crate::rtp::{self, RtpSender};
+use crate::stats::QualityStats;
+use crate::vad::{SegmenterConfig, SpeechEvent, VadStream, WindowOutcome};
 
 /// 20 ms at the engine rate.
 pub const ENGINE_FRAME: usize = (ENGINE_RATE / 50) as usize;
@@ -44,8 +49,12 @@ pub enum MediaEvent {
     RtpTimeout,
     /// The playout queue ran dry after playing audio.
     PlayoutDrained,
+    /// A DTMF digit, from RFC 4733 events or detected in the audio.
+    Dtmf(DtmfEvent),
+    /// The caller started or stopped speaking (Silero VAD), in ms of the call's audio.
+    Speech(SpeechEvent),
     /// Final counters, sent when the call is removed from its worker.
-    Closed(SessionStats),
+    Closed(Box<SessionStats>),
 }
 
 /// Per-call counters.
@@ -57,6 +66,13 @@ pub struct SessionStats {
     pub packets_other_payload: u64,
     pub decode_errors: u64,
     pub capture_dropped_samples: u64,
+    pub rtcp_received: u64,
+    pub rtcp_sent: u64,
+    pub dtmf_digits: u64,
+    /// Jitter-buffer view of the caller's stream.
+    pub jitter: JitterStats,
+    /// Loss, jitter, RTT and the E-model MOS estimate.
+    pub quality: Option<QualityStats>,
 }
 
 /// The codec and the resamplers between its rate and the engine rate, rebuilt when the
@@ -77,6 +93,8 @@ struct Pipeline {
     /// The caller's stream has started (so gaps are filled, and recordings keep time).
     started: bool,
     ssrc: Option<u32>,
+    /// RFC 4733 events share the codec's RTP clock.
+    dtmf: DtmfReceiver,
 }
 
 impl Pipeline {
@@ -110,6 +128,9 @@ impl Pipeline {
             frame,
             started: false,
             ssrc: None,
+            dtmf: DtmfReceiver::new(codec.rtp_clock_rate())
+                .or_else(|_| DtmfReceiver::new(8000))
+                .expect("8 kHz DTMF receiver"),
             codec,
             up,
             down,
@@ -142,6 +163,47 @@ pub struct MediaSession {
     engine_pcm: [i16; ENGINE_FRAME],
     payload: [u8; MAX_PAYLOAD],
     jitter_payload: [u8; JITTER_MAX_PAYLOAD],
+    /// In-band DTMF detection, for peers that did not negotiate telephone-event.
+    inband: InbandDtmfDetector,
+    rtcp: RtcpSession,
+    /// Where the peer's RTCP comes from; default: its RTP address, port + 1.
+    rtcp_latched: Option<SocketAddr>,
+    quality: QualityStats,
+    started_at: Instant,
+    vad: VadStream,
+    vad_enabled: bool,
+}
+
+/// Options fixed for the life of a session.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub rtp_timeout: Duration,
+    pub ssrc: u32,
+    /// RTCP CNAME (RFC 3550 §6.5.1).
+    pub cname: String,
+    /// Feed the caller's audio to the VAD (the worker runs the model).
+    pub vad: bool,
+    pub vad_config: SegmenterConfig,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            rtp_timeout: Duration::from_secs(30),
+            ssrc: 0x5041_524c,
+            cname: "parley".into(),
+            vad: false,
+            vad_config: SegmenterConfig::default(),
+        }
+    }
+}
+
+fn emodel_codec(kind: CodecKind) -> emodel::Codec {
+    match kind {
+        CodecKind::Pcmu | CodecKind::Pcma => emodel::Codec::G711Plc,
+        CodecKind::G722 => emodel::Codec::G722Plc,
+        CodecKind::Opus => emodel::Codec::Opus,
+    }
 }
 
 impl MediaSession {
@@ -150,12 +212,13 @@ impl MediaSession {
         params: SessionParams,
         playout: PlayoutConsumer,
         capture: Option<CaptureProducer>,
-        rtp_timeout: Duration,
-        ssrc: u32,
+        options: SessionOptions,
     ) -> MediaSession {
+        let ssrc = options.ssrc;
+        let pipeline = Pipeline::new(params.codec);
+        let clock = pipeline.codec.rtp_clock_rate();
         MediaSession {
             params,
-            pipeline: Pipeline::new(params.codec),
             sender: RtpSender::new(
                 ssrc,
                 params.payload_type,
@@ -165,7 +228,7 @@ impl MediaSession {
             first_packet: true,
             latched: None,
             last_rx: now,
-            rtp_timeout,
+            rtp_timeout: options.rtp_timeout,
             timeout_reported: false,
             playout,
             was_playing: false,
@@ -175,6 +238,16 @@ impl MediaSession {
             engine_pcm: [0; ENGINE_FRAME],
             payload: [0; MAX_PAYLOAD],
             jitter_payload: [0; JITTER_MAX_PAYLOAD],
+            inband: InbandDtmfDetector::new(ENGINE_RATE).expect("16 kHz DTMF detector"),
+            rtcp: RtcpSession::new(RtcpConfig::new(ssrc, options.cname, clock), now),
+            rtcp_latched: None,
+            quality: QualityStats::new(emodel_codec(params.codec)),
+            started_at: now,
+            vad: VadStream::new(options.vad_config)
+                .or_else(|_| VadStream::new(SegmenterConfig::default()))
+                .expect("default VAD configuration"),
+            vad_enabled: options.vad,
+            pipeline,
         }
     }
 
@@ -182,8 +255,67 @@ impl MediaSession {
         &self.params
     }
 
-    pub fn stats(&self) -> SessionStats {
-        self.stats.clone()
+    pub fn stats(&mut self) -> SessionStats {
+        self.refresh_quality();
+        let mut stats = self.stats.clone();
+        stats.jitter = self.pipeline.jitter.stats();
+        stats.quality = Some(self.quality.clone());
+        stats
+    }
+
+    fn refresh_quality(&mut self) {
+        let j = self.pipeline.jitter.stats();
+        self.quality.update_from_session(&self.rtcp);
+        self.quality.set_packets_late(j.late);
+        self.quality.set_packets_discarded(j.discarded_overflow);
+        self.quality.set_duplicates(j.duplicates);
+        self.quality
+            .set_jitter_buffer_delay_ms(j.current_delay_ms as f64);
+    }
+
+    /// The VAD stream, for the worker's batched inference.
+    pub fn vad_mut(&mut self) -> &mut VadStream {
+        &mut self.vad
+    }
+
+    /// A VAD window result from the worker's batch: speech start/end become events.
+    pub fn on_vad_window(&mut self, outcome: WindowOutcome, emit: &mut dyn FnMut(MediaEvent)) {
+        if let Some(event) = outcome.event {
+            emit(MediaEvent::Speech(event));
+        }
+    }
+
+    /// RTP clock time of `now` since the session started, for jitter computation.
+    fn arrival_ticks(&self, now: Instant) -> u32 {
+        let clock = self.pipeline.codec.rtp_clock_rate() as u128;
+        (now.duration_since(self.started_at).as_micros() * clock / 1_000_000) as u32
+    }
+
+    /// A datagram arrived on the call's RTCP port.
+    pub fn handle_rtcp(&mut self, now: Instant, ntp_now: u64, from: SocketAddr, data: &[u8]) {
+        if self.rtcp.on_rtcp(now, ntp_now, data).is_ok() {
+            self.stats.rtcp_received += 1;
+            self.rtcp_latched = Some(from);
+        }
+    }
+
+    /// An RTCP report when one is due: written to `out`, sent from the RTCP port.
+    pub fn poll_rtcp(&mut self, now: Instant, ntp_now: u64, out: &mut [u8]) -> Option<Transmit> {
+        if !self.rtcp.is_report_due(now) {
+            return None;
+        }
+        let to = self.rtcp_latched.or_else(|| {
+            self.latched
+                .or(self.params.remote)
+                .map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)))
+        });
+        let len = self
+            .rtcp
+            .build_report(now, ntp_now, self.sender.timestamp(), out)
+            .ok()?;
+        let to = to?;
+        self.stats.rtcp_sent += 1;
+        Some(Transmit { to, len })
     }
 
     /// Applies renegotiated parameters (re-INVITE or a late SDP answer).
@@ -196,6 +328,7 @@ impl MediaSession {
         }
         if params.codec != self.pipeline.kind {
             self.pipeline = Pipeline::new(params.codec);
+            self.quality.set_codec(emodel_codec(params.codec));
         }
         if params.receive && !self.params.receive {
             // Media resumes (unhold): the inactivity clock starts again.
@@ -211,9 +344,11 @@ impl MediaSession {
         now: Instant,
         from: SocketAddr,
         data: &[u8],
-        _emit: &mut dyn FnMut(MediaEvent),
+        emit: &mut dyn FnMut(MediaEvent),
     ) {
         if rtp::is_rtcp(data) {
+            // RTCP multiplexed on the RTP port (RFC 5761).
+            self.stats.rtcp_received += u64::from(self.rtcp.on_rtcp(now, 0, data).is_ok());
             return;
         }
         let Ok(packet) = rtp::parse(data) else {
@@ -226,6 +361,21 @@ impl MediaSession {
         // Symmetric RTP (RFC 4961): answer where the packets come from, which is right behind
         // NAT where the SDP address is not.
         self.latched = Some(from);
+        let arrival = self.arrival_ticks(now);
+        let h = &packet.header;
+        self.rtcp
+            .on_rtp_received(h.ssrc, h.sequence, h.timestamp, arrival);
+        if Some(h.payload_type) == self.params.dtmf_payload_type {
+            if let Some(digit) = self
+                .pipeline
+                .dtmf
+                .on_packet(h.timestamp, h.marker, packet.payload)
+            {
+                self.stats.dtmf_digits += 1;
+                emit(MediaEvent::Dtmf(digit));
+            }
+            return;
+        }
         if packet.header.payload_type != self.params.payload_type {
             self.stats.packets_other_payload += 1;
             return;
@@ -247,7 +397,7 @@ impl MediaSession {
 
     /// One 20 ms frame of the caller's audio out of the jitter buffer: decoded, concealed
     /// or comfort noise, resampled to the engine rate and handed to the capture ring.
-    fn receive_frame(&mut self, now: Instant) {
+    fn receive_frame(&mut self, now: Instant, emit: &mut dyn FnMut(MediaEvent)) {
         let p = &mut self.pipeline;
         if !self.params.receive || !p.started {
             return;
@@ -281,9 +431,19 @@ impl MediaSession {
                 n
             }
         };
+        let frame = &self.engine_pcm[..engine];
+        if self.params.dtmf_payload_type.is_none() {
+            let digits = &mut self.stats.dtmf_digits;
+            self.inband.process(frame, |digit| {
+                *digits += 1;
+                emit(MediaEvent::Dtmf(digit));
+            });
+        }
+        if self.vad_enabled {
+            self.vad.push_pcm(frame);
+        }
         if let Some(capture) = self.capture.as_mut() {
-            self.stats.capture_dropped_samples +=
-                capture_frame(capture, &self.engine_pcm[..engine]) as u64;
+            self.stats.capture_dropped_samples += capture_frame(capture, frame) as u64;
         }
     }
 
@@ -307,7 +467,7 @@ impl MediaSession {
             self.timeout_reported = true;
             emit(MediaEvent::RtpTimeout);
         }
-        self.receive_frame(now);
+        self.receive_frame(now, emit);
         // The queue is consumed even while on hold, so prompts keep their timing.
         let got = self.playout.pop_frame(&mut self.engine_pcm);
         if got > 0 {
@@ -332,6 +492,7 @@ impl MediaSession {
         let header = self.sender.next_header(p.rtp_ticks, self.first_packet);
         self.first_packet = false;
         let len = rtp::write_packet(&header, &self.payload[..size], out).ok()?;
+        self.rtcp.on_rtp_sent(size);
         self.stats.packets_sent += 1;
         Some(Transmit { to, len })
     }
@@ -373,7 +534,17 @@ mod tests {
         let t0 = Instant::now();
         let (mut tx, rx) = playout_queue(16000);
         let (cap_tx, cap_rx) = capture_queue(16000);
-        let mut s = MediaSession::new(t0, params(), rx, Some(cap_tx), Duration::from_secs(5), 7);
+        let mut s = MediaSession::new(
+            t0,
+            params(),
+            rx,
+            Some(cap_tx),
+            SessionOptions {
+                rtp_timeout: Duration::from_secs(5),
+                ssrc: 7,
+                ..SessionOptions::default()
+            },
+        );
         let mut events = Vec::new();
         let mut out = [0u8; 1500];
         tx.push(&[1000; 640]);
@@ -419,12 +590,131 @@ mod tests {
 
     const TICK_TEST: Duration = Duration::from_millis(20);
 
+    fn session(t0: Instant, params: SessionParams) -> MediaSession {
+        let (_tx, rx) = playout_queue(100);
+        MediaSession::new(t0, params, rx, None, SessionOptions::default())
+    }
+
+    #[test]
+    fn rfc4733_digits_become_events_once() {
+        let t0 = Instant::now();
+        let mut s = session(t0, params());
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut events = Vec::new();
+        let mut sender = crate::dtmf::DtmfSender::new('5', 120).unwrap();
+        let mut seq = 10u16;
+        while let Some(p) = sender.next_packet() {
+            let header = RtpHeader {
+                marker: p.marker,
+                payload_type: 101,
+                sequence: seq,
+                timestamp: 8000,
+                ssrc: 42,
+            };
+            let mut buf = [0u8; 64];
+            let n = rtp::write_packet(&header, &p.payload, &mut buf).unwrap();
+            s.handle_packet(t0, from, &buf[..n], &mut |e| events.push(e));
+            seq += 1;
+        }
+        let digits: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Dtmf(d) => Some(d.digit),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(digits, vec!['5']);
+        assert_eq!(s.stats().dtmf_digits, 1);
+    }
+
+    #[test]
+    fn inband_digits_are_detected_without_telephone_event() {
+        let t0 = Instant::now();
+        let mut s = session(
+            t0,
+            SessionParams {
+                dtmf_payload_type: None,
+                ..params()
+            },
+        );
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut out = [0u8; 1500];
+        let mut events = Vec::new();
+        // '1' = 697 Hz + 1209 Hz for 200 ms, then 200 ms of silence, as PCMU at 8 kHz.
+        for i in 0..40u16 {
+            let pcm: Vec<i16> = (0..160)
+                .map(|k| {
+                    let t = (i as f64 * 160.0 + k as f64) / 8000.0;
+                    if i < 10 {
+                        (6000.0
+                            * ((std::f64::consts::TAU * 697.0 * t).sin()
+                                + (std::f64::consts::TAU * 1209.0 * t).sin()))
+                            as i16
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let mut payload = [0u8; 160];
+            crate::g711::encode_ulaw(&pcm, &mut payload);
+            let now = t0 + TICK_TEST * i as u32;
+            s.handle_packet(now, from, &packet(i, 0, &payload), &mut |e| events.push(e));
+            s.tick(now, &mut out, &mut |e| events.push(e));
+        }
+        let digits: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Dtmf(d) => Some(d.digit),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(digits, vec!['1']);
+    }
+
+    #[test]
+    fn rtcp_sender_reports_go_out_and_stats_carry_a_mos() {
+        let t0 = Instant::now();
+        let (mut tx, rx) = playout_queue(64_000);
+        tx.push(&[500; 64_000]);
+        let mut s = MediaSession::new(t0, params(), rx, None, SessionOptions::default());
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut out = [0u8; 1500];
+        let mut rtcp_out = [0u8; 1500];
+        let mut reports = Vec::new();
+        for i in 0..500u16 {
+            let now = t0 + TICK_TEST * i as u32;
+            s.handle_packet(now, from, &packet(i, 0, &[0xFF; 160]), &mut |_| {});
+            s.tick(now, &mut out, &mut |_| {});
+            if let Some(t) = s.poll_rtcp(now, 0x1234_5678_0000_0000, &mut rtcp_out) {
+                reports.push((t, rtcp_out[1]));
+            }
+        }
+        assert!(reports.len() >= 2, "{} reports in 10 s", reports.len());
+        let (first, pt) = reports[0];
+        assert_eq!(first.to.port(), 5001, "RTCP goes to the RTP port + 1");
+        assert_eq!(pt, 200, "we send RTP, so the report is a sender report");
+        let stats = s.stats();
+        assert_eq!(stats.rtcp_sent as usize, reports.len());
+        let mos = stats.quality.unwrap().mos;
+        assert!(mos > 4.0, "clean stream MOS {mos}");
+    }
+
     #[test]
     fn received_audio_is_continuous_through_jitter_and_loss() {
         let t0 = Instant::now();
         let (_tx, rx) = playout_queue(100);
         let (cap_tx, mut cap_rx) = capture_queue(64_000);
-        let mut s = MediaSession::new(t0, params(), rx, Some(cap_tx), Duration::from_secs(5), 7);
+        let mut s = MediaSession::new(
+            t0,
+            params(),
+            rx,
+            Some(cap_tx),
+            SessionOptions {
+                rtp_timeout: Duration::from_secs(5),
+                ssrc: 7,
+                ..SessionOptions::default()
+            },
+        );
         let mut out = [0u8; 1500];
         let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         // A 400 Hz tone in 20 ms packets; packet 30 is lost, 40 and 41 arrive swapped.
@@ -469,7 +759,17 @@ mod tests {
     fn rtp_timeout_fires_once_and_not_on_hold() {
         let t0 = Instant::now();
         let (_tx, rx) = playout_queue(100);
-        let mut s = MediaSession::new(t0, params(), rx, None, Duration::from_secs(2), 7);
+        let mut s = MediaSession::new(
+            t0,
+            params(),
+            rx,
+            None,
+            SessionOptions {
+                rtp_timeout: Duration::from_secs(2),
+                ssrc: 7,
+                ..SessionOptions::default()
+            },
+        );
         let mut events = Vec::new();
         let mut out = [0u8; 1500];
         s.tick(t0 + Duration::from_secs(1), &mut out, &mut |e| {
@@ -489,7 +789,17 @@ mod tests {
             receive: false,
             ..params()
         };
-        let mut s = MediaSession::new(t0, held, rx, None, Duration::from_secs(2), 7);
+        let mut s = MediaSession::new(
+            t0,
+            held,
+            rx,
+            None,
+            SessionOptions {
+                rtp_timeout: Duration::from_secs(2),
+                ssrc: 7,
+                ..SessionOptions::default()
+            },
+        );
         events.clear();
         s.tick(t0 + Duration::from_secs(10), &mut out, &mut |e| {
             events.push(e)
@@ -502,7 +812,17 @@ mod tests {
         let t0 = Instant::now();
         let (_tx, rx) = playout_queue(100);
         let (cap_tx, cap_rx) = capture_queue(16000);
-        let mut s = MediaSession::new(t0, params(), rx, Some(cap_tx), Duration::from_secs(2), 7);
+        let mut s = MediaSession::new(
+            t0,
+            params(),
+            rx,
+            Some(cap_tx),
+            SessionOptions {
+                rtp_timeout: Duration::from_secs(2),
+                ssrc: 7,
+                ..SessionOptions::default()
+            },
+        );
         let mut emit = |_e: MediaEvent| {};
         s.handle_packet(
             t0,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use parley_media::codec::CodecKind;
 use parley_media::playout::{capture_queue, playout_queue};
 use parley_media::rtp::{self, RtpHeader};
-use parley_media::session::{MediaSession, SessionParams};
+use parley_media::session::{MediaSession, SessionOptions, SessionParams};
 
 struct Counting;
 
@@ -60,8 +60,11 @@ fn session_steady_state_does_not_allocate() {
         params,
         playout_rx,
         Some(capture_tx),
-        Duration::from_secs(30),
-        9,
+        SessionOptions {
+            rtp_timeout: Duration::from_secs(30),
+            ssrc: 9,
+            ..SessionOptions::default()
+        },
     );
     let from = "127.0.0.1:5000".parse().unwrap();
     let mut packet = [0u8; 172];

@@ -248,7 +248,11 @@ impl Session {
                 ports,
                 params,
                 record_to,
-                rtp_timeout: Duration::from_secs(ctx.config.media.rtp_timeout_s),
+                options: media::session_options(
+                    &ctx.config.media,
+                    ctx.engine.vad_enabled(),
+                    &format!("parley@{}", ctx.sip.local_addr),
+                ),
                 dropped_events: ctx.metrics.media_events_dropped.clone(),
             },
         );
@@ -294,13 +298,20 @@ impl Session {
                     Some(Event::Reinvite { request, .. }) => self.on_reinvite(&request, &media),
                     Some(_) => {}
                 },
-                Some(ev) = media.next_event() => {
-                    if ev == MediaEvent::RtpTimeout && !hung_up {
+                Some(ev) = media.next_event() => match ev {
+                    MediaEvent::RtpTimeout if !hung_up => {
                         tracing::info!(timeout_s = ctx.config.media.rtp_timeout_s, "no RTP, hanging up");
                         Metrics::inc(&ctx.metrics.calls_rtp_timeout);
                         hung_up = true;
                         ctx.sip.send(Command::Hangup { call });
                     }
+                    MediaEvent::Dtmf(d) => {
+                        tracing::info!(digit = %d.digit, duration_ms = d.duration_ms, "DTMF");
+                    }
+                    MediaEvent::Speech(s) => {
+                        tracing::info!(kind = ?s.kind, t_ms = s.t_ms, detected_ms = s.detected_ms, "speech");
+                    }
+                    _ => {}
                 },
                 _ = &mut limit, if !hung_up => {
                     tracing::info!(max_duration_s = max, "maximum call duration reached, hanging up");

@@ -13,7 +13,10 @@ use parley_media::engine::{CallHandle, CallSetup, EngineError, EventSink, MediaE
 use parley_media::playout::{
     capture_queue, playout_queue, CaptureConsumer, PlayoutProducer, ENGINE_RATE,
 };
-use parley_media::session::{MediaEvent, MediaSession, SessionParams, SessionStats};
+use parley_media::session::{
+    MediaEvent, MediaSession, SessionOptions, SessionParams, SessionStats,
+};
+use parley_media::vad::SegmenterConfig;
 use parley_media::wav::WavWriter;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -41,6 +44,27 @@ pub fn session_params(n: &Negotiated) -> SessionParams {
         remote: n.remote_addr,
         send: n.direction.sends(),
         receive: n.direction.receives(),
+    }
+}
+
+/// Session options from the config: RTP timeout, a random SSRC, VAD settings.
+pub fn session_options(
+    config: &crate::config::MediaConfig,
+    vad: bool,
+    cname: &str,
+) -> SessionOptions {
+    SessionOptions {
+        rtp_timeout: Duration::from_secs(config.rtp_timeout_s),
+        ssrc: rand::random(),
+        cname: cname.to_string(),
+        vad,
+        vad_config: SegmenterConfig {
+            threshold: config.vad_threshold as f32,
+            neg_threshold: None,
+            min_speech_ms: config.vad_min_speech_ms,
+            min_silence_ms: config.vad_min_silence_ms,
+            speech_pad_ms: config.vad_pad_ms,
+        },
     }
 }
 
@@ -82,7 +106,7 @@ pub struct MediaStart {
     pub ports: RtpPorts,
     pub params: SessionParams,
     pub record_to: Option<PathBuf>,
-    pub rtp_timeout: Duration,
+    pub options: SessionOptions,
     pub dropped_events: Arc<AtomicU64>,
 }
 
@@ -92,17 +116,18 @@ impl CallMedia {
         let (playout_tx, playout_rx) = playout_queue(PLAYOUT_SAMPLES);
         let (capture_tx, capture_rx) = capture_queue(CAPTURE_SAMPLES);
         let socket = start.ports.rtp.try_clone().map_err(EngineError::Socket)?;
+        let rtcp_socket = start.ports.rtcp.try_clone().map_err(EngineError::Socket)?;
         let session = MediaSession::new(
             now,
             start.params,
             playout_rx,
             Some(capture_tx),
-            start.rtp_timeout,
-            rand::random(),
+            start.options,
         );
         let (events_tx, events) = mpsc::channel(64);
         let handle = engine.add_call(CallSetup {
             socket,
+            rtcp_socket: Some(rtcp_socket),
             session,
             events: Box::new(ChannelSink {
                 tx: events_tx,
@@ -186,7 +211,7 @@ impl CallMedia {
     }
 
     /// Removes the call from its worker and waits for its final stats and the recording.
-    pub async fn stop(mut self) -> Option<SessionStats> {
+    pub async fn stop(mut self) -> Option<Box<SessionStats>> {
         if let Some(task) = self.prompt.take() {
             task.abort();
         }

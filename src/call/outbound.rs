@@ -160,7 +160,7 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
     eprintln!("calling {} via {}", opts.target, peer.addr);
 
     let mut ports = Some(ports);
-    let engine = MediaEngine::start(1).map_err(|e| CallError::Media(e.to_string()))?;
+    let engine = MediaEngine::start(1, None).map_err(|e| CallError::Media(e.to_string()))?;
     let mut media: Option<CallMedia> = None;
     let dropped_events = Arc::new(AtomicU64::new(0));
     let hangup_after = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
@@ -195,7 +195,7 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
                             ports,
                             params: media::session_params(&negotiated),
                             record_to,
-                            rtp_timeout: Duration::from_secs(config.media.rtp_timeout_s),
+                            options: media::session_options(&config.media, false, "parley-call"),
                             dropped_events: dropped_events.clone(),
                         };
                         match CallMedia::start(&engine, start) {
