@@ -40,6 +40,7 @@ pub struct CallSetup {
 enum Command {
     Add(u64, Box<CallSetup>),
     Update(u64, SessionParams),
+    SendDtmf(u64, char, u32),
     Remove(u64),
 }
 
@@ -227,6 +228,17 @@ impl CallHandle {
         }
     }
 
+    /// Sends a DTMF digit (RFC 4733 when negotiated, in-band tones otherwise).
+    pub fn send_dtmf(&self, digit: char, duration_ms: u32) {
+        if self
+            .commands
+            .try_send(Command::SendDtmf(self.id, digit, duration_ms))
+            .is_err()
+        {
+            self.stats.command_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Ends the call's media; the worker reports final stats through the event sink.
     pub fn remove(mut self) {
         self.send_remove();
@@ -273,6 +285,11 @@ fn run_worker(
                 Command::Update(id, params) => {
                     if let Some(slot) = calls.iter_mut().find(|s| s.id == id) {
                         slot.setup.session.update(started, params);
+                    }
+                }
+                Command::SendDtmf(id, digit, ms) => {
+                    if let Some(slot) = calls.iter_mut().find(|s| s.id == id) {
+                        slot.setup.session.send_dtmf(digit, ms);
                     }
                 }
                 Command::Remove(id) => {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::cng::ComfortNoise;
 use crate::codec::{new_codec, AudioCodec, CodecKind, OpusSettings};
-use crate::dtmf::{DtmfEvent, DtmfReceiver, InbandDtmfDetector};
+use crate::dtmf::{DtmfEvent, DtmfReceiver, DtmfSender, InbandDtmfDetector};
 use crate::emodel;
 use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use crate::playout::{capture_frame, CaptureProducer, PlayoutConsumer, ENGINE_RATE};
@@ -172,6 +172,33 @@ pub struct MediaSession {
     started_at: Instant,
     vad: VadStream,
     vad_enabled: bool,
+    /// Digits waiting to be sent (preallocated; never grows past DTMF_QUEUE).
+    dtmf_queue: std::collections::VecDeque<(char, u32)>,
+    /// The RFC 4733 event being sent and its RTP timestamp.
+    dtmf_out: Option<(DtmfSender, u32)>,
+    /// The in-band tone being sent: low Hz, high Hz, total samples, samples done.
+    inband_out: Option<(f32, f32, u32, u32)>,
+}
+
+/// Digits queued for sending at most.
+const DTMF_QUEUE: usize = 32;
+
+/// The DTMF tone pair of a digit (ITU-T Q.23).
+fn dtmf_frequencies(digit: char) -> Option<(f32, f32)> {
+    const ROWS: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
+    const COLS: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
+    const KEYS: [[char; 4]; 4] = [
+        ['1', '2', '3', 'A'],
+        ['4', '5', '6', 'B'],
+        ['7', '8', '9', 'C'],
+        ['*', '0', '#', 'D'],
+    ];
+    let digit = digit.to_ascii_uppercase();
+    KEYS.iter().enumerate().find_map(|(r, row)| {
+        row.iter()
+            .position(|k| *k == digit)
+            .map(|c| (ROWS[r], COLS[c]))
+    })
 }
 
 /// Options fixed for the life of a session.
@@ -247,6 +274,9 @@ impl MediaSession {
                 .or_else(|_| VadStream::new(SegmenterConfig::default()))
                 .expect("default VAD configuration"),
             vad_enabled: options.vad,
+            dtmf_queue: std::collections::VecDeque::with_capacity(DTMF_QUEUE),
+            dtmf_out: None,
+            inband_out: None,
             pipeline,
         }
     }
@@ -447,6 +477,79 @@ impl MediaSession {
         }
     }
 
+    /// Queues a DTMF digit to send: as RFC 4733 events when telephone-event was negotiated,
+    /// as in-band tones otherwise. Digits are sent one after another.
+    pub fn send_dtmf(&mut self, digit: char, duration_ms: u32) -> bool {
+        if crate::dtmf::digit_to_event(digit).is_none() || self.dtmf_queue.len() >= DTMF_QUEUE {
+            return false;
+        }
+        self.dtmf_queue
+            .push_back((digit, duration_ms.clamp(40, 2000)));
+        true
+    }
+
+    /// The next RFC 4733 packet of the digit being sent, replacing this tick's audio.
+    fn send_dtmf_event(&mut self, out: &mut [u8]) -> Option<usize> {
+        let pt = self.params.dtmf_payload_type?;
+        if self.dtmf_out.is_none() {
+            let (digit, ms) = self.dtmf_queue.pop_front()?;
+            let clock = self.pipeline.codec.rtp_clock_rate();
+            let sender = DtmfSender::with_clock_rate(digit, ms, clock).ok()?;
+            // Every packet of an event carries the timestamp of its start (RFC 4733 §2.5.1.2).
+            self.dtmf_out = Some((sender, self.sender.timestamp()));
+        }
+        let (sender, event_ts) = self.dtmf_out.as_mut()?;
+        let event_ts = *event_ts;
+        let Some(packet) = sender.next_packet() else {
+            self.dtmf_out = None;
+            return None;
+        };
+        if sender.is_done() {
+            self.dtmf_out = None;
+        }
+        let mut header = self
+            .sender
+            .next_header(self.pipeline.rtp_ticks, packet.marker);
+        header.timestamp = event_ts;
+        header.payload_type = pt;
+        let len = rtp::write_packet(&header, &packet.payload, out).ok()?;
+        self.stats.packets_sent += 1;
+        Some(len)
+    }
+
+    /// Without telephone-event, digits are sent as dual tones mixed into the audio.
+    fn mix_inband_dtmf(&mut self) {
+        if self.params.dtmf_payload_type.is_some() {
+            return;
+        }
+        if self.inband_out.is_none() {
+            let Some((digit, ms)) = self.dtmf_queue.pop_front() else {
+                return;
+            };
+            let Some((low, high)) = dtmf_frequencies(digit) else {
+                return;
+            };
+            self.inband_out = Some((low, high, ms * (ENGINE_RATE / 1000), 0));
+        }
+        if let Some((low, high, total, pos)) = self.inband_out.as_mut() {
+            let rate = ENGINE_RATE as f32;
+            for sample in self.engine_pcm.iter_mut() {
+                if *pos >= *total {
+                    break;
+                }
+                let t = *pos as f32 / rate;
+                let tone = 5000.0
+                    * ((std::f32::consts::TAU * *low * t).sin()
+                        + (std::f32::consts::TAU * *high * t).sin());
+                *sample = tone as i16;
+                *pos += 1;
+            }
+            if *pos >= *total {
+                self.inband_out = None;
+            }
+        }
+    }
+
     /// Jitter-buffer counters (loss, lateness, delay) for stats and CDRs.
     pub fn jitter_stats(&self) -> JitterStats {
         self.pipeline.jitter.stats()
@@ -480,6 +583,10 @@ impl MediaSession {
         if !self.params.send {
             return None;
         }
+        if let Some(t) = self.send_dtmf_event(out) {
+            return Some(Transmit { to, len: t });
+        }
+        self.mix_inband_dtmf();
         let p = &mut self.pipeline;
         let pcm = match p.down.as_mut() {
             Some(r) => {
@@ -625,6 +732,52 @@ mod tests {
             .collect();
         assert_eq!(digits, vec!['5']);
         assert_eq!(s.stats().dtmf_digits, 1);
+    }
+
+    /// Runs `a`'s output into `b` for `ticks` ticks and returns the digits `b` reports.
+    fn relay_digits(a: &mut MediaSession, b: &mut MediaSession, ticks: u32) -> Vec<char> {
+        let t0 = Instant::now();
+        let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let mut out = [0u8; 1500];
+        let mut sink = [0u8; 1500];
+        let mut digits = Vec::new();
+        for i in 0..ticks {
+            let now = t0 + TICK_TEST * i;
+            if let Some(t) = a.tick(now, &mut out, &mut |_| {}) {
+                b.handle_packet(now, from, &out[..t.len], &mut |e| {
+                    if let MediaEvent::Dtmf(d) = e {
+                        digits.push(d.digit)
+                    }
+                });
+            }
+            b.tick(now, &mut sink, &mut |e| {
+                if let MediaEvent::Dtmf(d) = e {
+                    digits.push(d.digit)
+                }
+            });
+        }
+        digits
+    }
+
+    #[test]
+    fn digits_sent_arrive_as_events_or_tones() {
+        let t0 = Instant::now();
+        // Negotiated telephone-event: RFC 4733 packets.
+        let mut a = session(t0, params());
+        let mut b = session(t0, params());
+        assert!(a.send_dtmf('7', 100));
+        assert!(a.send_dtmf('#', 100));
+        assert!(!a.send_dtmf('x', 100), "not a DTMF digit");
+        assert_eq!(relay_digits(&mut a, &mut b, 40), vec!['7', '#']);
+        // No telephone-event: in-band tones, found by the detector on the other side.
+        let inband = SessionParams {
+            dtmf_payload_type: None,
+            ..params()
+        };
+        let mut a = session(t0, inband);
+        let mut b = session(t0, inband);
+        assert!(a.send_dtmf('9', 120));
+        assert_eq!(relay_digits(&mut a, &mut b, 60), vec!['9']);
     }
 
     #[test]

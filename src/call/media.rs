@@ -151,6 +151,13 @@ impl CallMedia {
         }
     }
 
+    /// Sends a DTMF digit to the caller (RFC 4733 when negotiated, in-band otherwise).
+    pub fn send_dtmf(&self, digit: char, duration_ms: u32) {
+        if let Some(h) = &self.handle {
+            h.send_dtmf(digit, duration_ms);
+        }
+    }
+
     /// Plays samples at the engine rate through the playout ring, fed as it drains.
     pub fn play(&mut self, samples: Arc<Vec<i16>>) {
         let Some(mut producer) = self.playout.take() else {
