@@ -30,3 +30,10 @@ lint:
 
 bench:
 	$(CARGO) bench
+
+# PESQ of the receive path under 0-10 % loss and 30 ms jitter (zero-fill, repeat, Parley's
+# concealment): on the sample speech it rewrites its section of docs/benchmarks.md; with
+# WAV=path/to/speech.wav it scores that file. Both write target/audio-quality.json.
+.PHONY: audio-quality
+audio-quality:
+	python3 scripts/audio_quality.py $(if $(WAV),--wav $(WAV))
