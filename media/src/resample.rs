@@ -64,6 +64,38 @@ pub struct Resampler {
     buf_in: Vec<f32>,
     buf_out: Vec<f32>,
     delay: usize,
+    /// Return to the pool on drop (set on resamplers handed out by [`Resampler::recycled`]).
+    recycle: bool,
+}
+
+/// Resamplers released by ended calls, reset and ready for the next call.
+static POOL: std::sync::Mutex<Vec<Resampler>> = std::sync::Mutex::new(Vec::new());
+/// Pooled resamplers kept at most (each holds a few KiB of filter and FFT state).
+const POOL_CAP: usize = 4096;
+
+impl Drop for Resampler {
+    fn drop(&mut self) {
+        if !self.recycle || self.inner.is_none() {
+            return;
+        }
+        let Ok(mut pool) = POOL.lock() else { return };
+        if pool.len() >= POOL_CAP {
+            return;
+        }
+        let mut spare = Resampler {
+            from: self.from,
+            to: self.to,
+            frame_in: self.frame_in,
+            frame_out: self.frame_out,
+            inner: self.inner.take(),
+            buf_in: std::mem::take(&mut self.buf_in),
+            buf_out: std::mem::take(&mut self.buf_out),
+            delay: self.delay,
+            recycle: false,
+        };
+        spare.reset();
+        pool.push(spare);
+    }
 }
 
 impl std::fmt::Debug for Resampler {
@@ -85,6 +117,29 @@ impl Resampler {
     /// number of output samples, which every multiple of 2.5 ms does.
     pub fn new(from: u32, to: u32, frame_in: usize) -> Result<Self, ResampleError> {
         Self::build(from, to, frame_in, 1)
+    }
+
+    /// Like [`new`](Self::new), but reuses (after a reset) a resampler that an ended call
+    /// released, and releases this one when it is dropped. Building the FFT plan and the
+    /// anti-aliasing filter costs about as much as the rest of a call's setup; at thousands
+    /// of calls per second that dominated call setup (see docs/benchmarks.md). The pool lock
+    /// is taken only at call setup and teardown, never per frame.
+    pub fn recycled(from: u32, to: u32, frame_in: usize) -> Result<Self, ResampleError> {
+        if from != to {
+            if let Ok(mut pool) = POOL.lock() {
+                let found = pool
+                    .iter()
+                    .rposition(|r| r.from == from && r.to == to && r.frame_in == frame_in);
+                if let Some(i) = found {
+                    let mut r = pool.swap_remove(i);
+                    r.recycle = true;
+                    return Ok(r);
+                }
+            }
+        }
+        let mut r = Self::new(from, to, frame_in)?;
+        r.recycle = true;
+        Ok(r)
     }
 
     /// Like [`new`](Self::new) but with two FFT blocks per frame: half the
@@ -113,6 +168,7 @@ impl Resampler {
                 buf_in: Vec::new(),
                 buf_out: Vec::new(),
                 delay: 0,
+                recycle: false,
             });
         }
         let g = gcd(from, to) as usize;
@@ -149,6 +205,7 @@ impl Resampler {
             buf_in: vec![0.0; frame_in],
             buf_out: vec![0.0; blocks * block_out],
             delay,
+            recycle: false,
         })
     }
 
@@ -225,6 +282,32 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
         (a, b) = (b, a % b);
     }
     a
+}
+
+#[cfg(test)]
+mod recycle_tests {
+    use super::*;
+
+    #[test]
+    fn recycled_resamplers_are_reset_and_reused() {
+        // A rate pair no other test uses, so the pool's content is ours.
+        let mut first = Resampler::recycled(24000, 8000, 480).unwrap();
+        let mut out = vec![0i16; 160];
+        let tone: Vec<i16> = (0..480).map(|i| ((i % 48) as i16 - 24) * 500).collect();
+        assert_eq!(first.process(&tone, &mut out), 160);
+        let inner_ptr = first.inner.as_ref().map(|b| &**b as *const _ as usize);
+        drop(first);
+        let mut second = Resampler::recycled(24000, 8000, 480).unwrap();
+        let reused = second.inner.as_ref().map(|b| &**b as *const _ as usize);
+        assert_eq!(
+            reused, inner_ptr,
+            "the released resampler was handed out again"
+        );
+        // Reset: silence in gives silence out, with no tail of the earlier tone.
+        let silence = vec![0i16; 480];
+        assert_eq!(second.process(&silence, &mut out), 160);
+        assert!(out.iter().all(|s| *s == 0), "state was reset");
+    }
 }
 
 #[cfg(test)]

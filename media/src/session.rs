@@ -85,7 +85,9 @@ struct Pipeline {
     /// Engine rate → codec rate, for what we send.
     down: Option<Resampler>,
     rtp_ticks: u32,
-    jitter: JitterBuffer,
+    /// Built with the caller's first packet: a call that never sends audio needs none.
+    jitter: Option<JitterBuffer>,
+    jitter_config: JitterConfig,
     concealer: Concealer,
     noise: ComfortNoise,
     /// PCM samples per frame at the codec rate.
@@ -108,21 +110,21 @@ impl Pipeline {
             (None, None)
         } else {
             (
-                Resampler::new(rate, ENGINE_RATE, frame).ok(),
-                Resampler::new(ENGINE_RATE, rate, ENGINE_FRAME).ok(),
+                Resampler::recycled(rate, ENGINE_RATE, frame).ok(),
+                Resampler::recycled(ENGINE_RATE, rate, ENGINE_FRAME).ok(),
             )
         };
         let rtp_ticks = codec.frame_rtp_ticks();
+        // 32 slots hold 640 ms of 20 ms packets, above the 400 ms maximum delay.
         let jitter_config = JitterConfig {
             max_payload_bytes: JITTER_MAX_PAYLOAD,
+            capacity_packets: 32,
             ..JitterConfig::for_clock_rate(codec.rtp_clock_rate())
         };
-        let jitter = JitterBuffer::new(jitter_config)
-            .or_else(|_| JitterBuffer::new(JitterConfig::for_clock_rate(8000)))
-            .expect("the default jitter configuration is valid");
         Pipeline {
             kind: codec.kind(),
-            jitter,
+            jitter: None,
+            jitter_config,
             concealer: Concealer::new(rate),
             noise: ComfortNoise::new(rate),
             frame,
@@ -288,13 +290,13 @@ impl MediaSession {
     pub fn stats(&mut self) -> SessionStats {
         self.refresh_quality();
         let mut stats = self.stats.clone();
-        stats.jitter = self.pipeline.jitter.stats();
+        stats.jitter = self.jitter_stats();
         stats.quality = Some(self.quality.clone());
         stats
     }
 
     fn refresh_quality(&mut self) {
-        let j = self.pipeline.jitter.stats();
+        let j = self.jitter_stats();
         self.quality.update_from_session(&self.rtcp);
         self.quality.set_packets_late(j.late);
         self.quality.set_packets_discarded(j.discarded_overflow);
@@ -416,13 +418,20 @@ impl MediaSession {
         let p = &mut self.pipeline;
         if p.ssrc.is_some_and(|s| s != packet.header.ssrc) {
             // A new source (e.g. a transfer or an SBC switching streams): start over.
-            p.jitter.reset();
+            if let Some(j) = p.jitter.as_mut() {
+                j.reset();
+            }
         }
         p.ssrc = Some(packet.header.ssrc);
         p.started = true;
         let h = &packet.header;
-        p.jitter
-            .push(now, h.sequence, h.timestamp, h.marker, packet.payload);
+        let config = p.jitter_config;
+        let jitter = p.jitter.get_or_insert_with(|| {
+            JitterBuffer::new(config)
+                .or_else(|_| JitterBuffer::new(JitterConfig::for_clock_rate(8000)))
+                .expect("the default jitter configuration is valid")
+        });
+        jitter.push(now, h.sequence, h.timestamp, h.marker, packet.payload);
     }
 
     /// One 20 ms frame of the caller's audio out of the jitter buffer: decoded, concealed
@@ -434,7 +443,10 @@ impl MediaSession {
         }
         let frame = p.frame.min(MAX_FRAME);
         let pcm = &mut self.codec_pcm[..frame];
-        match p.jitter.pop(now, &mut self.jitter_payload) {
+        let Some(jitter) = p.jitter.as_mut() else {
+            return;
+        };
+        match jitter.pop(now, &mut self.jitter_payload) {
             Playout::Packet { len, .. } => match p.codec.decode(&self.jitter_payload[..len], pcm) {
                 Ok(n) if n == frame => {
                     p.concealer.good_frame(pcm);
@@ -552,7 +564,11 @@ impl MediaSession {
 
     /// Jitter-buffer counters (loss, lateness, delay) for stats and CDRs.
     pub fn jitter_stats(&self) -> JitterStats {
-        self.pipeline.jitter.stats()
+        self.pipeline
+            .jitter
+            .as_ref()
+            .map(|j| j.stats())
+            .unwrap_or_default()
     }
 
     /// The 20 ms tick: timeout check, then one packet of playout if we send.

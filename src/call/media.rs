@@ -24,10 +24,11 @@ use tokio::task::JoinHandle;
 use crate::call::ports::RtpPorts;
 use crate::sip::sdp::{Codec, Negotiated};
 
-/// Playout ring size: 2 s. Prompts and TTS are fed as it drains.
-const PLAYOUT_SAMPLES: usize = ENGINE_RATE as usize * 2;
-/// Capture ring size: 2 s, drained every 100 ms.
-const CAPTURE_SAMPLES: usize = ENGINE_RATE as usize * 2;
+/// Playout ring size: 1 s. Prompts and TTS are fed as it drains (every 100 ms).
+const PLAYOUT_SAMPLES: usize = ENGINE_RATE as usize;
+/// Capture ring size: 0.5 s, five times the 100 ms drain period. Rings are allocated and
+/// zeroed at every call setup, so they are kept to what the pacing needs.
+const CAPTURE_SAMPLES: usize = ENGINE_RATE as usize / 2;
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// Session parameters from an SDP negotiation.

@@ -21,7 +21,8 @@ pub struct WindowOutcome {
 /// One call's voice activity detection: accumulates 16 kHz PCM, exposes 32 ms windows with
 /// their 64-sample context, and keeps the call's model state and [`SpeechSegmenter`].
 ///
-/// Allocates once, in [`VadStream::new`]; pushing samples and completing windows do not.
+/// Allocates its buffer once, with the first samples pushed (a call that never sends audio
+/// costs no buffer); pushing samples and completing windows do not allocate after that.
 #[derive(Debug, Clone)]
 pub struct VadStream {
     /// `buf[..64]`: the last 64 samples of the previous window (zeros at first);
@@ -38,7 +39,7 @@ impl VadStream {
     /// A new stream with the given segmenter settings.
     pub fn new(config: SegmenterConfig) -> Result<Self, VadError> {
         Ok(VadStream {
-            buf: vec![0.0; CONTEXT_SAMPLES + STREAM_CAPACITY].into_boxed_slice(),
+            buf: Box::new([]),
             len: 0,
             state: [0.0; STATE_LEN],
             segmenter: SpeechSegmenter::new(config)?,
@@ -61,6 +62,9 @@ impl VadStream {
     /// [`STREAM_CAPACITY`] samples would be pending, the oldest are dropped and counted
     /// ([`VadStream::dropped_samples`]); window times then lag by the dropped audio.
     pub fn push_pcm(&mut self, pcm: &[i16]) {
+        if self.buf.is_empty() {
+            self.buf = vec![0.0; CONTEXT_SAMPLES + STREAM_CAPACITY].into_boxed_slice();
+        }
         self.samples_in += pcm.len() as u64;
         let pcm = if pcm.len() > STREAM_CAPACITY {
             let skip = pcm.len() - STREAM_CAPACITY;
@@ -153,7 +157,7 @@ impl VadStream {
     /// End of the audio: zero-pads pending samples (fewer than a window) to a full window so
     /// the tail can be analysed too. Returns whether that made a window ready.
     pub fn pad_final_window(&mut self) -> bool {
-        if self.len == 0 || self.window_ready() {
+        if self.len == 0 || self.buf.is_empty() || self.window_ready() {
             return self.window_ready();
         }
         let at = CONTEXT_SAMPLES + self.len;
