@@ -4,9 +4,6 @@
 //! by the current thread while a measurement is armed, so tests running in
 //! parallel on other threads do not disturb the count.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parley_media::dtmf::{DtmfReceiver, DtmfSender, InbandDtmfDetector};
@@ -14,56 +11,12 @@ use parley_media::emodel::Codec;
 use parley_media::rtcp::{parse_compound, ReceptionStats, RtcpConfig, RtcpPacket, RtcpSession};
 use parley_media::stats::QualityStats;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note() {
-    if ARMED.with(|a| a.get()) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// only addition is a counter update that never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+mod common;
 
 /// Allocations made by this thread while running `f`.
 fn allocations_in<R>(f: impl FnOnce() -> R) -> (usize, R) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    ARMED.with(|a| a.set(true));
-    let out = f();
-    ARMED.with(|a| a.set(false));
-    // Only armed threads count, and tests arm one at a time (LOCK), so
-    // the difference is this closure's alone.
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
-    (after - before, out)
+    let (n, out) = common::allocations_in(f);
+    (n as usize, out)
 }
 
 /// Serialise measurements so concurrent tests cannot add to each other's

@@ -1,8 +1,6 @@
 //! The steady-state media path allocates nothing: a counting global allocator watches
 //! `MediaSession::handle_packet` and `tick` over many frames after warm-up.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parley_media::codec::CodecKind;
@@ -10,37 +8,7 @@ use parley_media::playout::{capture_queue, playout_queue};
 use parley_media::rtp::{self, RtpHeader};
 use parley_media::session::{MediaSession, SessionOptions, SessionParams};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Only the test's own thread is watched: the test harness allocates on its threads.
-    static WATCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn count() {
-    if WATCHED.with(|w| w.get()) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+mod common;
 
 #[test]
 fn session_steady_state_does_not_allocate() {
@@ -91,24 +59,13 @@ fn session_steady_state_does_not_allocate() {
     run(50, &mut session); // warm-up
     let n = capture_rx.slots();
     capture_rx.read_chunk(n).unwrap().commit_all();
-    // The counter itself must work: one deliberate allocation is seen.
-    WATCHED.with(|w| w.set(true));
-    let probe = ALLOCATIONS.load(Ordering::Relaxed);
-    drop(std::hint::black_box(vec![1u8; 16]));
-    assert_eq!(
-        ALLOCATIONS.load(Ordering::Relaxed),
-        probe + 1,
-        "the counter counts"
-    );
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    run(500, &mut session);
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
-    WATCHED.with(|w| w.set(false));
+    common::assert_counter_works();
+    let (allocations, _) = common::allocations_in(|| run(500, &mut session));
     let n = capture_rx.slots().min(drained.len());
     let chunk = capture_rx.read_chunk(n).unwrap();
     let (a, _) = chunk.as_slices();
     drained[..a.len()].copy_from_slice(a);
     chunk.commit_all();
-    assert_eq!(after - before, 0, "allocations in 500 steady-state frames");
+    assert_eq!(allocations, 0, "allocations in 500 steady-state frames");
     assert!(playout_tx.samples_played() > 0);
 }
