@@ -116,8 +116,12 @@ impl CallMedia {
         let now = std::time::Instant::now();
         let (playout_tx, playout_rx) = playout_queue(PLAYOUT_SAMPLES);
         let (capture_tx, capture_rx) = capture_queue(CAPTURE_SAMPLES);
-        let socket = start.ports.rtp.try_clone().map_err(EngineError::Socket)?;
-        let rtcp_socket = start.ports.rtcp.try_clone().map_err(EngineError::Socket)?;
+        let socket = start.ports.rtp().try_clone().map_err(EngineError::Socket)?;
+        let rtcp_socket = start
+            .ports
+            .rtcp()
+            .try_clone()
+            .map_err(EngineError::Socket)?;
         let session = MediaSession::new(
             now,
             start.params,
