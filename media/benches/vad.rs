@@ -10,13 +10,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use parley_media::vad::{
-    SegmenterConfig, SileroModel, VadBatcher, VadStream, ENV_ONNXRUNTIME, ENV_VAD_MODEL,
-    INPUT_SAMPLES, STATE_LEN, WINDOW_SAMPLES,
+    SegmenterConfig, SileroModel, VadBatcher, VadStream, INPUT_SAMPLES, STATE_LEN, WINDOW_SAMPLES,
 };
 
 /// Counts heap allocations (calls to alloc/realloc) of the whole process.
@@ -42,26 +40,14 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+mod common;
+
 const BATCHES: [usize; 4] = [1, 8, 32, 128];
-
-fn repo_root() -> PathBuf {
-    match std::env::var_os("PARLEY_REPO_ROOT") {
-        Some(r) if !r.is_empty() => PathBuf::from(r),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
-    }
-}
-
-fn path_from(key: &str, default: PathBuf) -> PathBuf {
-    match std::env::var_os(key) {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => default,
-    }
-}
 
 /// `n` model input rows cut from the reference speech at different offsets (or a synthetic
 /// signal), each with the 64 samples before it as context.
 fn windows(n: usize) -> Vec<[f32; INPUT_SAMPLES]> {
-    let wav = repo_root().join(".cache/speech/silero_test_16k.wav");
+    let wav = common::repo_root().join(".cache/speech/silero_test_16k.wav");
     let pcm: Vec<f32> = match parley_media::read_wav(&wav) {
         Ok(a) if a.sample_rate == 16000 && a.samples.len() > 200 * WINDOW_SAMPLES => {
             a.samples.iter().map(|&s| f32::from(s) / 32768.0).collect()
@@ -109,12 +95,7 @@ fn report_allocations(model: &mut SileroModel) {
 }
 
 fn main() {
-    let root = repo_root();
-    let lib = path_from(
-        ENV_ONNXRUNTIME,
-        root.join(".cache/models/libonnxruntime.so.1.22.1"),
-    );
-    let model_path = path_from(ENV_VAD_MODEL, root.join(".cache/models/silero_vad.onnx"));
+    let (lib, model_path) = common::vad_paths();
     let mut model = match SileroModel::load(&lib, &model_path) {
         Ok(m) => m,
         Err(e) => {

@@ -657,17 +657,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut tx, rx) = playout_queue(16000);
         let (cap_tx, cap_rx) = capture_queue(16000);
-        let mut s = MediaSession::new(
-            t0,
-            params(),
-            rx,
-            Some(cap_tx),
-            SessionOptions {
-                rtp_timeout: Duration::from_secs(5),
-                ssrc: 7,
-                ..SessionOptions::default()
-            },
-        );
+        let mut s = with_capture(t0, rx, cap_tx, 5);
         let mut events = Vec::new();
         let mut out = [0u8; 1500];
         tx.push(&[1000; 640]);
@@ -712,6 +702,21 @@ mod tests {
     }
 
     const TICK_TEST: Duration = Duration::from_millis(20);
+
+    /// A PCMU session that captures, with the given RTP timeout in seconds.
+    fn with_capture(
+        t0: Instant,
+        rx: crate::playout::PlayoutConsumer,
+        cap_tx: crate::playout::CaptureProducer,
+        timeout_s: u64,
+    ) -> MediaSession {
+        let options = SessionOptions {
+            rtp_timeout: Duration::from_secs(timeout_s),
+            ssrc: 7,
+            ..SessionOptions::default()
+        };
+        MediaSession::new(t0, params(), rx, Some(cap_tx), options)
+    }
 
     fn session(t0: Instant, params: SessionParams) -> MediaSession {
         let (_tx, rx) = playout_queue(100);
@@ -873,17 +878,7 @@ mod tests {
         let t0 = Instant::now();
         let (_tx, rx) = playout_queue(100);
         let (cap_tx, mut cap_rx) = capture_queue(64_000);
-        let mut s = MediaSession::new(
-            t0,
-            params(),
-            rx,
-            Some(cap_tx),
-            SessionOptions {
-                rtp_timeout: Duration::from_secs(5),
-                ssrc: 7,
-                ..SessionOptions::default()
-            },
-        );
+        let mut s = with_capture(t0, rx, cap_tx, 5);
         let mut out = [0u8; 1500];
         let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         // A 400 Hz tone in 20 ms packets; packet 30 is lost, 40 and 41 arrive swapped.
@@ -981,17 +976,7 @@ mod tests {
         let t0 = Instant::now();
         let (_tx, rx) = playout_queue(100);
         let (cap_tx, cap_rx) = capture_queue(16000);
-        let mut s = MediaSession::new(
-            t0,
-            params(),
-            rx,
-            Some(cap_tx),
-            SessionOptions {
-                rtp_timeout: Duration::from_secs(2),
-                ssrc: 7,
-                ..SessionOptions::default()
-            },
-        );
+        let mut s = with_capture(t0, rx, cap_tx, 2);
         let mut emit = |_e: MediaEvent| {};
         s.handle_packet(
             t0,
