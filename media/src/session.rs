@@ -703,6 +703,16 @@ mod tests {
 
     const TICK_TEST: Duration = Duration::from_millis(20);
 
+    fn dtmf_digits(events: &[MediaEvent]) -> Vec<char> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Dtmf(d) => Some(d.digit),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A PCMU session that captures, with the given RTP timeout in seconds.
     fn with_capture(
         t0: Instant,
@@ -744,13 +754,7 @@ mod tests {
             s.handle_packet(t0, from, &buf[..n], &mut |e| events.push(e));
             seq += 1;
         }
-        let digits: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                MediaEvent::Dtmf(d) => Some(d.digit),
-                _ => None,
-            })
-            .collect();
+        let digits = dtmf_digits(&events);
         assert_eq!(digits, vec!['5']);
         assert_eq!(s.stats().dtmf_digits, 1);
     }
@@ -835,13 +839,7 @@ mod tests {
             s.handle_packet(now, from, &packet(i, 0, &payload), &mut |e| events.push(e));
             s.tick(now, &mut out, &mut |e| events.push(e));
         }
-        let digits: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                MediaEvent::Dtmf(d) => Some(d.digit),
-                _ => None,
-            })
-            .collect();
+        let digits = dtmf_digits(&events);
         assert_eq!(digits, vec!['1']);
     }
 

@@ -837,15 +837,21 @@ impl Endpoint {
             return;
         };
         let (call, purpose) = (entry.call, entry.purpose);
-        let Some(request) = entry.request.clone() else {
-            return;
-        };
-        let disposition = match &mut entry.tx {
+        let TxEntry { tx, request, .. } = entry;
+        let disposition = match tx {
             AnyTx::InviteClient(tx) => tx.on_response(now, resp.code, || {
-                ack_for_failure(&request, &resp).to_bytes()
+                request
+                    .as_ref()
+                    .map(|r| ack_for_failure(r, &resp).to_bytes())
+                    .unwrap_or_default()
             }),
             AnyTx::NonInviteClient(tx) => tx.on_response(now, resp.code),
             _ => ResponseDisposition::Absorbed,
+        };
+        // Only the INVITE's own handling needs the request back (dialog, ACK, retries).
+        let invite = match (disposition, purpose) {
+            (ResponseDisposition::PassUp, Some(ClientPurpose::Invite)) => request.clone(),
+            _ => None,
         };
         self.drain_tx(id);
         if disposition == ResponseDisposition::Absorbed {
@@ -853,7 +859,11 @@ impl Endpoint {
         }
         let Some(call) = call else { return };
         match purpose {
-            Some(ClientPurpose::Invite) => self.on_invite_response(now, call, request, resp),
+            Some(ClientPurpose::Invite) => {
+                if let Some(request) = invite {
+                    self.on_invite_response(now, call, request, resp)
+                }
+            }
             Some(ClientPurpose::Bye) if resp.code >= 200 => {
                 self.end_call(call, EndReason::LocalBye)
             }

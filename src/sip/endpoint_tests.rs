@@ -152,6 +152,15 @@ fn to_tag(resp: &Response) -> String {
     resp.core().unwrap().to.tag().unwrap().to_string()
 }
 
+/// An incoming call answered with 200 and ACKed: the call and our To tag.
+fn answered_call(ep: &mut Endpoint, t0: Instant) -> (CallRef, String) {
+    let call = incoming_call(&feed(ep, t0, &invite("z9hG4bK1", "", "")));
+    ep.respond(t0, call, 200, Some(b"v=0\r\n".to_vec()), &[]);
+    let tag = to_tag(drain(ep).response(200));
+    feed(ep, t0, &in_dialog("ACK", "z9hG4bK2", &tag, 1));
+    (call, tag)
+}
+
 #[test]
 fn answered_call_retransmits_200_until_ack_then_remote_bye() {
     let t0 = Instant::now();
@@ -340,10 +349,7 @@ fn protocol_level_rejections() {
 fn reinvite_is_passed_up_and_answered_and_out_of_order_cseq_refused() {
     let t0 = Instant::now();
     let mut ep = endpoint(500);
-    let call = incoming_call(&feed(&mut ep, t0, &invite("z9hG4bK1", "", "")));
-    ep.respond(t0, call, 200, Some(b"v=0\r\n".to_vec()), &[]);
-    let tag = to_tag(drain(&mut ep).response(200));
-    feed(&mut ep, t0, &in_dialog("ACK", "z9hG4bK2", &tag, 1));
+    let (call, tag) = answered_call(&mut ep, t0);
     let reinvite = in_dialog("INVITE", "z9hG4bK3", &tag, 2).replace(
         "Content-Length: 0",
         "Contact: <sip:caller@127.0.0.1:6000>\r\nContent-Length: 0",
@@ -368,10 +374,7 @@ fn reinvite_is_passed_up_and_answered_and_out_of_order_cseq_refused() {
 fn local_bye_completes_on_200() {
     let t0 = Instant::now();
     let mut ep = endpoint(500);
-    let call = incoming_call(&feed(&mut ep, t0, &invite("z9hG4bK1", "", "")));
-    ep.respond(t0, call, 200, Some(b"v=0\r\n".to_vec()), &[]);
-    let tag = to_tag(drain(&mut ep).response(200));
-    feed(&mut ep, t0, &in_dialog("ACK", "z9hG4bK2", &tag, 1));
+    let (call, tag) = answered_call(&mut ep, t0);
     ep.hangup(t0, call);
     let d = drain(&mut ep);
     let bye = d.requests()[0].clone();
