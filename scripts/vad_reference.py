@@ -5,10 +5,11 @@ Parley runs Silero VAD itself (Rust, `ort`, batched across calls). This script p
 the model's own authors' package says for the same audio, so a Rust test can check Parley
 against it window by window (parley-media `vad::reference_tests`, tolerance 0.01).
 
-    python3 scripts/vad_reference.py                      # the fixture: see DEFAULT_* below
+    python3 scripts/vad_reference.py                      # the 16 kHz fixture (DEFAULT_*)
+    python3 scripts/vad_reference.py --rate 8000          # the 8 kHz fixture
     python3 scripts/vad_reference.py speech.wav out.json  # any 16 kHz mono 16-bit PCM WAV
 
-Output: a JSON list, one entry per 32 ms window (512 samples at 16 kHz), in order:
+Output: a JSON list, one entry per 32 ms window (512 samples at 16 kHz, 256 at 8 kHz), in order:
     [{"t_ms": 0, "p": 0.012345}, {"t_ms": 32, "p": ...}, ...]
 `t_ms` is the start of the window from the start of the file; `p` the speech probability,
 rounded to 6 decimals. A last partial window is zero-padded, as the package does.
@@ -34,6 +35,11 @@ How the package is run, and why
   produces is committed, so tests and CI never need this environment.
 * The WAV is read with Python's `wave` module and scaled as int16 / 32768, as Parley does:
   torchaudio is not needed.
+* `--rate 8000` runs the model's 8 kHz branch (what Parley uses for narrowband calls). An
+  8 kHz WAV is used as it is; a 16 kHz WAV is first halved by averaging each pair of samples
+  in integer arithmetic, `(x[2n] + x[2n+1]) >> 1`, an exact operation the Rust test repeats
+  on the same file, so both sides see identical 8 kHz samples without committing a second
+  recording.
 
 The virtual environment: .cache/venv under the repository root, created on first use with
 the pinned versions in PINS (from PyPI); the script then re-runs itself inside it. A stamp
@@ -59,12 +65,15 @@ PINS = [
     "packaging==26.3",
 ]
 DEFAULT_WAV = os.path.join(ROOT, ".cache", "speech", "silero_test_16k.wav")
-DEFAULT_OUT = os.path.join(ROOT, "fixtures", "vad", "silero_test_16k.probs.json")
+DEFAULT_OUT = {
+    16000: os.path.join(ROOT, "fixtures", "vad", "silero_test_16k.probs.json"),
+    8000: os.path.join(ROOT, "fixtures", "vad", "silero_test_8k.probs.json"),
+}
 # The model file Parley uses (scripts/fetch_models.sh); the package's copy must be identical.
 MODEL_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
 
-SAMPLE_RATE = 16000
-WINDOW = 512
+# New samples per model window at each rate the model supports (32 ms either way).
+WINDOW = {16000: 512, 8000: 256}
 
 
 def venv_python():
@@ -94,19 +103,25 @@ def ensure_venv():
         f.write(want)
 
 
-def read_wav_16k_mono(path):
+def read_wav_mono(path, rate):
+    """The WAV's samples at `rate`, scaled to +-1: 16 kHz or 8 kHz mono 16-bit PCM, or
+    16 kHz halved to 8 kHz by pair averaging when `rate` is 8000."""
     with wave.open(path, "rb") as w:
-        if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (SAMPLE_RATE, 1, 2):
+        have = w.getframerate()
+        if have not in (rate, 2 * rate) or have not in WINDOW or (w.getnchannels(), w.getsampwidth()) != (1, 2):
             sys.exit(
-                f"vad_reference: {path}: need 16 kHz mono 16-bit PCM, got "
-                f"{w.getframerate()} Hz, {w.getnchannels()} channel(s), "
+                f"vad_reference: {path}: need {rate // 1000} kHz (or 16 kHz) mono 16-bit PCM, got "
+                f"{have} Hz, {w.getnchannels()} channel(s), "
                 f"{8 * w.getsampwidth()}-bit (convert it first, e.g. "
-                f"sox in.wav -r 16000 -c 1 -b 16 out.wav)"
+                f"sox in.wav -r {rate} -c 1 -b 16 out.wav)"
             )
         frames = w.readframes(w.getnframes())
     import numpy as np
 
-    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+    pcm = np.frombuffer(frames, dtype="<i2").astype(np.int32)
+    if have != rate:
+        pcm = (pcm[0 : len(pcm) // 2 * 2 : 2] + pcm[1 : len(pcm) // 2 * 2 : 2]) >> 1
+    return pcm.astype(np.float32) / 32768.0
 
 
 def package_model_sha256():
@@ -116,7 +131,7 @@ def package_model_sha256():
     return hashlib.sha256(data).hexdigest()
 
 
-def probabilities(audio, mode):
+def probabilities(audio, rate, mode):
     import torch
     from silero_vad import load_silero_vad
 
@@ -125,24 +140,25 @@ def probabilities(audio, mode):
     model.reset_states()
     out = []
     with torch.no_grad():
-        for start in range(0, len(audio), WINDOW):
-            chunk = torch.zeros(WINDOW, dtype=torch.float32)
-            piece = torch.from_numpy(audio[start : start + WINDOW].copy())
+        window = WINDOW[rate]
+        for start in range(0, len(audio), window):
+            chunk = torch.zeros(window, dtype=torch.float32)
+            piece = torch.from_numpy(audio[start : start + window].copy())
             chunk[: len(piece)] = piece
-            p = model(chunk, SAMPLE_RATE).item()
-            out.append({"t_ms": start * 1000 // SAMPLE_RATE, "p": round(float(p), 6)})
+            p = model(chunk, rate).item()
+            out.append({"t_ms": start * 1000 // rate, "p": round(float(p), 6)})
     return out
 
 
-def segments(audio, mode):
+def segments(audio, rate, mode):
     import torch
     from silero_vad import get_speech_timestamps, load_silero_vad
 
     model = load_silero_vad(onnx=(mode == "onnx"))
     with torch.no_grad():
-        ts = get_speech_timestamps(torch.from_numpy(audio.copy()), model, sampling_rate=SAMPLE_RATE)
+        ts = get_speech_timestamps(torch.from_numpy(audio.copy()), model, sampling_rate=rate)
     return [
-        {"start_ms": t["start"] * 1000 // SAMPLE_RATE, "end_ms": t["end"] * 1000 // SAMPLE_RATE}
+        {"start_ms": t["start"] * 1000 // rate, "end_ms": t["end"] * 1000 // rate}
         for t in ts
     ]
 
@@ -159,10 +175,12 @@ def write_json_list(path, items):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("wav", nargs="?", default=DEFAULT_WAV, help="16 kHz mono 16-bit WAV")
-    ap.add_argument("out", nargs="?", default=DEFAULT_OUT, help="JSON file to write")
+    ap.add_argument("wav", nargs="?", default=DEFAULT_WAV, help="16 kHz (or 8 kHz) mono 16-bit WAV")
+    ap.add_argument("out", nargs="?", help="JSON file to write (default: the fixture for --rate)")
     ap.add_argument("--mode", choices=["onnx", "jit"], default="onnx")
+    ap.add_argument("--rate", type=int, choices=sorted(WINDOW), default=16000)
     args = ap.parse_args()
+    args.out = args.out or DEFAULT_OUT[args.rate]
 
     if not in_venv():
         ensure_venv()
@@ -175,18 +193,18 @@ def main():
         if got != MODEL_SHA256:
             sys.exit(f"vad_reference: the package's silero_vad.onnx has sha256 {got}, expected {MODEL_SHA256}")
 
-    audio = read_wav_16k_mono(args.wav)
-    probs = probabilities(audio, args.mode)
+    audio = read_wav_mono(args.wav, args.rate)
+    probs = probabilities(audio, args.rate, args.mode)
     write_json_list(args.out, probs)
     speech = sum(1 for e in probs if e["p"] >= 0.5)
     print(
         f"vad_reference: {args.out}: {len(probs)} windows ({args.mode}), "
-        f"{speech} at p >= 0.5, from {args.wav}",
+        f"{speech} at p >= 0.5, from {args.wav} at {args.rate} Hz",
         file=sys.stderr,
     )
     base = args.out[: -len(".probs.json")] if args.out.endswith(".probs.json") else args.out
     seg_out = base + ".segments.json"
-    segs = segments(audio, args.mode)
+    segs = segments(audio, args.rate, args.mode)
     write_json_list(seg_out, segs)
     print(f"vad_reference: {seg_out}: {len(segs)} speech segments", file=sys.stderr)
 

@@ -101,7 +101,9 @@ impl Rig {
                 );
                 if vad {
                     // Stagger the calls' VAD phases over the 8-tick cycle.
-                    session.vad_mut().push_pcm(&vec![0; 320 * (i % 8)]);
+                    // 20 ms frames at the VAD's rate (8 kHz for PCMU calls).
+                    let frame = session.vad_mut().rate().sample_rate() as usize / 50;
+                    session.vad_mut().push_pcm(&vec![0; frame * (i % 8)]);
                 }
                 Call {
                     session,

@@ -1,5 +1,6 @@
-//! Silero VAD inference cost per 32 ms window at batch sizes 1, 8, 32 and 128, a worker
-//! tick through the batcher, and the Rust heap allocations one batched inference makes.
+//! Silero VAD inference cost per 32 ms window at batch sizes 1, 8, 32 and 128, at 16 kHz
+//! (`vad_infer_batch`) and 8 kHz (`vad_infer_batch_8k`, the narrowband calls' branch), a
+//! worker tick through the batcher, and the Rust heap allocations one batched inference makes.
 //!
 //!     cargo bench -p parley-media --bench vad
 //!
@@ -13,9 +14,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use parley_media::vad::{
-    SegmenterConfig, SileroModel, VadBatcher, VadStream, INPUT_SAMPLES, STATE_LEN, WINDOW_SAMPLES,
-};
+use parley_media::vad::{SegmenterConfig, SileroModel, VadBatcher, VadRate, VadStream, STATE_LEN};
 
 /// Counts heap allocations (calls to alloc/realloc) of the whole process.
 struct Counting;
@@ -44,15 +43,17 @@ mod common;
 
 const BATCHES: [usize; 4] = [1, 8, 32, 128];
 
-/// `n` model input rows cut from the reference speech at different offsets (or a synthetic
-/// signal), each with the 64 samples before it as context.
-fn windows(n: usize) -> Vec<[f32; INPUT_SAMPLES]> {
+/// `n` model input rows at `rate`, one after another, cut from the reference speech at
+/// different offsets (or a synthetic signal), each with its context before it. 8 kHz rows
+/// come from the speech halved by pair averaging.
+fn windows(n: usize, rate: VadRate) -> Vec<f32> {
+    let (window, ctx) = (rate.window_samples(), rate.context_samples());
     let wav = common::repo_root().join(".cache/speech/silero_test_16k.wav");
-    let pcm: Vec<f32> = match parley_media::read_wav(&wav) {
-        Ok(a) if a.sample_rate == 16000 && a.samples.len() > 200 * WINDOW_SAMPLES => {
+    let wide: Vec<f32> = match parley_media::read_wav(&wav) {
+        Ok(a) if a.sample_rate == 16000 && a.samples.len() > 400 * 512 => {
             a.samples.iter().map(|&s| f32::from(s) / 32768.0).collect()
         }
-        _ => (0..400 * WINDOW_SAMPLES)
+        _ => (0..800 * 512)
             .map(|i| {
                 let t = i as f32 / 16000.0;
                 0.3 * (2.0 * std::f32::consts::PI * 180.0 * t).sin()
@@ -60,30 +61,37 @@ fn windows(n: usize) -> Vec<[f32; INPUT_SAMPLES]> {
             })
             .collect(),
     };
-    let span = pcm.len() / WINDOW_SAMPLES - 2;
-    (0..n)
-        .map(|b| {
-            let at = (1 + (b * 7919) % span) * WINDOW_SAMPLES;
-            let mut row = [0.0; INPUT_SAMPLES];
-            row.copy_from_slice(&pcm[at - 64..at + WINDOW_SAMPLES]);
-            row
-        })
-        .collect()
+    let pcm: Vec<f32> = match rate {
+        VadRate::Wideband => wide,
+        VadRate::Narrowband => wide.chunks_exact(2).map(|p| (p[0] + p[1]) / 2.0).collect(),
+    };
+    let span = pcm.len() / window - 2;
+    let mut rows = Vec::with_capacity(n * rate.input_samples());
+    for b in 0..n {
+        let at = (1 + (b * 7919) % span) * window;
+        rows.extend_from_slice(&pcm[at - ctx..at + window]);
+    }
+    rows
 }
 
 /// Allocations made by one `infer_batch` call in steady state (after warm-up), averaged.
 fn report_allocations(model: &mut SileroModel) {
+    let rate = VadRate::Wideband;
     for &b in &BATCHES {
-        let inputs = windows(b);
+        let inputs = windows(b, rate);
         let mut states = vec![[0.0f32; STATE_LEN]; b];
         let mut probs = vec![0.0f32; b];
         for _ in 0..20 {
-            model.infer_batch(&inputs, &mut states, &mut probs).unwrap();
+            model
+                .infer_batch(rate, &inputs, &mut states, &mut probs)
+                .unwrap();
         }
         let runs = 200;
         let before = ALLOCATIONS.load(Ordering::Relaxed);
         for _ in 0..runs {
-            model.infer_batch(&inputs, &mut states, &mut probs).unwrap();
+            model
+                .infer_batch(rate, &inputs, &mut states, &mut probs)
+                .unwrap();
         }
         let per_run = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / runs as f64;
         println!(
@@ -106,17 +114,20 @@ fn main() {
     report_allocations(&mut model);
 
     let mut c = Criterion::default().configure_from_args();
-    {
-        let mut group = c.benchmark_group("vad_infer_batch");
+    for (name, rate) in [
+        ("vad_infer_batch", VadRate::Wideband),
+        ("vad_infer_batch_8k", VadRate::Narrowband),
+    ] {
+        let mut group = c.benchmark_group(name);
         for &b in &BATCHES {
-            let inputs = windows(b);
+            let inputs = windows(b, rate);
             let mut states = vec![[0.0f32; STATE_LEN]; b];
             let mut probs = vec![0.0f32; b];
             group.throughput(Throughput::Elements(b as u64));
             group.bench_function(BenchmarkId::from_parameter(b), |bench| {
                 bench.iter(|| {
                     model
-                        .infer_batch(black_box(&inputs), &mut states, &mut probs)
+                        .infer_batch(rate, black_box(&inputs), &mut states, &mut probs)
                         .unwrap();
                     black_box(&probs);
                 })
@@ -131,11 +142,12 @@ fn main() {
     {
         let mut group = c.benchmark_group("vad_batcher_tick");
         for &b in &[32usize, 128] {
-            let rows = windows(b);
+            let rate = VadRate::Wideband;
+            let rows = windows(b, rate);
             let pcm: Vec<Vec<i16>> = rows
-                .iter()
+                .chunks_exact(rate.input_samples())
                 .map(|r| {
-                    r[64..]
+                    r[rate.context_samples()..]
                         .iter()
                         .map(|&x| (x * 32768.0).clamp(-32768.0, 32767.0) as i16)
                         .collect()

@@ -16,7 +16,7 @@ use crate::resample::Resampler;
 use crate::rtcp::{RtcpConfig, RtcpSession};
 use crate::rtp::{self, RtpSender};
 use crate::stats::QualityStats;
-use crate::vad::{SegmenterConfig, SpeechEvent, VadStream, WindowOutcome};
+use crate::vad::{SegmenterConfig, SpeechEvent, VadRate, VadStream, WindowOutcome};
 
 /// 20 ms at the engine rate.
 pub const ENGINE_FRAME: usize = (ENGINE_RATE / 50) as usize;
@@ -100,6 +100,11 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    /// The rate the VAD runs at for this codec: 8 kHz codecs at the model's 8 kHz branch.
+    fn vad_rate(&self) -> VadRate {
+        VadRate::for_audio_rate(self.codec.sample_rate())
+    }
+
     fn new(kind: CodecKind) -> Pipeline {
         let codec = new_codec(kind, OpusSettings::default())
             .or_else(|_| new_codec(CodecKind::Pcmu, OpusSettings::default()))
@@ -272,8 +277,8 @@ impl MediaSession {
             rtcp_latched: None,
             quality: QualityStats::new(emodel_codec(params.codec)),
             started_at: now,
-            vad: VadStream::new(options.vad_config)
-                .or_else(|_| VadStream::new(SegmenterConfig::default()))
+            vad: VadStream::with_rate(options.vad_config, pipeline.vad_rate())
+                .or_else(|_| VadStream::with_rate(SegmenterConfig::default(), pipeline.vad_rate()))
                 .expect("default VAD configuration"),
             vad_enabled: options.vad,
             dtmf_queue: std::collections::VecDeque::with_capacity(DTMF_QUEUE),
@@ -361,6 +366,7 @@ impl MediaSession {
         if params.codec != self.pipeline.kind {
             self.pipeline = Pipeline::new(params.codec);
             self.quality.set_codec(emodel_codec(params.codec));
+            self.vad.set_rate(self.pipeline.vad_rate());
         }
         if params.receive && !self.params.receive {
             // Media resumes (unhold): the inactivity clock starts again.
@@ -482,7 +488,12 @@ impl MediaSession {
             });
         }
         if self.vad_enabled {
-            self.vad.push_pcm(frame);
+            match self.vad.rate() {
+                // Narrowband audio goes to the VAD as decoded: the 8 kHz model is cheaper and
+                // the 16 kHz copy has nothing more in it.
+                VadRate::Narrowband => self.vad.push_pcm(&self.codec_pcm[..p.frame]),
+                VadRate::Wideband => self.vad.push_pcm(frame),
+            }
         }
         if let Some(capture) = self.capture.as_mut() {
             self.stats.capture_dropped_samples += capture_frame(capture, frame) as u64;

@@ -8,14 +8,14 @@ use rubato::{Fft, FixedSync, Resampler};
 use super::model::SileroModel;
 use super::segmenter::{segments_from_events, Segment, SegmenterConfig};
 use super::stream::VadStream;
-use super::{VadError, SAMPLE_RATE};
+use super::{VadError, VadRate, SAMPLE_RATE};
 
 /// What [`analyze_wav`] finds: each window's `(t_ms, probability)` and the speech segments.
 pub type VadAnalysis = (Vec<(u32, f32)>, Vec<Segment>);
 
 /// Runs the VAD over a WAV file of any format [`crate::wav::read_wav`] reads (any rate, any
-/// channel count: channels are averaged, other rates are resampled to 16 kHz with
-/// [`resample_to_16k`]).
+/// channel count: channels are averaged). 8 kHz audio runs through the model's 8 kHz branch,
+/// as a narrowband call's does; other rates are resampled to 16 kHz with [`resample_to_16k`].
 ///
 /// Returns the speech probability of every 32 ms window as `(t_ms, p)`, `t_ms` being the
 /// window's start (a last partial window is zero-padded), and the speech segments the
@@ -26,24 +26,29 @@ pub fn analyze_wav(
     config: SegmenterConfig,
 ) -> Result<VadAnalysis, VadError> {
     let audio = crate::wav::read_wav(path)?;
+    let rate = VadRate::for_audio_rate(audio.sample_rate);
+    if rate.sample_rate() == audio.sample_rate {
+        return analyze_samples(model, &audio.samples, rate, config);
+    }
     let samples = resample_to_16k(&audio.samples, audio.sample_rate)?;
-    analyze_samples(model, &samples, config)
+    analyze_samples(model, &samples, rate, config)
 }
 
-/// As [`analyze_wav`], on 16 kHz mono samples.
+/// As [`analyze_wav`], on mono samples at `rate`.
 pub fn analyze_samples(
     model: &mut SileroModel,
     samples: &[i16],
+    rate: VadRate,
     config: SegmenterConfig,
 ) -> Result<VadAnalysis, VadError> {
-    let mut stream = VadStream::new(config)?;
-    let mut probs = Vec::with_capacity(samples.len() / super::WINDOW_SAMPLES + 1);
+    let mut stream = VadStream::with_rate(config, rate)?;
+    let mut probs = Vec::with_capacity(samples.len() / rate.window_samples() + 1);
     let mut events = Vec::new();
     let mut run_window = |stream: &mut VadStream| -> Result<(), VadError> {
         while let Some(w) = stream.window() {
             let mut state = [*stream.state()];
             let mut p = [0.0f32];
-            model.infer_batch(std::slice::from_ref(w), &mut state, &mut p)?;
+            model.infer_batch(rate, w, &mut state, &mut p)?;
             let Some(out) = stream.complete_window(p[0], &state[0]) else {
                 break;
             };
@@ -53,7 +58,7 @@ pub fn analyze_samples(
         Ok(())
     };
     // 20 ms frames, as the live path pushes them.
-    for frame in samples.chunks(320) {
+    for frame in samples.chunks(rate.sample_rate() as usize / 50) {
         stream.push_pcm(frame);
         run_window(&mut stream)?;
     }

@@ -1,8 +1,9 @@
 //! The Silero VAD ONNX session and its batched inference.
 //!
 //! The model (`silero_vad.onnx` from the `silero-vad` package) takes
-//! `input` `[B, 576]` f32 (64 samples of context + 512 new samples at 16 kHz, scaled to ±1),
-//! `state` `[2, B, 128]` f32 and `sr` (int64 scalar, 16000), and returns `output` `[B, 1]`
+//! `input` `[B, 576]` f32 (64 samples of context + 512 new samples at 16 kHz, scaled to ±1;
+//! `[B, 288]`, 32 + 256, at 8 kHz), `state` `[2, B, 128]` f32 and `sr` (int64 scalar, 16000
+//! or 8000, choosing the model's branch), and returns `output` `[B, 1]`
 //! (speech probability) and `stateN` `[2, B, 128]`. The batch rows are independent, so one run
 //! serves many calls as long as each call's state row is gathered in and scattered back out.
 
@@ -13,7 +14,7 @@ use ort::environment::Environment;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
 
-use super::{VadError, INPUT_SAMPLES, SAMPLE_RATE, STATE_HALF, STATE_LEN};
+use super::{VadError, VadRate, STATE_HALF, STATE_LEN};
 
 /// Default largest batch [`SileroModel::load`] prepares for. A worker with more windows ready
 /// in one tick runs several batches ([`super::VadBatcher`] splits them).
@@ -68,8 +69,8 @@ pub struct SileroModel {
     session: Session,
     /// `[2, max_batch, 128]` staging area for the state input, reused by every run.
     state_in: Vec<f32>,
-    /// The `sr` input, created once.
-    sr: Tensor<i64>,
+    /// The `sr` input for each rate, created once: `[narrowband, wideband]`.
+    sr: [Tensor<i64>; 2],
     /// Where the model wants `input`, `state` and `sr` among its inputs.
     order: InputOrder,
     max_batch: usize,
@@ -125,8 +126,14 @@ impl SileroModel {
             .commit_from_file(model)
             .map_err(|e| model_err(e.to_string()))?;
         let order = check_signature(&session, model)?;
-        let sr = Tensor::from_array(((), vec![i64::from(SAMPLE_RATE)]))
-            .map_err(|e| model_err(e.to_string()))?;
+        let sr_tensor = |rate: VadRate| {
+            Tensor::from_array(((), vec![i64::from(rate.sample_rate())]))
+                .map_err(|e| model_err(e.to_string()))
+        };
+        let sr = [
+            sr_tensor(VadRate::Narrowband)?,
+            sr_tensor(VadRate::Wideband)?,
+        ];
         Ok(SileroModel {
             session,
             state_in: vec![0.0; STATE_LEN * max_batch],
@@ -141,12 +148,13 @@ impl SileroModel {
         self.max_batch
     }
 
-    /// Runs the model once over a batch of windows from different streams.
+    /// Runs the model once over a batch of windows from different streams, all at `rate`.
     ///
-    /// `inputs[i]` is stream `i`'s window (64 context + 512 new samples, scaled to ±1);
+    /// `inputs` holds the rows one after another, each [`VadRate::input_samples`] long:
+    /// row `i` is stream `i`'s window (context then new samples, scaled to ±1);
     /// `states[i]` its recurrent state (`[h; c]`, 2 × 128), replaced by the new state;
-    /// `probs[i]` receives its speech probability. All three must have the same length, at
-    /// most [`SileroModel::max_batch`]; an empty batch does nothing.
+    /// `probs[i]` receives its speech probability. There must be as many rows, states and
+    /// probabilities, at most [`SileroModel::max_batch`]; an empty batch does nothing.
     ///
     /// The input rows are handed to ONNX Runtime in place (no copy); the states are gathered
     /// into a preallocated `[2, B, 128]` buffer and scattered back. What still allocates, per
@@ -156,14 +164,17 @@ impl SileroModel {
     /// (benches/vad.rs counts the Rust side).
     pub fn infer_batch(
         &mut self,
-        inputs: &[[f32; INPUT_SAMPLES]],
+        rate: VadRate,
+        inputs: &[f32],
         states: &mut [[f32; STATE_LEN]],
         probs: &mut [f32],
     ) -> Result<(), VadError> {
-        let batch = inputs.len();
-        if states.len() != batch || probs.len() != batch {
+        let row = rate.input_samples();
+        let batch = inputs.len() / row;
+        if !inputs.len().is_multiple_of(row) || states.len() != batch || probs.len() != batch {
             return Err(VadError::BatchMismatch {
-                inputs: batch,
+                inputs: inputs.len(),
+                row,
                 states: states.len(),
                 probs: probs.len(),
             });
@@ -187,8 +198,7 @@ impl SileroModel {
         }
 
         let infer_err = |e: ort::Error| VadError::Inference(e.to_string());
-        let input = TensorRef::from_array_view(([batch, INPUT_SAMPLES], inputs.as_flattened()))
-            .map_err(infer_err)?;
+        let input = TensorRef::from_array_view(([batch, row], inputs)).map_err(infer_err)?;
         let state = TensorRef::from_array_view((
             [2, batch, STATE_HALF],
             &self.state_in[..batch * STATE_LEN],
@@ -198,7 +208,7 @@ impl SileroModel {
         let mut slots: [Option<SessionInputValue<'_>>; 3] = [None, None, None];
         slots[self.order.input] = Some(input.into());
         slots[self.order.state] = Some(state.into());
-        slots[self.order.sr] = Some((&self.sr).into());
+        slots[self.order.sr] = Some((&self.sr[rate.index()]).into());
         let outputs = self
             .session
             .run(slots.map(|s| s.expect("check_signature found three distinct inputs")))

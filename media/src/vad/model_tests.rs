@@ -27,6 +27,9 @@ struct Assets {
     speech: PathBuf,
     reference: PathBuf,
     reference_segments: PathBuf,
+    /// The same speech halved to 8 kHz ([`decimate_pairs`]) through the 8 kHz branch.
+    reference_8k: PathBuf,
+    reference_8k_segments: PathBuf,
 }
 
 /// The assets, or `None` (after saying why) when they are missing outside CI.
@@ -45,9 +48,16 @@ fn assets(test: &str) -> Option<Assets> {
         speech: root.join(".cache/speech/silero_test_16k.wav"),
         reference: root.join("fixtures/vad/silero_test_16k.probs.json"),
         reference_segments: root.join("fixtures/vad/silero_test_16k.segments.json"),
+        reference_8k: root.join("fixtures/vad/silero_test_8k.probs.json"),
+        reference_8k_segments: root.join("fixtures/vad/silero_test_8k.segments.json"),
     };
     // The reference fixtures are committed: their absence is always a failure.
-    for f in [&a.reference, &a.reference_segments] {
+    for f in [
+        &a.reference,
+        &a.reference_segments,
+        &a.reference_8k,
+        &a.reference_8k_segments,
+    ] {
         assert!(
             f.is_file(),
             "{test}: {} is missing (scripts/vad_reference.py writes it)",
@@ -166,6 +176,35 @@ fn probabilities_match_the_python_reference_on_real_speech() {
     assert!(segments.len() >= 10, "{segments:?}");
 }
 
+/// 16 kHz to 8 kHz exactly as scripts/vad_reference.py does for its 8 kHz fixture: each
+/// pair of samples averaged in integer arithmetic, `(x[2n] + x[2n+1]) >> 1`.
+fn decimate_pairs(x: &[i16]) -> Vec<i16> {
+    x.chunks_exact(2)
+        .map(|p| ((i32::from(p[0]) + i32::from(p[1])) >> 1) as i16)
+        .collect()
+}
+
+/// The 8 kHz branch, as narrowband calls use it, against the package on the same samples.
+#[test]
+fn narrowband_probabilities_match_the_python_reference() {
+    let Some(a) = assets("narrowband_probabilities_match_the_python_reference") else {
+        return;
+    };
+    let reference = read_reference(&a.reference_8k);
+    let speech = crate::wav::read_wav(&a.speech).unwrap();
+    let narrow = decimate_pairs(&speech.samples);
+    let mut model = load(&a, 1);
+    let (probs, segments) = analyze_samples(
+        &mut model,
+        &narrow,
+        VadRate::Narrowband,
+        SegmenterConfig::default(),
+    )
+    .unwrap();
+    assert_matches_reference("8 kHz analyze_samples", &probs, &reference);
+    assert_eq!(segments, read_reference_segments(&a.reference_8k_segments));
+}
+
 /// Total time two sets of segments share.
 fn overlap_ms(a: &[Segment], b: &[Segment]) -> u32 {
     let mut total = 0;
@@ -180,11 +219,12 @@ fn overlap_ms(a: &[Segment], b: &[Segment]) -> u32 {
     total
 }
 
-/// The diagnostic on a telephone-rate file: the reference speech at 8 kHz (as a caller's
-/// audio arrives), resampled back to 16 kHz inside analyze_wav, still finds the same speech.
+/// The diagnostic on a telephone-rate file: the reference speech low-passed to 8 kHz (as a
+/// caller's audio arrives), run through the 8 kHz branch as a narrowband call's is, finds
+/// the speech the 16 kHz reference found.
 #[test]
-fn analyze_wav_resamples_an_8khz_recording() {
-    let Some(a) = assets("analyze_wav_resamples_an_8khz_recording") else {
+fn analyze_wav_runs_an_8khz_recording_narrowband() {
+    let Some(a) = assets("analyze_wav_runs_an_8khz_recording_narrowband") else {
         return;
     };
     let speech = crate::wav::read_wav(&a.speech).unwrap();
@@ -254,8 +294,13 @@ fn batched_streams_each_match_the_reference() {
     assert_eq!(speech.sample_rate, 16000);
     let pcm = &speech.samples;
 
+    let reference_8k = read_reference(&a.reference_8k);
+    let narrow_pcm = decimate_pairs(pcm);
+
     struct Call {
         stream: VadStream,
+        /// 8 kHz audio (the decimated speech, 160 samples a frame) or 16 kHz.
+        narrow: bool,
         /// Tick at which this call starts sending.
         start_tick: usize,
         /// Frames sent per push (a burst every `burst` ticks).
@@ -265,8 +310,17 @@ fn batched_streams_each_match_the_reference() {
         events: Vec<SpeechEvent>,
         speech: bool,
     }
-    let call = |start_tick, burst, speech| Call {
-        stream: VadStream::new(SegmenterConfig::default()).unwrap(),
+    let call = |start_tick, burst, speech, narrow| Call {
+        stream: VadStream::with_rate(
+            SegmenterConfig::default(),
+            if narrow {
+                VadRate::Narrowband
+            } else {
+                VadRate::Wideband
+            },
+        )
+        .unwrap(),
+        narrow,
         start_tick,
         burst,
         sent: 0,
@@ -275,13 +329,15 @@ fn batched_streams_each_match_the_reference() {
         speech,
     };
     let mut calls = vec![
-        call(0, 1, true),
-        call(7, 1, true),
-        call(3, 3, true),
-        call(0, 1, false),
-        call(11, 1, true),
+        call(0, 1, true, false),
+        call(7, 1, true, false),
+        call(3, 3, true, false),
+        call(0, 1, false, false),
+        call(11, 1, true, false),
+        call(2, 1, true, true),
+        call(5, 2, true, true),
     ];
-    // Max batch 2 with up to 5 streams ready: several model runs per tick.
+    // Max batch 2 with up to 5 streams of a rate ready: several model runs per tick and rate.
     let mut batcher = VadBatcher::new(load(&a, 2));
     let frames = pcm.len().div_ceil(320);
     let silence = [0i16; 320];
@@ -295,8 +351,13 @@ fn batched_streams_each_match_the_reference() {
             if (tick - c.start_tick) % c.burst == c.burst - 1 || c.burst == 1 {
                 for _ in 0..c.burst {
                     if c.sent < frames {
+                        let (src, n) = if c.narrow {
+                            (&narrow_pcm[..], 160)
+                        } else {
+                            (&pcm[..], 320)
+                        };
                         let frame = if c.speech {
-                            &pcm[c.sent * 320..((c.sent + 1) * 320).min(pcm.len())]
+                            &src[c.sent * n..((c.sent + 1) * n).min(src.len())]
                         } else {
                             &silence[..]
                         };
@@ -325,7 +386,8 @@ fn batched_streams_each_match_the_reference() {
     for (i, c) in calls.iter().enumerate() {
         assert_eq!(c.stream.dropped_samples(), 0);
         if c.speech {
-            assert_matches_reference(&format!("stream {i}"), &c.probs, &reference);
+            let reference = if c.narrow { &reference_8k } else { &reference };
+            assert_matches_reference(&format!("stream {i}"), &c.probs, reference);
         } else {
             assert_eq!(c.probs.len(), reference.len());
             assert!(c.probs.iter().all(|&(_, p)| p < 0.1), "silence stream");
@@ -342,6 +404,8 @@ fn batched_streams_each_match_the_reference() {
     };
     assert_eq!(times(&calls[0]), times(&calls[1]));
     assert_eq!(times(&calls[0]), times(&calls[2]));
+    assert!(!calls[5].events.is_empty());
+    assert_eq!(times(&calls[5]), times(&calls[6]));
 }
 
 #[test]
@@ -364,7 +428,14 @@ fn batch_rows_are_independent_of_each_other() {
     // Warm the states up with a few windows so they are not all zeros.
     let mut p = [0.0f32; 5];
     for _ in 0..3 {
-        model.infer_batch(&inputs, &mut states, &mut p).unwrap();
+        model
+            .infer_batch(
+                VadRate::Wideband,
+                inputs.as_flattened(),
+                &mut states,
+                &mut p,
+            )
+            .unwrap();
     }
     assert!(states.iter().all(|s| s.iter().any(|&x| x != 0.0)));
     assert!(states[0] != states[1]);
@@ -372,13 +443,18 @@ fn batch_rows_are_independent_of_each_other() {
     let mut batched_states = states;
     let mut batched = [0.0f32; 5];
     model
-        .infer_batch(&inputs, &mut batched_states, &mut batched)
+        .infer_batch(
+            VadRate::Wideband,
+            inputs.as_flattened(),
+            &mut batched_states,
+            &mut batched,
+        )
         .unwrap();
     for b in 0..5 {
         let mut st = [states[b]];
         let mut one = [0.0f32];
         model
-            .infer_batch(std::slice::from_ref(&inputs[b]), &mut st, &mut one)
+            .infer_batch(VadRate::Wideband, &inputs[b], &mut st, &mut one)
             .unwrap();
         assert!(
             (one[0] - batched[b]).abs() < 1e-5,
@@ -397,7 +473,7 @@ fn batch_rows_are_independent_of_each_other() {
     let mut zero = [[0.0f32; STATE_LEN]];
     let mut q = [0.0f32];
     model
-        .infer_batch(std::slice::from_ref(&inputs[4]), &mut zero, &mut q)
+        .infer_batch(VadRate::Wideband, &inputs[4], &mut zero, &mut q)
         .unwrap();
     assert!((q[0] - batched[4]).abs() > 1e-6 || zero[0] != batched_states[4]);
 }
@@ -410,25 +486,46 @@ fn batch_shape_errors() {
     let mut model = load(&a, 2);
     assert_eq!(model.max_batch(), 2);
     let inputs = [[0.0f32; INPUT_SAMPLES]; 3];
+    let inputs = inputs.as_flattened();
+    let wb = VadRate::Wideband;
     let mut states = [[0.0f32; STATE_LEN]; 3];
     let mut probs = [0.0f32; 3];
     let e = model
-        .infer_batch(&inputs, &mut states, &mut probs)
+        .infer_batch(wb, inputs, &mut states, &mut probs)
         .unwrap_err();
     assert!(
         matches!(e, VadError::BatchTooLarge { got: 3, max: 2 }),
         "{e}"
     );
     let e = model
-        .infer_batch(&inputs[..2], &mut states[..1], &mut probs[..2])
+        .infer_batch(wb, &inputs[..2 * 576], &mut states[..1], &mut probs[..2])
         .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "VAD batch slices disagree: 2 inputs, 1 states, 2 probabilities"
+        "VAD batch slices disagree: 1152 input samples (576 per row), 1 states, 2 probabilities"
     );
-    model.infer_batch(&[], &mut [], &mut []).unwrap();
+    // 16 kHz rows handed over as 8 kHz ones: 576 is two 288-sample rows, 578 is ragged.
+    let e = model
+        .infer_batch(
+            VadRate::Narrowband,
+            &inputs[..578],
+            &mut states[..2],
+            &mut probs[..2],
+        )
+        .unwrap_err();
+    assert!(matches!(e, VadError::BatchMismatch { row: 288, .. }), "{e}");
+    model.infer_batch(wb, &[], &mut [], &mut []).unwrap();
     model
-        .infer_batch(&inputs[..2], &mut states[..2], &mut probs[..2])
+        .infer_batch(wb, &inputs[..2 * 576], &mut states[..2], &mut probs[..2])
+        .unwrap();
+    assert!(probs[..2].iter().all(|p| (0.0..=1.0).contains(p)));
+    model
+        .infer_batch(
+            VadRate::Narrowband,
+            &inputs[..2 * 288],
+            &mut states[..2],
+            &mut probs[..2],
+        )
         .unwrap();
     assert!(probs[..2].iter().all(|p| (0.0..=1.0).contains(p)));
     assert!(matches!(

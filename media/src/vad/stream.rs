@@ -1,11 +1,11 @@
 //! Per-call VAD state: pending samples, the model's recurrent state, the segmenter.
 
 use super::segmenter::{SegmenterConfig, SpeechEvent, SpeechSegmenter};
-use super::{VadError, CONTEXT_SAMPLES, INPUT_SAMPLES, STATE_LEN, WINDOW_MS, WINDOW_SAMPLES};
+use super::{VadError, VadRate, STATE_LEN, WINDOW_MS};
 
-/// Pending samples a stream holds before it drops the oldest: 8 windows (256 ms). A stream
+/// Pending audio a stream holds before it drops the oldest: 8 windows (256 ms). A stream
 /// whose batcher runs every 20 ms never holds more than one window plus one frame.
-pub const STREAM_CAPACITY: usize = 8 * WINDOW_SAMPLES;
+pub const STREAM_CAPACITY_WINDOWS: usize = 8;
 
 /// What one window of one stream gave.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -18,17 +18,19 @@ pub struct WindowOutcome {
     pub event: Option<SpeechEvent>,
 }
 
-/// One call's voice activity detection: accumulates 16 kHz PCM, exposes 32 ms windows with
-/// their 64-sample context, and keeps the call's model state and [`SpeechSegmenter`].
+/// One call's voice activity detection: accumulates PCM at its [`VadRate`], exposes 32 ms
+/// windows with their context, and keeps the call's model state and [`SpeechSegmenter`].
 ///
 /// Allocates its buffer once, with the first samples pushed (a call that never sends audio
 /// costs no buffer); pushing samples and completing windows do not allocate after that.
 #[derive(Debug, Clone)]
 pub struct VadStream {
-    /// `buf[..64]`: the last 64 samples of the previous window (zeros at first);
-    /// `buf[64..64 + len]`: samples not yet run through the model, oldest first.
+    /// `buf[..ctx]`: the last `ctx` samples of the previous window (zeros at first);
+    /// `buf[ctx..ctx + len]`: samples not yet run through the model, oldest first
+    /// (`ctx` = the rate's context length).
     buf: Box<[f32]>,
     len: usize,
+    rate: VadRate,
     state: [f32; STATE_LEN],
     segmenter: SpeechSegmenter,
     samples_in: u64,
@@ -36,16 +38,43 @@ pub struct VadStream {
 }
 
 impl VadStream {
-    /// A new stream with the given segmenter settings.
+    /// A new 16 kHz stream with the given segmenter settings.
     pub fn new(config: SegmenterConfig) -> Result<Self, VadError> {
+        Self::with_rate(config, VadRate::Wideband)
+    }
+
+    /// A new stream at `rate` with the given segmenter settings.
+    pub fn with_rate(config: SegmenterConfig, rate: VadRate) -> Result<Self, VadError> {
         Ok(VadStream {
             buf: Box::new([]),
             len: 0,
+            rate,
             state: [0.0; STATE_LEN],
             segmenter: SpeechSegmenter::new(config)?,
             samples_in: 0,
             dropped: 0,
         })
+    }
+
+    /// The rate this stream takes its audio at.
+    pub fn rate(&self) -> VadRate {
+        self.rate
+    }
+
+    /// Switches the stream to audio at `rate` (the call's codec changed). A change resets
+    /// the stream ([`VadStream::reset`]): the recurrent state and pending audio of one rate
+    /// mean nothing to the other. The same rate changes nothing.
+    pub fn set_rate(&mut self, rate: VadRate) {
+        if rate != self.rate {
+            self.rate = rate;
+            self.buf = Box::new([]);
+            self.reset();
+        }
+    }
+
+    /// Pending samples a stream of this rate holds at most.
+    pub fn capacity(&self) -> usize {
+        STREAM_CAPACITY_WINDOWS * self.rate.window_samples()
     }
 
     /// Back to the state of a new stream (for reuse by another call), keeping the settings.
@@ -58,26 +87,29 @@ impl VadStream {
         self.dropped = 0;
     }
 
-    /// Appends 16 kHz mono samples (normally one 20 ms frame of 320). If more than
-    /// [`STREAM_CAPACITY`] samples would be pending, the oldest are dropped and counted
-    /// ([`VadStream::dropped_samples`]); window times then lag by the dropped audio.
+    /// Appends mono samples at the stream's rate (normally one 20 ms frame: 320 samples at
+    /// 16 kHz, 160 at 8 kHz). If more than [`VadStream::capacity`] samples would be pending,
+    /// the oldest are dropped and counted ([`VadStream::dropped_samples`]); window times then
+    /// lag by the dropped audio.
     pub fn push_pcm(&mut self, pcm: &[i16]) {
+        let capacity = self.capacity();
+        let ctx = self.rate.context_samples();
         if self.buf.is_empty() {
-            self.buf = vec![0.0; CONTEXT_SAMPLES + STREAM_CAPACITY].into_boxed_slice();
+            self.buf = vec![0.0; ctx + capacity].into_boxed_slice();
         }
         self.samples_in += pcm.len() as u64;
-        let pcm = if pcm.len() > STREAM_CAPACITY {
-            let skip = pcm.len() - STREAM_CAPACITY;
+        let pcm = if pcm.len() > capacity {
+            let skip = pcm.len() - capacity;
             self.dropped += skip as u64;
             &pcm[skip..]
         } else {
             pcm
         };
-        let overflow = (self.len + pcm.len()).saturating_sub(STREAM_CAPACITY);
+        let overflow = (self.len + pcm.len()).saturating_sub(capacity);
         if overflow > 0 {
             self.discard_oldest(overflow);
         }
-        let at = CONTEXT_SAMPLES + self.len;
+        let at = ctx + self.len;
         for (dst, &s) in self.buf[at..at + pcm.len()].iter_mut().zip(pcm) {
             *dst = f32::from(s) * (1.0 / 32768.0);
         }
@@ -86,24 +118,24 @@ impl VadStream {
 
     fn discard_oldest(&mut self, n: usize) {
         let n = n.min(self.len);
-        let start = CONTEXT_SAMPLES;
+        let start = self.rate.context_samples();
         self.buf.copy_within(start + n..start + self.len, start);
         self.len -= n;
         self.dropped += n as u64;
     }
 
-    /// Whether 512 new samples are pending, so [`VadStream::window`] has a window.
+    /// Whether a window's worth of new samples is pending, so [`VadStream::window`] has one.
     pub fn window_ready(&self) -> bool {
-        self.len >= WINDOW_SAMPLES
+        self.len >= self.rate.window_samples()
     }
 
-    /// The next model input (64 samples of context followed by 512 new samples, ±1 scale),
-    /// when one is ready.
-    pub fn window(&self) -> Option<&[f32; INPUT_SAMPLES]> {
+    /// The next model input row ([`VadRate::input_samples`] long: the context followed by
+    /// the new samples, ±1 scale), when one is ready.
+    pub fn window(&self) -> Option<&[f32]> {
         if !self.window_ready() {
             return None;
         }
-        self.buf[..INPUT_SAMPLES].try_into().ok()
+        Some(&self.buf[..self.rate.input_samples()])
     }
 
     /// The stream's recurrent model state (`[h; c]`).
@@ -132,7 +164,7 @@ impl VadStream {
     }
 
     /// Records the model's result for the current window: stores the new state, keeps the
-    /// window's last 64 samples as the next context, and feeds the segmenter.
+    /// window's last samples as the next context, and feeds the segmenter.
     ///
     /// Does nothing and returns `None` when no window is ready.
     pub fn complete_window(
@@ -145,11 +177,12 @@ impl VadStream {
         }
         let t_ms = self.segmenter.elapsed_ms();
         self.state = *new_state;
-        // The window's last 64 samples (buf[512..576]) become the context, followed by the
-        // samples after the window.
+        // The window's last `ctx` samples (buf[window..window + ctx]) become the context,
+        // followed by the samples after the window.
+        let window = self.rate.window_samples();
         self.buf
-            .copy_within(WINDOW_SAMPLES..CONTEXT_SAMPLES + self.len, 0);
-        self.len -= WINDOW_SAMPLES;
+            .copy_within(window..self.rate.context_samples() + self.len, 0);
+        self.len -= window;
         let event = self.segmenter.push(prob);
         Some(WindowOutcome { t_ms, prob, event })
     }
@@ -160,30 +193,31 @@ impl VadStream {
         if self.len == 0 || self.buf.is_empty() || self.window_ready() {
             return self.window_ready();
         }
-        let at = CONTEXT_SAMPLES + self.len;
-        self.buf[at..INPUT_SAMPLES].fill(0.0);
-        self.len = WINDOW_SAMPLES;
+        let at = self.rate.context_samples() + self.len;
+        self.buf[at..self.rate.input_samples()].fill(0.0);
+        self.len = self.rate.window_samples();
         true
     }
 
     /// End of the stream: closes an open segment at the end of the audio pushed (see
     /// [`SpeechSegmenter::finish`]).
     pub fn finish(&mut self) -> impl Iterator<Item = SpeechEvent> {
-        let end_ms =
-            (self.samples_in * 1000 / u64::from(super::SAMPLE_RATE)).min(u64::from(u32::MAX));
+        let hz = u64::from(self.rate.sample_rate());
+        let end_ms = (self.samples_in * 1000 / hz).min(u64::from(u32::MAX));
         // Never past the windows actually analysed plus what is pending.
-        let end_ms = (end_ms as u32).min(self.segmenter.elapsed_ms() + pending_ms(self.len));
+        let pending_ms =
+            (self.len as u64 * u64::from(WINDOW_MS) / self.rate.window_samples() as u64) as u32;
+        let end_ms = (end_ms as u32).min(self.segmenter.elapsed_ms() + pending_ms);
         self.segmenter.finish(end_ms)
     }
-}
-
-fn pending_ms(samples: usize) -> u32 {
-    (samples as u64 * u64::from(WINDOW_MS) / WINDOW_SAMPLES as u64) as u32
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vad::{CONTEXT_SAMPLES, WINDOW_SAMPLES};
+
+    const STREAM_CAPACITY: usize = STREAM_CAPACITY_WINDOWS * WINDOW_SAMPLES;
 
     fn stream() -> VadStream {
         VadStream::new(SegmenterConfig::default()).unwrap()
@@ -236,6 +270,60 @@ mod tests {
         assert_eq!(s.elapsed_ms(), 320);
         assert_eq!(s.state(), &state);
         assert_eq!(s.dropped_samples(), 0);
+    }
+
+    #[test]
+    fn narrowband_windows_are_256_samples_after_32_of_context() {
+        let mut s = VadStream::with_rate(SegmenterConfig::default(), VadRate::Narrowband).unwrap();
+        assert_eq!(s.capacity(), 8 * 256);
+        let state = [0.5; STATE_LEN];
+        let mut windows = 0;
+        // 16 frames of 160 samples (20 ms at 8 kHz) = 2560 samples = 10 windows of 256.
+        for f in 0..16 {
+            s.push_pcm(&ramp(f * 160, 160));
+            if let Some(w) = s.window() {
+                assert_eq!(w.len(), 288);
+                let first_new = windows * 256;
+                for k in 0..256 {
+                    assert_eq!(w[32 + k], as_f32((first_new + k) as i16));
+                }
+                for (k, &x) in w[..32].iter().enumerate() {
+                    let expect = if windows == 0 {
+                        0.0
+                    } else {
+                        as_f32((first_new - 32 + k) as i16)
+                    };
+                    assert_eq!(x, expect, "window {windows} context {k}");
+                }
+                let out = s.complete_window(0.1, &state).unwrap();
+                assert_eq!(out.t_ms, windows as u32 * 32);
+                windows += 1;
+            }
+        }
+        assert_eq!(windows, 10);
+        assert_eq!(s.elapsed_ms(), 320);
+        // A tail of 80 samples is 10 ms at 8 kHz.
+        s.push_pcm(&[0; 80]);
+        assert!(s.pad_final_window());
+        assert_eq!(s.window().unwrap()[32 + 80..], [0.0; 176]);
+    }
+
+    #[test]
+    fn changing_the_rate_resets_the_stream() {
+        let mut s = stream();
+        s.push_pcm(&[100; 600]);
+        s.complete_window(0.9, &[0.5; STATE_LEN]);
+        // The same rate keeps everything.
+        s.set_rate(VadRate::Wideband);
+        assert_eq!(s.pending_samples(), 88);
+        s.set_rate(VadRate::Narrowband);
+        assert_eq!(s.rate(), VadRate::Narrowband);
+        assert_eq!(s.pending_samples(), 0);
+        assert_eq!(s.state(), &[0.0; STATE_LEN]);
+        s.push_pcm(&[7; 256]);
+        let w = s.window().unwrap();
+        assert_eq!(w.len(), 288);
+        assert!(w[..32].iter().all(|&x| x == 0.0));
     }
 
     #[test]
