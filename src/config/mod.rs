@@ -5,6 +5,8 @@
 //! dotted key (`sip.lisen`) and the environment variable that set it, which is what an operator
 //! needs when a deployment refuses to start.
 
+pub mod agent;
+
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -170,6 +172,8 @@ pub struct Config {
     pub media: MediaConfig,
     pub call: CallConfig,
     pub http: HttpConfig,
+    /// `[stt]`, `[llm]`, `[tts]` and `[agent]`: the default agent.
+    pub ai: agent::AiConfig,
 }
 
 impl Default for Config {
@@ -208,6 +212,7 @@ impl Default for Config {
             http: HttpConfig {
                 listen: "127.0.0.1:8080".parse().expect("valid literal"),
             },
+            ai: agent::AiConfig::default(),
         }
     }
 }
@@ -240,13 +245,16 @@ impl Config {
             config.apply_toml(&text)?;
         }
         config.apply_env(env)?;
+        config.ai.resolve(env)?;
         config.validate()?;
         Ok(config)
     }
 
+    /// The file's configuration alone (no environment).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         config.apply_toml(text)?;
+        config.ai.resolve(&[])?;
         config.validate()?;
         Ok(config)
     }
@@ -288,7 +296,7 @@ impl Config {
             if rest.starts_with("TEST_") || rest == "LOG" {
                 continue;
             }
-            let key = KEYS.iter().find(|k| env_name(k) == *var).ok_or_else(|| {
+            let key = all_keys().find(|k| env_name(k) == *var).ok_or_else(|| {
                 ConfigError::UnknownKey {
                     key: var.clone(),
                     hint: " (environment variable; no config key of that name)".into(),
@@ -338,10 +346,9 @@ impl Config {
             "media.vad_pad_ms" => self.media.vad_pad_ms = v.int_in(0, 1_000)? as u32,
             "call.max_duration_s" => self.call.max_duration_s = v.int_in(0, 7 * 86_400)?,
             "http.listen" => self.http.listen = v.parsed("an address like \"127.0.0.1:8080\"")?,
+            _ if self.ai.set(key, &v)? => {}
             _ => {
-                let known: Vec<&str> = KEYS
-                    .iter()
-                    .copied()
+                let known: Vec<&str> = all_keys()
                     .filter(|k| {
                         let section = key.split_once('.').map(|(s, _)| s);
                         k.split_once('.').map(|(s, _)| s) == section
@@ -401,7 +408,8 @@ impl Config {
     }
 }
 
-/// Every key, for env lookup and for "did you mean" hints. Keep in step with `Config::set`.
+/// Every key of the core sections, for env lookup and for "did you mean" hints (the agent
+/// sections' keys are in [`agent::AGENT_KEYS`]). Keep in step with `Config::set`.
 pub const KEYS: &[&str] = &[
     "data_dir",
     "sip.listen",
@@ -429,7 +437,12 @@ pub const KEYS: &[&str] = &[
     "http.listen",
 ];
 
-const SECTIONS: &[&str] = &["sip", "media", "call", "http"];
+const SECTIONS: &[&str] = &["sip", "media", "call", "http", "stt", "llm", "tts", "agent"];
+
+/// [`KEYS`] and the agent sections' [`agent::AGENT_KEYS`].
+pub fn all_keys() -> impl Iterator<Item = &'static str> {
+    KEYS.iter().chain(agent::AGENT_KEYS).copied()
+}
 
 /// `sip.max_calls` -> `PARLEY_SIP_MAX_CALLS`.
 pub fn env_name(key: &str) -> String {
@@ -550,6 +563,46 @@ impl Value<'_> {
             .map_err(|_| self.err(format!("expected {expected}, got {s:?}")))
     }
 
+    /// A table of strings (TOML inline table, or `k=v,k=v` in the environment).
+    fn string_map(&self) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+        let mut map = std::collections::BTreeMap::new();
+        match &self.raw {
+            Raw::Env(s) => {
+                for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .ok_or_else(|| self.err(format!("expected key=value pairs, got {pair:?}")))?;
+                    map.insert(k.trim().to_string(), v.trim().to_string());
+                }
+            }
+            Raw::Toml(toml::Value::Table(t)) => {
+                for (k, v) in t {
+                    let v = v.as_str().ok_or_else(|| {
+                        self.err(format!("{k}: expected a string, got {}", v.type_str()))
+                    })?;
+                    map.insert(k.clone(), v.to_string());
+                }
+            }
+            Raw::Toml(other) => {
+                return Err(self.err(format!("expected a table, got {}", other.type_str())))
+            }
+        }
+        Ok(map)
+    }
+
+    /// An array of tables (TOML), or a JSON array (environment), as JSON values.
+    fn json_array(&self) -> Result<Vec<serde_json::Value>, ConfigError> {
+        let value = match &self.raw {
+            Raw::Env(s) => serde_json::from_str::<serde_json::Value>(s)
+                .map_err(|e| self.err(format!("expected a JSON array: {e}")))?,
+            Raw::Toml(v) => serde_json::to_value(v).map_err(|e| self.err(e.to_string()))?,
+        };
+        match value {
+            serde_json::Value::Array(items) => Ok(items),
+            other => Err(self.err(format!("expected an array, got {other}"))),
+        }
+    }
+
     fn parsed_with<T>(&self, f: impl Fn(&str) -> Result<T, String>) -> Result<T, ConfigError> {
         let s = self.string()?;
         f(s.trim()).map_err(|reason| self.err(reason))
@@ -580,7 +633,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_file_parses() {
-        let text = include_str!("../sip-configs/parley.example.toml");
+        let text = include_str!("../../sip-configs/parley.example.toml");
         Config::from_toml(text).unwrap();
     }
 
@@ -682,11 +735,15 @@ mod tests {
 
     #[test]
     fn every_key_has_an_env_name_and_is_settable() {
-        for key in KEYS {
+        for key in all_keys() {
             let mut c = Config::default();
             // A value of the wrong shape must fail with the key named, proving `set` knows it.
             let e = c
-                .set(key, Raw::Toml(&toml::Value::Array(vec![])), &Origin::File)
+                .set(
+                    key,
+                    Raw::Toml(&toml::Value::Array(vec![toml::Value::Integer(1)])),
+                    &Origin::File,
+                )
                 .unwrap_err();
             assert!(
                 matches!(e, ConfigError::InvalidValue { .. }),
