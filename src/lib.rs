@@ -4,5 +4,6 @@ pub mod api;
 pub mod call;
 pub mod config;
 pub mod metrics;
+pub mod providers;
 pub mod server;
 pub mod sip;

@@ -3,6 +3,10 @@
 //! Plain atomics: every writer is a relaxed increment, and the reader tolerates the tiny skew
 //! between counters that relaxed ordering allows.
 
+mod histogram;
+
+pub use histogram::{Histogram, BUCKETS_S};
+
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
