@@ -10,6 +10,8 @@
 //! polls a condition until a deadline.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod fakes;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
