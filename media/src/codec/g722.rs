@@ -22,6 +22,12 @@
 //! [`G722_DELAY_SAMPLES`] = 22 samples at 16 kHz (1.375 ms). The ADPCM
 //! itself adds none. Measured by the tests.
 //!
+//! Conformance: bit-exact with spandsp's G.722 (whose test suite runs the ITU-T test
+//! vectors) on speech, full-scale chirps, noise, clipped square waves and random code
+//! streams; see `media/tests/g722_reference.rs` and `scripts/g722_reference.py`. That check
+//! found two 16-bit register details the first version had wrong: the negated pole term
+//! saturating at 32767, and the transmit QMF outputs not being limited to 15 bits.
+//!
 //! Per frame: no allocation, no panics on any input; 320 samples <-> 160 bytes.
 
 use super::{AudioCodec, CodecError, CodecKind};
@@ -191,8 +197,10 @@ impl Band {
         let sg0 = p < 0;
         let sg1 = self.p1 < 0;
         let sg2 = self.p2 < 0;
+        // Both the product and its negation are 16-bit registers: a1 = -8192 or less
+        // gives f = -32768, whose negation saturates to 32767 (not 32768).
         let f = sat16(self.a1 * 4);
-        let wd2 = (if sg0 == sg1 { -f } else { f }) >> 7;
+        let wd2 = sat16(if sg0 == sg1 { -f } else { f }) >> 7;
         let wd3 = if sg0 == sg2 { 128 } else { -128 };
         let a2 = (wd2 + wd3 + ((self.a2 * 32512) >> 15)).clamp(-12288, 12288);
 
@@ -341,8 +349,11 @@ impl G722Encoder {
                 xa += QMF[2 * i] * self.x[2 * i];
                 xb += QMF[2 * i + 1] * self.x[2 * i + 1];
             }
-            let xl = limit15((xa + xb) >> 14);
-            let xh = limit15((xa - xb) >> 14);
+            // Not limited to 15 bits: the sub-band signals overshoot that range on
+            // full-scale input, and the Recommendation quantizes them as they are
+            // (SUBTRA saturates the difference). |xa ± xb| >> 14 is at most 25,928.
+            let xl = (xa + xb) >> 14;
+            let xh = (xa - xb) >> 14;
             let il = self.low.encode_low(xl);
             let ih = self.high.encode_high(xh);
             *o = (ih << 6) | il;
