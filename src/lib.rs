@@ -1,5 +1,6 @@
 //! Parley: a voice-AI engine. See DESIGN.md for the architecture.
 
+pub mod agent;
 pub mod api;
 pub mod call;
 pub mod config;

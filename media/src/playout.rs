@@ -88,6 +88,17 @@ impl PlayoutProducer {
         self.shared.cleared.load(Ordering::Acquire)
     }
 
+    /// Samples written since the queue was created: the position the next push starts at.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Acquire)
+    }
+
+    /// How far the media thread has read the stream (played or cleared), in the same
+    /// positions as [`PlayoutProducer::written`].
+    pub fn read_position(&self) -> u64 {
+        self.shared.played.load(Ordering::Acquire) + self.shared.cleared.load(Ordering::Acquire)
+    }
+
     /// Samples written and not yet played or cleared.
     pub fn queued(&self) -> u64 {
         let written = self.shared.written.load(Ordering::Acquire);

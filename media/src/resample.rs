@@ -351,11 +351,7 @@ mod tests {
                     } else {
                         Resampler::new(from, to, frame_in).unwrap()
                     };
-                    assert_eq!(
-                        r.frame_out(),
-                        to as usize * frame_ms / 1000,
-                        "{from}->{to}"
-                    );
+                    assert_eq!(r.frame_out(), to as usize * frame_ms / 1000, "{from}->{to}");
                     let want_delay = if from == to {
                         0
                     } else {

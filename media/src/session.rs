@@ -47,6 +47,9 @@ pub struct SessionParams {
 pub enum MediaEvent {
     /// No RTP for the configured time while the peer was expected to send.
     RtpTimeout,
+    /// Queued audio started playing: this tick's packet carries the first of it (the agent
+    /// times "first audio on the wire" from this).
+    PlayoutStarted,
     /// The playout queue ran dry after playing audio.
     PlayoutDrained,
     /// A DTMF digit, from RFC 4733 events or detected in the audio.
@@ -601,6 +604,9 @@ impl MediaSession {
         // The queue is consumed even while on hold, so prompts keep their timing.
         let got = self.playout.pop_frame(&mut self.engine_pcm);
         if got > 0 {
+            if !self.was_playing {
+                emit(MediaEvent::PlayoutStarted);
+            }
             self.was_playing = true;
         } else if self.was_playing {
             self.was_playing = false;
@@ -708,7 +714,10 @@ mod tests {
         assert_eq!(t.to, from);
         let t = s.tick(t0 + TICK_TEST * 2, &mut out, &mut |e| events.push(e));
         assert!(t.is_some(), "silence keeps flowing");
-        assert_eq!(events, vec![MediaEvent::PlayoutDrained]);
+        assert_eq!(
+            events,
+            vec![MediaEvent::PlayoutStarted, MediaEvent::PlayoutDrained]
+        );
         assert_eq!(tx.samples_played(), 640);
     }
 

@@ -276,9 +276,7 @@ fn url(v: &Value<'_>) -> Result<Option<String>, ConfigError> {
         .iter()
         .any(|p| s.starts_with(p));
     if !scheme_ok || s.len() <= "https://".len() {
-        return Err(v.err(format!(
-            "expected an http(s):// or ws(s):// URL, got {s:?}"
-        )));
+        return Err(v.err(format!("expected an http(s):// or ws(s):// URL, got {s:?}")));
     }
     Ok(Some(s.trim_end_matches('/').to_string()))
 }
@@ -367,9 +365,7 @@ impl AiConfig {
             "agent.interruptible" => self.agent.interruptible = v.boolean()?,
             "agent.barge_in_min_ms" => self.agent.barge_in_min_ms = v.int_in(0, 5_000)? as u32,
             "agent.turn_silence_ms" => self.agent.turn_silence_ms = v.int_in(0, 10_000)? as u32,
-            "agent.turn_max_wait_ms" => {
-                self.agent.turn_max_wait_ms = v.int_in(0, 30_000)? as u32
-            }
+            "agent.turn_max_wait_ms" => self.agent.turn_max_wait_ms = v.int_in(0, 30_000)? as u32,
             "agent.idle_prompt_s" => self.agent.idle_prompt_s = v.int_in(0, 3_600)? as u32,
             "agent.idle_hangup_s" => self.agent.idle_hangup_s = v.int_in(0, 3_600)? as u32,
             "agent.idle_prompt" => self.agent.idle_prompt = v.string()?,
@@ -378,7 +374,11 @@ impl AiConfig {
             "agent.transfer_target" => {
                 self.agent.transfer_target = match optional(v)? {
                     None => None,
-                    Some(s) if s.starts_with("sip:") || s.starts_with("sips:") || s.starts_with("tel:") => {
+                    Some(s)
+                        if s.starts_with("sip:")
+                            || s.starts_with("sips:")
+                            || s.starts_with("tel:") =>
+                    {
                         Some(s)
                     }
                     Some(s) => {
@@ -418,14 +418,12 @@ impl AiConfig {
             };
         }
         if self.llm.provider == LlmKind::Auto {
-            self.llm.provider = if self.llm.base_url.is_some()
-                || self.llm.api_key.is_some()
-                || openai.is_some()
-            {
-                LlmKind::OpenAi
-            } else {
-                LlmKind::None
-            };
+            self.llm.provider =
+                if self.llm.base_url.is_some() || self.llm.api_key.is_some() || openai.is_some() {
+                    LlmKind::OpenAi
+                } else {
+                    LlmKind::None
+                };
         }
         if self.tts.provider == TtsKind::Auto {
             self.tts.provider = if self.tts.base_url.is_some() || self.tts.api_key.is_some() {
@@ -457,13 +455,21 @@ impl AiConfig {
             SttKind::Deepgram => {
                 self.stt.api_key = self.stt.api_key.take().or(deepgram.clone());
                 if self.stt.api_key.is_none() && self.stt.base_url.is_none() {
-                    return Err(missing("stt.api_key", "DEEPGRAM_API_KEY", "stt.provider = deepgram"));
+                    return Err(missing(
+                        "stt.api_key",
+                        "DEEPGRAM_API_KEY",
+                        "stt.provider = deepgram",
+                    ));
                 }
             }
             SttKind::OpenAi => {
                 self.stt.api_key = self.stt.api_key.take().or(openai.clone());
                 if self.stt.api_key.is_none() && self.stt.base_url.is_none() {
-                    return Err(missing("stt.api_key", "OPENAI_API_KEY", "stt.provider = openai"));
+                    return Err(missing(
+                        "stt.api_key",
+                        "OPENAI_API_KEY",
+                        "stt.provider = openai",
+                    ));
                 }
             }
             SttKind::None | SttKind::Auto => {}
@@ -471,7 +477,11 @@ impl AiConfig {
         if self.llm.provider == LlmKind::OpenAi {
             self.llm.api_key = self.llm.api_key.take().or(openai.clone());
             if self.llm.api_key.is_none() && self.llm.base_url.is_none() {
-                return Err(missing("llm.api_key", "OPENAI_API_KEY", "llm.provider = openai"));
+                return Err(missing(
+                    "llm.api_key",
+                    "OPENAI_API_KEY",
+                    "llm.provider = openai",
+                ));
             }
         }
         let tts_key = match self.tts.provider {
@@ -531,7 +541,10 @@ fn tools(v: &Value<'_>) -> Result<Vec<HttpToolConfig>, ConfigError> {
             .ok_or_else(|| at("(entry)", "expected a table"))?;
         for k in obj.keys() {
             if !["name", "description", "url", "parameters", "timeout_ms"].contains(&k.as_str()) {
-                return Err(at(k, "unknown field (name, description, url, parameters, timeout_ms)"));
+                return Err(at(
+                    k,
+                    "unknown field (name, description, url, parameters, timeout_ms)",
+                ));
             }
         }
         let text = |field: &str| -> Result<String, ConfigError> {
@@ -543,7 +556,9 @@ fn tools(v: &Value<'_>) -> Result<Vec<HttpToolConfig>, ConfigError> {
         let name = text("name")?;
         if name.is_empty()
             || name.len() > 64
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             return Err(at("name", "1 to 64 letters, digits, _ or -"));
         }
@@ -616,11 +631,7 @@ mod tests {
 
     #[test]
     fn vendor_keys_in_the_environment_choose_the_providers() {
-        let c = load(
-            "",
-            &[("DEEPGRAM_API_KEY", "dg"), ("OPENAI_API_KEY", "sk")],
-        )
-        .unwrap();
+        let c = load("", &[("DEEPGRAM_API_KEY", "dg"), ("OPENAI_API_KEY", "sk")]).unwrap();
         assert_eq!(c.ai.stt.provider, SttKind::Deepgram);
         assert_eq!(c.ai.stt.api_key.as_ref().unwrap().expose(), "dg");
         assert_eq!(c.ai.llm.provider, LlmKind::OpenAi);
@@ -654,7 +665,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.ai.stt.provider, SttKind::OpenAi);
-        assert_eq!(c.ai.stt.base_url.as_deref(), Some("http://127.0.0.1:9000/v1"));
+        assert_eq!(
+            c.ai.stt.base_url.as_deref(),
+            Some("http://127.0.0.1:9000/v1")
+        );
         assert_eq!(c.ai.llm.provider, LlmKind::OpenAi);
         assert!(c.ai.llm.api_key.is_none());
         assert_eq!(c.ai.tts.provider, TtsKind::Espeak);
@@ -675,14 +689,30 @@ mod tests {
 
     #[test]
     fn missing_keys_are_named_at_startup() {
-        let e = load("[stt]\nprovider = \"deepgram\"\n", &[]).unwrap_err().to_string();
-        assert!(e.contains("`stt.api_key`") && e.contains("DEEPGRAM_API_KEY"), "{e}");
-        let e = load("[llm]\nprovider = \"openai\"\n", &[("DEEPGRAM_API_KEY", "dg")])
+        let e = load("[stt]\nprovider = \"deepgram\"\n", &[])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`llm.api_key`") && e.contains("OPENAI_API_KEY"), "{e}");
-        let e = load("[tts]\nprovider = \"elevenlabs\"\n", &[]).unwrap_err().to_string();
-        assert!(e.contains("`tts.api_key`") && e.contains("ELEVENLABS_API_KEY"), "{e}");
+        assert!(
+            e.contains("`stt.api_key`") && e.contains("DEEPGRAM_API_KEY"),
+            "{e}"
+        );
+        let e = load(
+            "[llm]\nprovider = \"openai\"\n",
+            &[("DEEPGRAM_API_KEY", "dg")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`llm.api_key`") && e.contains("OPENAI_API_KEY"),
+            "{e}"
+        );
+        let e = load("[tts]\nprovider = \"elevenlabs\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`tts.api_key`") && e.contains("ELEVENLABS_API_KEY"),
+            "{e}"
+        );
         // An LLM without STT cannot hear the caller.
         let e = load("[llm]\nbase_url = \"http://127.0.0.1:1/v1\"\n", &[])
             .unwrap_err()
@@ -697,7 +727,10 @@ mod tests {
             ("[llm]\nbase_url = \"localhost:8000\"\n", "llm.base_url"),
             ("[llm]\ntemperature = 3.5\n", "llm.temperature"),
             ("[agent]\nlanguage = \"fr\"\n", "agent.language"),
-            ("[agent]\ntransfer_target = \"1234\"\n", "agent.transfer_target"),
+            (
+                "[agent]\ntransfer_target = \"1234\"\n",
+                "agent.transfer_target",
+            ),
             ("[tts]\nvoices = \"es\"\n", "tts.voices"),
         ] {
             let e = load(text, &[]).unwrap_err().to_string();
@@ -740,11 +773,16 @@ parameters = { type = "object", properties = { day = { type = "string" } }, requ
             (r#"[{"url":"http://x/y"}]"#, "name"),
             (r#"[{"name":"a b","url":"http://x/y"}]"#, "name"),
             (r#"[{"name":"a","url":"ftp://x"}]"#, "url"),
-            (r#"[{"name":"a","url":"http://x/y","parameters":{"type":"string"}}]"#, "parameters"),
+            (
+                r#"[{"name":"a","url":"http://x/y","parameters":{"type":"string"}}]"#,
+                "parameters",
+            ),
             (r#"[{"name":"a","url":"http://x/y","colour":1}]"#, "colour"),
             (r#"[{"name":"end_call","url":"http://x/y"}]"#, "built-in"),
         ] {
-            let e = load("", &[("PARLEY_AGENT_TOOLS", bad)]).unwrap_err().to_string();
+            let e = load("", &[("PARLEY_AGENT_TOOLS", bad)])
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("agent.tools") && e.contains(why), "{bad} -> {e}");
         }
     }

@@ -569,9 +569,9 @@ impl Value<'_> {
         match &self.raw {
             Raw::Env(s) => {
                 for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
-                    let (k, v) = pair
-                        .split_once('=')
-                        .ok_or_else(|| self.err(format!("expected key=value pairs, got {pair:?}")))?;
+                    let (k, v) = pair.split_once('=').ok_or_else(|| {
+                        self.err(format!("expected key=value pairs, got {pair:?}"))
+                    })?;
                     map.insert(k.trim().to_string(), v.trim().to_string());
                 }
             }

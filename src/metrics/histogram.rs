@@ -31,8 +31,10 @@ impl Histogram {
             .position(|&b| s <= b)
             .unwrap_or(BUCKETS_S.len());
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            d.as_micros().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -53,7 +55,10 @@ impl Histogram {
             );
         }
         cumulative += self.counts[BUCKETS_S.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
         let braces = if labels.is_empty() {
             String::new()
         } else {
@@ -77,13 +82,31 @@ mod tests {
         h.observe(Duration::from_secs(60));
         let mut out = String::new();
         h.render(&mut out, "x_seconds", "stage=\"a\"");
-        assert!(out.contains("x_seconds_bucket{stage=\"a\",le=\"0.001\"} 1\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{stage=\"a\",le=\"0.025\"} 1\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{stage=\"a\",le=\"0.05\"} 2\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{stage=\"a\",le=\"30\"} 2\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{stage=\"a\",le=\"+Inf\"} 3\n"), "{out}");
+        assert!(
+            out.contains("x_seconds_bucket{stage=\"a\",le=\"0.001\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{stage=\"a\",le=\"0.025\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{stage=\"a\",le=\"0.05\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{stage=\"a\",le=\"30\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{stage=\"a\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
         assert!(out.contains("x_seconds_count{stage=\"a\"} 3\n"), "{out}");
-        assert!(out.contains("x_seconds_sum{stage=\"a\"} 60.0308\n"), "{out}");
+        assert!(
+            out.contains("x_seconds_sum{stage=\"a\"} 60.0308\n"),
+            "{out}"
+        );
         let mut bare = String::new();
         h.render(&mut bare, "y", "");
         assert!(bare.contains("y_bucket{le=\"+Inf\"} 3\n"), "{bare}");

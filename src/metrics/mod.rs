@@ -26,6 +26,16 @@ pub struct Metrics {
     pub rtp_ports_in_use: AtomicI64,
     /// Media events lost because a call's event channel was full.
     pub media_events_dropped: Arc<AtomicU64>,
+    /// Time to first byte of each provider kind.
+    pub stt_ttfb: Arc<Histogram>,
+    pub llm_ttfb: Arc<Histogram>,
+    pub tts_ttfb: Arc<Histogram>,
+    /// Per-turn latency by stage.
+    pub turns: crate::agent::latency::TurnMetrics,
+    /// Agent sessions that ended on a provider failure (fallback spoken).
+    pub agent_provider_failures: AtomicU64,
+    /// Caller audio dropped on its way to STT (a full queue).
+    pub stt_audio_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -140,6 +150,18 @@ impl Metrics {
                 get(&e.command_drops),
             );
         }
+        metric(
+            "parley_agent_provider_failures_total",
+            "counter",
+            "Conversations ended with the fallback sentence because a provider failed.",
+            get(&self.agent_provider_failures),
+        );
+        metric(
+            "parley_stt_audio_dropped_total",
+            "counter",
+            "Caller audio chunks dropped because the STT queue was full.",
+            get(&self.stt_audio_dropped),
+        );
         if let Some(sip) = sip {
             metric(
                 "parley_sip_messages_received_total",
@@ -172,6 +194,19 @@ impl Metrics {
                 get(&sip.send_errors),
             );
         }
+        for (kind, h) in [
+            ("stt", &self.stt_ttfb),
+            ("llm", &self.llm_ttfb),
+            ("tts", &self.tts_ttfb),
+        ] {
+            let name = format!("parley_{kind}_ttfb_seconds");
+            let _ = writeln!(
+                out,
+                "# HELP {name} Time from a {kind} request to its first response byte.\n# TYPE {name} histogram"
+            );
+            h.render(&mut out, &name, "");
+        }
+        self.turns.render(&mut out);
         out
     }
 }

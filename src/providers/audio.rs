@@ -36,7 +36,11 @@ impl StreamResampler {
     /// A converter from `from` Hz (8, 16, 22.05, 24, 44.1 or 48 kHz) to 16 kHz.
     pub fn new(from: u32) -> Result<StreamResampler, String> {
         // 20 ms frames; 40 ms at 22.05 kHz, whose 20 ms (441 samples) is an odd block.
-        let frame_in = if from == 22_050 { 882 } else { (from / 50) as usize };
+        let frame_in = if from == 22_050 {
+            882
+        } else {
+            (from / 50) as usize
+        };
         let inner = if from == AGENT_RATE {
             None
         } else {

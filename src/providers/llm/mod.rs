@@ -1,14 +1,17 @@
 //! Language models: OpenAI-compatible chat completions, streamed (`stream: true`, SSE), with
 //! tool calling. This one protocol covers OpenAI, Groq, vLLM, Ollama and llama.cpp's server.
 
+mod chunk;
 pub mod openai;
+mod sse;
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{AbortOnDrop, ProviderError};
+use super::{AbortOnDrop, ProviderError, Ttfb};
+use crate::config::agent::{LlmConfig, LlmKind};
 
 /// Who said a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +125,15 @@ pub enum Llm {
 }
 
 impl Llm {
+    /// The provider `config` names; `None` when it names none (`auto` is resolved when the
+    /// configuration is loaded, so an unresolved `auto` also means none).
+    pub fn from_config(config: &LlmConfig, ttfb: Ttfb) -> Option<Llm> {
+        match config.provider {
+            LlmKind::OpenAi => Some(Llm::OpenAi(openai::OpenAiLlm::new(config, ttfb))),
+            LlmKind::Auto | LlmKind::None => None,
+        }
+    }
+
     /// Starts a streamed completion.
     pub fn stream(&self, request: ChatRequest) -> LlmStream {
         match self {
@@ -135,4 +147,19 @@ impl Llm {
             Llm::OpenAi(_) => "openai",
         }
     }
+}
+
+/// An error with its causes, on one line (reqwest's own message names only the outermost).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
 }

@@ -11,7 +11,8 @@ pub mod openai;
 
 use tokio::sync::mpsc;
 
-use super::{AbortOnDrop, ProviderError};
+use super::{AbortOnDrop, ProviderError, Ttfb};
+use crate::config::agent::{SttConfig, SttKind};
 
 /// What a session reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +83,16 @@ pub enum Stt {
 }
 
 impl Stt {
+    /// The provider `config` names; `None` when it names none (`auto` is resolved when the
+    /// configuration is loaded, so an unresolved `auto` also means none).
+    pub fn from_config(config: &SttConfig, ttfb: Ttfb) -> Option<Stt> {
+        match config.provider {
+            SttKind::Deepgram => Some(Stt::Deepgram(deepgram::DeepgramStt::new(config, ttfb))),
+            SttKind::OpenAi => Some(Stt::OpenAi(openai::OpenAiStt::new(config, ttfb))),
+            SttKind::Auto | SttKind::None => None,
+        }
+    }
+
     /// Opens a session for one call. `language`: `en`, `es`, `pt`, or `auto` to detect.
     pub fn start(&self, language: &str) -> SttSession {
         match self {
@@ -95,5 +106,64 @@ impl Stt {
             Stt::Deepgram(_) => "deepgram",
             Stt::OpenAi(_) => "openai",
         }
+    }
+}
+
+/// How many inputs a session queues (20 ms frames: 5 s of audio) before dropping.
+const INPUT_QUEUE: usize = 256;
+
+/// The ISO 639-1 code of a language as vendors name it: `es`, `es-419`, `pt-BR`, `Spanish`.
+/// `None` for what it cannot reduce to a two-letter code.
+pub(crate) fn language_code(name: &str) -> Option<String> {
+    const NAMES: &[(&str, &str)] = &[
+        ("english", "en"),
+        ("spanish", "es"),
+        ("portuguese", "pt"),
+        ("french", "fr"),
+        ("german", "de"),
+        ("italian", "it"),
+        ("dutch", "nl"),
+        ("catalan", "ca"),
+        ("galician", "gl"),
+    ];
+    let name = name.trim().to_ascii_lowercase();
+    if let Some((_, code)) = NAMES.iter().find(|(n, _)| *n == name) {
+        return Some((*code).to_string());
+    }
+    let primary = name.split(['-', '_']).next().unwrap_or_default();
+    (primary.len() == 2 && primary.bytes().all(|b| b.is_ascii_lowercase()))
+        .then(|| primary.to_string())
+}
+
+/// An error with its causes, on one line (the outermost message alone rarely says why).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_codes() {
+        assert_eq!(language_code("spanish").as_deref(), Some("es"));
+        assert_eq!(language_code("English").as_deref(), Some("en"));
+        assert_eq!(language_code("portuguese").as_deref(), Some("pt"));
+        assert_eq!(language_code("pt-BR").as_deref(), Some("pt"));
+        assert_eq!(language_code("es-419").as_deref(), Some("es"));
+        assert_eq!(language_code("en").as_deref(), Some("en"));
+        assert_eq!(language_code("klingon"), None);
+        assert_eq!(language_code(""), None);
+        assert_eq!(language_code("e1"), None);
     }
 }

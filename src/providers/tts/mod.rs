@@ -5,14 +5,19 @@
 //! them; the turn yields each sentence's audio, in order, at 16 kHz, tagged with the
 //! sentence's index so the agent knows how much of the reply the caller heard.
 
+mod alignment;
 pub mod deepgram;
 pub mod elevenlabs;
 pub mod espeak;
+mod http_pcm;
 pub mod openai;
+mod turn;
+mod wav_stream;
 
 use tokio::sync::mpsc;
 
-use super::{AbortOnDrop, ProviderError};
+use super::{AbortOnDrop, ProviderError, Ttfb};
+use crate::config::agent::{TtsConfig, TtsKind};
 
 /// What a turn yields.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +71,17 @@ pub enum Tts {
 }
 
 impl Tts {
+    /// The provider `config` names; `auto` (normally resolved by the config layer) is the
+    /// local voice.
+    pub fn from_config(config: &TtsConfig, ttfb: Ttfb) -> Tts {
+        match config.provider {
+            TtsKind::Auto | TtsKind::Espeak => Tts::Espeak(espeak::EspeakTts::new(config, ttfb)),
+            TtsKind::Deepgram => Tts::Deepgram(deepgram::DeepgramTts::new(config, ttfb)),
+            TtsKind::ElevenLabs => Tts::ElevenLabs(elevenlabs::ElevenLabsTts::new(config, ttfb)),
+            TtsKind::OpenAi => Tts::OpenAi(openai::OpenAiTts::new(config, ttfb)),
+        }
+    }
+
     /// Opens a turn speaking `language` (`en`, `es`, `pt`) with the voice configured for it.
     pub fn open_turn(&self, language: &str) -> TtsTurn {
         match self {
@@ -83,5 +99,24 @@ impl Tts {
             Tts::ElevenLabs(_) => "elevenlabs",
             Tts::OpenAi(_) => "openai",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_config_picks_the_configured_provider() {
+        let with = |provider| TtsConfig {
+            provider,
+            ..TtsConfig::default()
+        };
+        let name = |k| Tts::from_config(&with(k), Ttfb::none()).name();
+        assert_eq!(name(TtsKind::Auto), "espeak");
+        assert_eq!(name(TtsKind::Espeak), "espeak");
+        assert_eq!(name(TtsKind::Deepgram), "deepgram");
+        assert_eq!(name(TtsKind::ElevenLabs), "elevenlabs");
+        assert_eq!(name(TtsKind::OpenAi), "openai");
     }
 }

@@ -1,0 +1,7 @@
+//! The agent side of a call: turn-taking, barge-in, conversation context and tools, as a
+//! sans-I/O [`conversation::Conversation`] driven by a tokio task per call.
+
+pub mod conversation;
+pub mod heard;
+pub mod latency;
+pub mod sentences;
