@@ -8,11 +8,19 @@ use tokio::sync::mpsc;
 
 use parley_media::engine::{MediaEngine, VadModelPaths};
 
+use crate::agent::conversation::Settings;
+use crate::agent::session::AgentRuntime;
 use crate::api::{self, ApiState};
 use crate::call::manager::{CallContext, CallManager};
 use crate::call::ports::PortPool;
+use crate::config::agent::TtsConfig;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::providers::llm::Llm;
+use crate::providers::stt::Stt;
+use crate::providers::tts::espeak::EspeakTts;
+use crate::providers::tts::Tts;
+use crate::providers::Ttfb;
 use crate::sip::endpoint::EndpointConfig;
 use crate::sip::runtime;
 use crate::sip::transaction::TimerConfig;
@@ -27,6 +35,23 @@ pub fn endpoint_config(config: &Config) -> EndpointConfig {
         },
         user_agent: config.sip.user_agent.clone(),
     }
+}
+
+/// The AI agent's providers and behaviour, when the configuration names an LLM.
+fn agent_runtime(config: &Config, metrics: &Arc<Metrics>) -> Option<Arc<AgentRuntime>> {
+    let ai = &config.ai;
+    let llm = Llm::from_config(&ai.llm, Ttfb::new(metrics.llm_ttfb.clone()))?;
+    Some(Arc::new(AgentRuntime {
+        settings: Settings::from_config(&ai.agent),
+        llm,
+        stt: Stt::from_config(&ai.stt, Ttfb::new(metrics.stt_ttfb.clone())),
+        tts: Tts::from_config(&ai.tts, Ttfb::new(metrics.tts_ttfb.clone())),
+        local: EspeakTts::new(&TtsConfig::default(), Ttfb::none()),
+        tools: ai.agent.tools.clone(),
+        http: crate::providers::http_client(Duration::from_secs(5)),
+        metrics: metrics.clone(),
+        vad_pad: Duration::from_millis(u64::from(config.media.vad_pad_ms)),
+    }))
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -86,6 +111,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "media engine started"
     );
     let engine_stats = engine.stats.clone();
+    let agent = agent_runtime(&config, &metrics);
+    match &agent {
+        Some(a) => tracing::info!(
+            llm = a.llm.name(),
+            stt = a.stt.as_ref().map(|s| s.name()).unwrap_or("none"),
+            tts = a.tts.name(),
+            "AI agent answers calls"
+        ),
+        None => tracing::info!("no LLM configured: calls are answered without an AI agent"),
+    }
     let ctx = Arc::new(CallContext {
         engine,
         config: config.clone(),
@@ -93,6 +128,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ports,
         metrics: metrics.clone(),
         greeting,
+        agent,
     });
     tokio::spawn(CallManager::new(ctx).run(events_rx));
 

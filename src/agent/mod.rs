@@ -1,7 +1,10 @@
 //! The agent side of a call: turn-taking, barge-in, conversation context and tools, as a
-//! sans-I/O [`conversation::Conversation`] driven by a tokio task per call.
+//! sans-I/O [`conversation::Conversation`] driven by a tokio task per call
+//! ([`session::run`]).
 
 pub mod conversation;
 pub mod heard;
 pub mod latency;
 pub mod sentences;
+pub mod session;
+pub mod tools;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::agent::session::{self as agent_session, AgentIo, AgentRuntime, FromAgent, ToAgent};
 use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
 use crate::config::Config;
@@ -29,6 +30,25 @@ pub struct CallContext {
     pub engine: Arc<MediaEngine>,
     /// The greeting, decoded and resampled to the engine rate once at startup.
     pub greeting: Option<Arc<Vec<i16>>>,
+    /// The AI agent that answers calls, when an LLM is configured.
+    pub agent: Option<Arc<AgentRuntime>>,
+}
+
+/// The call's side of its agent task.
+struct AgentLink {
+    events: mpsc::UnboundedSender<ToAgent>,
+    requests: mpsc::UnboundedReceiver<FromAgent>,
+    task: tokio::task::JoinHandle<parley_media::playout::PlayoutProducer>,
+}
+
+/// Caller audio chunks (20 ms each) queued towards the agent before the capture pump drops.
+const AGENT_AUDIO_QUEUE: usize = 256;
+
+async fn next_request(agent: &mut Option<AgentLink>) -> Option<FromAgent> {
+    match agent.as_mut() {
+        Some(a) => a.requests.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 pub struct CallManager {
@@ -167,6 +187,15 @@ impl CallManager {
     }
 }
 
+/// How long each digit the agent sends is held.
+const DTMF_SEND_MS: u32 = 100;
+
+fn forward(agent: &Option<AgentLink>, ev: MediaEvent) {
+    if let Some(a) = agent {
+        let _ = a.events.send(ToAgent::Media(ev));
+    }
+}
+
 enum Offer {
     /// The caller offered; this is our answer.
     Answered {
@@ -242,6 +271,13 @@ impl Session {
                 .recordings_dir()
                 .join(recording_name(&self.call_id))
         });
+        let (listener, agent_audio) = match ctx.agent {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(AGENT_AUDIO_QUEUE);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let started = CallMedia::start(
             &ctx.engine,
             MediaStart {
@@ -254,6 +290,7 @@ impl Session {
                     &format!("parley@{}", ctx.sip.local_addr),
                 ),
                 dropped_events: ctx.metrics.media_events_dropped.clone(),
+                listener,
             },
         );
         let mut media = match started {
@@ -277,9 +314,36 @@ impl Session {
             extra: vec![],
         });
         Metrics::inc(&ctx.metrics.calls_answered);
-        if let Some(greeting) = &ctx.greeting {
-            media.play(greeting.clone());
+        let mut agent = None;
+        match (ctx.agent.clone(), agent_audio) {
+            (Some(rt), Some(audio)) => {
+                if let Some(playout) = media.take_playout() {
+                    let (events_tx, events_rx) = mpsc::unbounded_channel();
+                    let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+                    let io = AgentIo {
+                        playout,
+                        audio,
+                        events: events_rx,
+                        requests: requests_tx,
+                        call_id: self.call_id.clone(),
+                    };
+                    let task = tokio::spawn(
+                        agent_session::run(rt, io).instrument(tracing::Span::current()),
+                    );
+                    agent = Some(AgentLink {
+                        events: events_tx,
+                        requests: requests_rx,
+                        task,
+                    });
+                }
+            }
+            _ => {
+                if let Some(greeting) = &ctx.greeting {
+                    media.play(greeting.clone());
+                }
+            }
         }
+        let mut turns = 0u32;
 
         let max = ctx.config.call.max_duration_s;
         let limit = tokio::time::sleep(if max == 0 {
@@ -298,7 +362,7 @@ impl Session {
                     Some(Event::Reinvite { request, .. }) => self.on_reinvite(&request, &media),
                     Some(_) => {}
                 },
-                Some(ev) = media.next_event() => match ev {
+                Some(ev) = media.next_event() => match &ev {
                     MediaEvent::RtpTimeout if !hung_up => {
                         tracing::info!(timeout_s = ctx.config.media.rtp_timeout_s, "no RTP, hanging up");
                         Metrics::inc(&ctx.metrics.calls_rtp_timeout);
@@ -307,11 +371,38 @@ impl Session {
                     }
                     MediaEvent::Dtmf(d) => {
                         tracing::info!(digit = %d.digit, duration_ms = d.duration_ms, "DTMF");
+                        forward(&agent, ev);
                     }
                     MediaEvent::Speech(s) => {
                         tracing::info!(kind = ?s.kind, t_ms = s.t_ms, detected_ms = s.detected_ms, "speech");
+                        forward(&agent, ev);
                     }
+                    MediaEvent::PlayoutStarted => forward(&agent, ev),
                     _ => {}
+                },
+                Some(request) = next_request(&mut agent) => match request {
+                    FromAgent::Hangup => {
+                        if !hung_up {
+                            tracing::info!("the agent ended the call");
+                            hung_up = true;
+                            ctx.sip.send(Command::Hangup { call });
+                        }
+                    }
+                    FromAgent::SendDtmf(digits) => {
+                        for digit in digits.chars() {
+                            media.send_dtmf(digit, DTMF_SEND_MS);
+                        }
+                    }
+                    FromAgent::Transfer { id, target } => {
+                        tracing::info!(%target, "transfer requested; REFER is not supported yet");
+                        if let Some(a) = &agent {
+                            let _ = a.events.send(ToAgent::TransferResult {
+                                id,
+                                content: "The transfer is not possible on this line; offer to take a message instead.".into(),
+                            });
+                        }
+                    }
+                    FromAgent::Turn(_) => turns += 1,
                 },
                 _ = &mut limit, if !hung_up => {
                     tracing::info!(max_duration_s = max, "maximum call duration reached, hanging up");
@@ -320,8 +411,12 @@ impl Session {
                 }
             }
         };
+        if let Some(a) = agent.take() {
+            drop(a.events);
+            let _ = tokio::time::timeout(Duration::from_secs(2), a.task).await;
+        }
         let stats = media.stop().await;
-        tracing::info!(?reason, ?stats, "call ended");
+        tracing::info!(?reason, ?stats, turns, "call ended");
     }
 
     fn on_ack(&mut self, body: &[u8], media: &CallMedia) {

@@ -30,6 +30,8 @@ const PLAYOUT_SAMPLES: usize = ENGINE_RATE as usize;
 /// zeroed at every call setup, so they are kept to what the pacing needs.
 const CAPTURE_SAMPLES: usize = ENGINE_RATE as usize / 2;
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// With an agent listening, the capture ring is drained every tick: STT latency starts here.
+const DRAIN_EVERY_LISTENED: Duration = Duration::from_millis(20);
 
 /// Session parameters from an SDP negotiation.
 pub fn session_params(n: &Negotiated) -> SessionParams {
@@ -109,6 +111,8 @@ pub struct MediaStart {
     pub record_to: Option<PathBuf>,
     pub options: SessionOptions,
     pub dropped_events: Arc<AtomicU64>,
+    /// Where the caller's audio goes besides the recording (the agent's STT).
+    pub listener: Option<mpsc::Sender<Vec<i16>>>,
 }
 
 impl CallMedia {
@@ -140,7 +144,7 @@ impl CallMedia {
             }),
             keepalive: Box::new(start.ports),
         })?;
-        let recorder = tokio::spawn(record(capture_rx, start.record_to));
+        let recorder = tokio::spawn(record(capture_rx, start.record_to, start.listener));
         Ok(CallMedia {
             handle: Some(handle),
             playout: Some(playout_tx),
@@ -161,6 +165,12 @@ impl CallMedia {
         if let Some(h) = &self.handle {
             h.send_dtmf(digit, duration_ms);
         }
+    }
+
+    /// Hands the playout ring to an agent, which feeds it itself; `None` while a prompt
+    /// started by [`CallMedia::play`] holds it.
+    pub fn take_playout(&mut self) -> Option<PlayoutProducer> {
+        self.playout.take()
     }
 
     /// Plays samples at the engine rate through the playout ring, fed as it drains.
@@ -246,13 +256,23 @@ impl CallMedia {
     }
 }
 
-/// Drains the capture ring into a WAV file at the engine rate. The file is created with the
-/// first audio, so calls that never send audio leave no file; it is finished when the media
-/// thread drops the ring's other end.
-async fn record(mut capture: CaptureConsumer, path: Option<PathBuf>) {
+/// Drains the capture ring into a WAV file at the engine rate and, when an agent listens,
+/// into its channel (a full channel drops the chunk: STT must never stall capture). The file
+/// is created with the first audio, so calls that never send audio leave no file; it is
+/// finished when the media thread drops the ring's other end.
+async fn record(
+    mut capture: CaptureConsumer,
+    path: Option<PathBuf>,
+    listener: Option<mpsc::Sender<Vec<i16>>>,
+) {
     let mut writer: Option<WavWriter> = None;
     let mut path = path;
     let mut buf = vec![0i16; CAPTURE_SAMPLES];
+    let every = if listener.is_some() {
+        DRAIN_EVERY_LISTENED
+    } else {
+        DRAIN_EVERY
+    };
     loop {
         let abandoned = capture.is_abandoned();
         let n = capture.slots();
@@ -278,11 +298,14 @@ async fn record(mut capture: CaptureConsumer, path: Option<PathBuf>) {
                     writer = None;
                 }
             }
+            if let Some(l) = listener.as_ref() {
+                let _ = l.try_send(buf[..n].to_vec());
+            }
         }
         if abandoned && capture.is_empty() {
             break;
         }
-        tokio::time::sleep(DRAIN_EVERY).await;
+        tokio::time::sleep(every).await;
     }
     if let Some(w) = writer {
         if let Err(e) = w.finalize() {

@@ -197,6 +197,7 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
                             record_to,
                             options: media::session_options(&config.media, false, "parley-call"),
                             dropped_events: dropped_events.clone(),
+                            listener: None,
                         };
                         match CallMedia::start(&engine, start) {
                             Ok(mut m) => {
