@@ -63,6 +63,13 @@ enum Commands {
         /// User part of our From URI.
         #[arg(long, default_value = "parley")]
         from: String,
+        /// Telephone keys to press once answered (0-9, *, #, A-D), sent as RFC 4733 events
+        /// when the far end accepts them, else as in-band tones.
+        #[arg(long)]
+        dtmf: Option<String>,
+        /// Seconds after answer at which --dtmf is sent.
+        #[arg(long, default_value_t = 1.0)]
+        dtmf_at: f64,
         /// Local SIP address for this call (port 0 picks a free one).
         #[arg(long, default_value = "0.0.0.0:0")]
         bind: SocketAddr,
@@ -190,6 +197,8 @@ fn main() -> ExitCode {
             username,
             password,
             from,
+            dtmf,
+            dtmf_at,
             bind,
             config,
         } => {
@@ -214,6 +223,17 @@ fn main() -> ExitCode {
                 }
                 None => None,
             };
+            if let Some(bad) = dtmf.as_deref().and_then(|d| {
+                d.chars()
+                    .find(|c| !(c.is_ascii_digit() || "*#ABCD".contains(*c)))
+            }) {
+                eprintln!("parley: --dtmf: {bad:?} is not a telephone key (0-9, *, #, A-D)");
+                return ExitCode::from(2);
+            }
+            if !(dtmf_at.is_finite() && dtmf_at >= 0.0) {
+                eprintln!("parley: --dtmf-at {dtmf_at} is not a number of seconds");
+                return ExitCode::from(2);
+            }
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -228,6 +248,8 @@ fn main() -> ExitCode {
                 duration,
                 bind,
                 from_user: from,
+                dtmf,
+                dtmf_at: Duration::from_secs_f64(dtmf_at),
             };
             match runtime.block_on(outbound::place_call(&config, opts)) {
                 Ok(reason) => {

@@ -167,17 +167,67 @@ fn user_messages(llm: &FakeLlm, i: usize) -> Vec<String> {
         .collect()
 }
 
-/// The first phrase of the speech fixture, alone, as a 16 kHz WAV in `dir`: one utterance,
-/// so one turn.
-fn first_phrase(dir: &Path) -> PathBuf {
+/// Pieces of the caller's audio.
+enum Part {
+    /// The speech fixture's first phrase (about 0.03-2.35 s of it).
+    Phrase1,
+    /// Its second phrase (about 2.62-5.45 s).
+    Phrase2,
+    Silence(u32),
+}
+
+/// The caller's audio made of `parts`, as a WAV at the fixture's rate in `dir`.
+fn compose(dir: &Path, name: &str, parts: &[Part]) -> PathBuf {
     let wav = read_wav(&speech_s16_wav()).unwrap();
-    // The fixture's first phrase ends at about 2.35 s, the second starts at about 2.62 s.
-    let end = (wav.sample_rate as usize * 245 / 100).min(wav.samples.len());
-    let path = dir.join("phrase.wav");
+    let rate = wav.sample_rate as usize;
+    let split = (rate * 245 / 100).min(wav.samples.len());
+    let mut out = Vec::new();
+    for part in parts {
+        match part {
+            Part::Phrase1 => out.extend_from_slice(&wav.samples[..split]),
+            Part::Phrase2 => out.extend_from_slice(&wav.samples[split..]),
+            Part::Silence(ms) => out.extend(std::iter::repeat_n(0i16, rate * *ms as usize / 1000)),
+        }
+    }
+    let path = dir.join(name);
     let mut w = parley_media::wav::WavWriter::create(&path, wav.sample_rate).unwrap();
-    w.write_samples(&wav.samples[..end]).unwrap();
+    w.write_samples(&out).unwrap();
     w.finalize().unwrap();
     path
+}
+
+fn first_phrase(dir: &Path) -> PathBuf {
+    compose(dir, "phrase.wav", &[Part::Phrase1])
+}
+
+/// The `input` of every TTS request, in order.
+fn tts_inputs(tts: &FakeOpenAiTts) -> Vec<String> {
+    tts.requests()
+        .iter()
+        .map(|r| r.body["input"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Messages of LLM request `i` with role `role`.
+fn messages(llm: &FakeLlm, i: usize, role: &str) -> Vec<serde_json::Value> {
+    llm.requests()[i].body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == role)
+        .cloned()
+        .collect()
+}
+
+/// Whether Parley logged that its agent ended the call.
+fn agent_hung_up(parley: &Parley) -> bool {
+    poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        parley
+            .logs()
+            .contains("the agent ended the call")
+            .then_some(())
+    })
+    .is_some()
 }
 
 #[test]
@@ -198,12 +248,7 @@ fn speech_in_produces_the_agents_reply_over_rtp() {
     assert!(rig.llm.request_count() >= 1, "the LLM was asked");
     assert_eq!(user_messages(&rig.llm, 0), vec!["What time do you open?"]);
     // Both sentences were synthesized, in order, and both reached the caller over RTP.
-    let inputs: Vec<String> = rig
-        .tts
-        .requests()
-        .iter()
-        .map(|r| r.body["input"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let inputs = tts_inputs(&rig.tts);
     assert_eq!(inputs[..2], ["We open at nine.", "See you then!"]);
     let first = tone_ms(&heard, 0);
     let second = tone_ms(&heard, 1);
@@ -233,4 +278,325 @@ fn speech_in_produces_the_agents_reply_over_rtp() {
     for line in rig.parley.logs().lines().filter(|l| l.contains("\"turn\"")) {
         println!("{line}");
     }
+}
+
+#[test]
+fn barge_in_cuts_the_reply_and_the_context_keeps_what_was_heard() {
+    let name = "barge_in_cuts_the_reply_and_the_context_keeps_what_was_heard";
+    let Some(rig) = Rig::start(name, &[]) else {
+        return;
+    };
+    rig.stt
+        .set_default(SttReply::text("Tell me everything.", None));
+    let long = [
+        "This is the first sentence of a long answer, and it goes on for quite a while. ",
+        "Here comes the second sentence of it. ",
+        "And finally the third one to finish.",
+    ];
+    rig.llm.push(LlmReply::text(&long));
+    rig.llm.set_default(LlmReply::text(&["Sure, go ahead."]));
+    // The caller speaks, waits 2 s (the reply starts), then talks over the reply.
+    let audio = compose(
+        &rig.parley.scratch_dir("audio"),
+        "barge.wav",
+        &[Part::Phrase1, Part::Silence(2_000), Part::Phrase2],
+    );
+    let heard = rig.call(&audio, 12.0);
+
+    assert!(
+        rig.llm.request_count() >= 2,
+        "a second turn followed the interruption"
+    );
+    // The second request's context holds only the part of the first reply that played.
+    let assistant = messages(&rig.llm, 1, "assistant");
+    assert_eq!(assistant.len(), 1, "{assistant:?}");
+    let kept = assistant[0]["content"].as_str().unwrap().to_string();
+    let full = long.concat();
+    assert!(!kept.is_empty(), "some of the reply was heard");
+    // The caller talked over the first sentence (80 characters: 4 s of audio), so only
+    // its first words were kept.
+    assert!(
+        full.starts_with(&kept) && kept.len() < long[0].trim().len(),
+        "kept {kept:?} of {full:?}"
+    );
+    // The caller heard the start of the first sentence, then nothing of the later two.
+    let first = tone_ms(&heard, 0);
+    assert!(
+        (1_000..3_800).contains(&first),
+        "first sentence heard for {first} ms"
+    );
+    // Later sentences may have been synthesized before the interruption; none was heard.
+    let inputs = tts_inputs(&rig.tts);
+    let next = inputs
+        .iter()
+        .position(|t| t == "Sure, go ahead.")
+        .unwrap_or_else(|| panic!("the second reply was synthesized: {inputs:?}"));
+    let heard_ms: Vec<u64> = (0..inputs.len()).map(|n| tone_ms(&heard, n)).collect();
+    for n in 1..next {
+        assert_eq!(
+            heard_ms[n],
+            0,
+            "{:?} was cut; heard {heard_ms:?} of {inputs:?}; onsets {:?}; log:\n{}",
+            inputs[n],
+            (0..inputs.len()).map(|n| tone_onset_ms(&heard, n)).collect::<Vec<_>>(),
+            rig.parley.logs()
+        );
+    }
+    // And then the answer to the second turn.
+    assert!(tone_ms(&heard, next) >= 400, "the next reply was heard");
+}
+
+#[test]
+fn a_provider_failure_speaks_the_fallback_and_hangs_up() {
+    let name = "a_provider_failure_speaks_the_fallback_and_hangs_up";
+    if !require(name, "espeak-ng (scripts/setup.sh)", espeak_available()) {
+        return;
+    }
+    let Some(rig) = Rig::start(name, &[("PARLEY_LLM_RETRIES", "1")]) else {
+        return;
+    };
+    rig.stt.set_default(SttReply::text("Hello?", None));
+    rig.llm
+        .set_default(LlmReply::status(500, "model overloaded"));
+    let phrase = first_phrase(&rig.parley.scratch_dir("audio"));
+    let started = std::time::Instant::now();
+    let heard = rig.call(&phrase, 25.0);
+    let took = started.elapsed();
+
+    assert_eq!(rig.llm.request_count(), 2, "the request was retried once");
+    assert!(agent_hung_up(&rig.parley), "Parley ended the call");
+    assert!(
+        took < Duration::from_secs(20),
+        "it did not wait for the caller: {took:?}"
+    );
+    // The fallback sentence was spoken with the local voice after the caller's phrase.
+    let after = &heard[(16_000 * 25 / 10).min(heard.len())..];
+    let speech_ms = after.chunks(1_600).filter(|b| rms(b) > 0.02).count() * 100;
+    assert!(
+        speech_ms >= 1_500,
+        "the fallback was heard for {speech_ms} ms"
+    );
+    assert!(
+        rig.tts.requests().is_empty(),
+        "the vendor voice was not used"
+    );
+    let failures = metric_value(
+        &rig.parley.metrics(),
+        "parley_agent_provider_failures_total",
+    )
+    .unwrap();
+    assert_eq!(failures, 1.0);
+}
+
+#[test]
+fn a_tool_call_round_trips_through_the_business_system() {
+    let name = "a_tool_call_round_trips_through_the_business_system";
+    let (tool_url, tool_requests) = tool_server(r#"{"booked":true,"time":"19:00"}"#);
+    let tools = format!(
+        r#"[{{"name":"book_table","description":"Book a table","url":"{tool_url}","parameters":{{"type":"object","properties":{{"people":{{"type":"integer"}}}}}}}}]"#
+    );
+    let Some(rig) = Rig::start(name, &[("PARLEY_AGENT_TOOLS", &tools)]) else {
+        return;
+    };
+    rig.stt
+        .set_default(SttReply::text("A table for two tonight, please.", None));
+    rig.llm.push(LlmReply::tool_calls(&[(
+        "call_1",
+        "book_table",
+        r#"{"people":2}"#,
+    )]));
+    rig.llm
+        .push(LlmReply::text(&["Your table for two is booked at seven."]));
+    let phrase = first_phrase(&rig.parley.scratch_dir("audio"));
+    let heard = rig.call(&phrase, 8.0);
+
+    // The model was offered the tool, called it, and got the system's answer back.
+    let offered: Vec<String> = rig.llm.requests()[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(offered.contains(&"book_table".to_string()), "{offered:?}");
+    let posted = tool_requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(posted, serde_json::json!({"people": 2}));
+    assert_eq!(rig.llm.request_count(), 2);
+    let results = messages(&rig.llm, 1, "tool");
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["tool_call_id"], "call_1");
+    assert_eq!(results[0]["content"], r#"{"booked":true,"time":"19:00"}"#);
+    let calls = &messages(&rig.llm, 1, "assistant")[0]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "book_table");
+    // And the caller heard the confirmation.
+    assert_eq!(
+        tts_inputs(&rig.tts),
+        ["Your table for two is booked at seven."]
+    );
+    assert!(tone_ms(&heard, 0) >= 1_000);
+}
+
+#[test]
+fn silence_brings_the_idle_prompt_then_a_goodbye_and_hang_up() {
+    let name = "silence_brings_the_idle_prompt_then_a_goodbye_and_hang_up";
+    let Some(rig) = Rig::start(
+        name,
+        &[
+            ("PARLEY_AGENT_IDLE_PROMPT_S", "1"),
+            ("PARLEY_AGENT_IDLE_HANGUP_S", "1"),
+        ],
+    ) else {
+        return;
+    };
+    let quiet = compose(
+        &rig.parley.scratch_dir("audio"),
+        "quiet.wav",
+        &[Part::Silence(500)],
+    );
+    let started = std::time::Instant::now();
+    let heard = rig.call(&quiet, 20.0);
+    let took = started.elapsed();
+
+    assert_eq!(tts_inputs(&rig.tts), ["Are you still there?", "Goodbye!"]);
+    assert!(agent_hung_up(&rig.parley));
+    assert!(
+        took < Duration::from_secs(10),
+        "hung up after the goodbye: {took:?}"
+    );
+    assert!(tone_ms(&heard, 0) >= 700, "the idle prompt was heard");
+    assert!(tone_ms(&heard, 1) >= 200, "the goodbye was heard");
+    assert_eq!(rig.llm.request_count(), 0);
+}
+
+#[test]
+fn dtmf_reaches_the_agent_as_user_input() {
+    let name = "dtmf_reaches_the_agent_as_user_input";
+    let Some(rig) = Rig::start(name, &[]) else {
+        return;
+    };
+    rig.llm
+        .set_default(LlmReply::text(&["You pressed four two."]));
+    let quiet = compose(
+        &rig.parley.scratch_dir("audio"),
+        "quiet.wav",
+        &[Part::Silence(500)],
+    );
+    let (lo, hi) = rtp_port_range();
+    let data = rig.parley.scratch_dir("caller-data");
+    let output = Command::new(parley_bin())
+        .args(["call", &format!("sip:agent@{}", rig.parley.sip_addr)])
+        .arg("--wav")
+        .arg(&quiet)
+        .args(["--duration", "5", "--dtmf", "42#", "--dtmf-at", "0.5"])
+        .args(["--bind", "127.0.0.1:0"])
+        .env("PARLEY_MEDIA_RTP_PORTS", format!("{lo}-{hi}"))
+        .env("PARLEY_DATA_DIR", &data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(rig.llm.request_count(), 1, "one turn for the keys");
+    assert_eq!(
+        user_messages(&rig.llm, 0),
+        ["[The caller pressed the telephone keys: 42#]"]
+    );
+    assert_eq!(tts_inputs(&rig.tts), ["You pressed four two."]);
+}
+
+#[test]
+fn the_voice_follows_the_callers_language() {
+    let name = "the_voice_follows_the_callers_language";
+    let Some(rig) = Rig::start(
+        name,
+        &[
+            ("PARLEY_AGENT_LANGUAGE", "auto"),
+            ("PARLEY_TTS_VOICE", "alloy"),
+            ("PARLEY_TTS_VOICES", "es=nova,pt=shimmer"),
+        ],
+    ) else {
+        return;
+    };
+    rig.stt
+        .set_default(SttReply::text("¿A qué hora abren mañana?", Some("spanish")));
+    rig.llm
+        .set_default(LlmReply::text(&["Abrimos a las nueve."]));
+    let phrase = first_phrase(&rig.parley.scratch_dir("audio"));
+    rig.call(&phrase, 8.0);
+
+    let requests = rig.tts.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].body["input"], "Abrimos a las nueve.");
+    assert_eq!(requests[0].body["voice"], "nova", "the Spanish voice");
+    let system = messages(&rig.llm, 0, "system");
+    assert!(
+        system[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("language the caller speaks"),
+        "{system:?}"
+    );
+}
+
+fn rms(x: &[i16]) -> f64 {
+    let sum: f64 = x.iter().map(|&v| (f64::from(v) / 32768.0).powi(2)).sum();
+    (sum / x.len().max(1) as f64).sqrt()
+}
+
+fn espeak_available() -> bool {
+    Command::new("espeak-ng")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A business system's HTTP endpoint on 127.0.0.1 answering every POST with `body`; the
+/// JSON bodies it received come out of the channel.
+fn tool_server(body: &'static str) -> (String, std::sync::mpsc::Receiver<serde_json::Value>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/book", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            let body_start = loop {
+                let Ok(n) = s.read(&mut buf) else { return };
+                if n == 0 {
+                    return;
+                }
+                req.extend_from_slice(&buf[..n]);
+                if let Some(i) = find(&req, b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&req[..body_start]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while req.len() < body_start + len {
+                let Ok(n) = s.read(&mut buf) else { return };
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            let json = serde_json::from_slice(&req[body_start..]).unwrap_or_default();
+            let _ = tx.send(json);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, rx)
 }

@@ -32,7 +32,13 @@ pub struct OutboundCall {
     pub duration: Option<Duration>,
     pub bind: SocketAddr,
     pub from_user: String,
+    /// Digits to send (RFC 4733 when negotiated, in-band otherwise) `dtmf_at` after answer.
+    pub dtmf: Option<String>,
+    pub dtmf_at: Duration,
 }
+
+/// How long each digit of `--dtmf` is held; digits follow each other with the sender's gap.
+const DTMF_DIGIT_MS: u32 = 120;
 
 enum MediaStep {
     PromptDone,
@@ -165,6 +171,9 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
     let dropped_events = Arc::new(AtomicU64::new(0));
     let hangup_after = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(hangup_after);
+    let dtmf_timer = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
+    tokio::pin!(dtmf_timer);
+    let mut dtmf = opts.dtmf.clone();
     let mut hung_up = false;
     let result = loop {
         tokio::select! {
@@ -213,6 +222,9 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
                             }
                         }
                     }
+                    if dtmf.is_some() {
+                        dtmf_timer.as_mut().reset(tokio::time::Instant::now() + opts.dtmf_at);
+                    }
                     match opts.duration {
                         Some(d) => hangup_after.as_mut().reset(tokio::time::Instant::now() + d),
                         // Nothing to play and no duration: hang up at once.
@@ -239,6 +251,13 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
                 if done && !hung_up {
                     hung_up = true;
                     sip.send(Command::Hangup { call });
+                }
+            }
+            _ = &mut dtmf_timer, if dtmf.is_some() && media.is_some() => {
+                if let (Some(digits), Some(m)) = (dtmf.take(), media.as_ref()) {
+                    for digit in digits.chars() {
+                        m.send_dtmf(digit, DTMF_DIGIT_MS);
+                    }
                 }
             }
             _ = &mut hangup_after, if !hung_up => {
