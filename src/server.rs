@@ -9,10 +9,13 @@ use tokio::sync::mpsc;
 use parley_media::engine::{MediaEngine, VadModelPaths};
 
 use crate::agent::conversation::Settings;
+use crate::agent::menu::Menu;
 use crate::agent::session::AgentRuntime;
 use crate::api::{self, ApiState};
+use crate::call::manager::CallAgent;
 use crate::call::manager::{CallContext, CallManager};
 use crate::call::ports::PortPool;
+use crate::config::agent::AgentMode;
 use crate::config::agent::TtsConfig;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -37,21 +40,57 @@ pub fn endpoint_config(config: &Config) -> EndpointConfig {
     }
 }
 
+/// Who answers calls, as `agent.mode` (resolved at load) says.
+async fn call_agent(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Option<CallAgent>> {
+    let local = EspeakTts::new(&TtsConfig::default(), Ttfb::none());
+    match config.ai.agent.mode {
+        AgentMode::Off => {
+            tracing::info!("agent.mode = off: calls are answered without an agent");
+            Ok(None)
+        }
+        AgentMode::Ai | AgentMode::Auto => {
+            let rt = agent_runtime(config, metrics, local)
+                .context("agent.mode = ai needs an LLM (llm.base_url or llm.api_key)")?;
+            tracing::info!(
+                llm = rt.llm.name(),
+                stt = rt.stt.as_ref().map(|s| s.name()).unwrap_or("none"),
+                tts = rt.tts.name(),
+                "the AI agent answers calls"
+            );
+            Ok(Some(CallAgent::Ai(Arc::new(rt))))
+        }
+        AgentMode::Menu => {
+            let menu = Menu::new(&local, config.data_dir.join("voicemail"))
+                .await
+                .context(
+                    "cannot make the built-in menu's prompts with espeak-ng (install it: \
+                     scripts/setup.sh), or set agent.mode = \"off\"",
+                )?;
+            tracing::info!("no AI provider configured: the built-in menu answers calls");
+            Ok(Some(CallAgent::Menu(Arc::new(menu))))
+        }
+    }
+}
+
 /// The AI agent's providers and behaviour, when the configuration names an LLM.
-fn agent_runtime(config: &Config, metrics: &Arc<Metrics>) -> Option<Arc<AgentRuntime>> {
+fn agent_runtime(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    local: EspeakTts,
+) -> Option<AgentRuntime> {
     let ai = &config.ai;
     let llm = Llm::from_config(&ai.llm, Ttfb::new(metrics.llm_ttfb.clone()))?;
-    Some(Arc::new(AgentRuntime {
+    Some(AgentRuntime {
         settings: Settings::from_config(&ai.agent),
         llm,
         stt: Stt::from_config(&ai.stt, Ttfb::new(metrics.stt_ttfb.clone())),
         tts: Tts::from_config(&ai.tts, Ttfb::new(metrics.tts_ttfb.clone())),
-        local: EspeakTts::new(&TtsConfig::default(), Ttfb::none()),
+        local,
         tools: ai.agent.tools.clone(),
         http: crate::providers::http_client(Duration::from_secs(5)),
         metrics: metrics.clone(),
         vad_pad: Duration::from_millis(u64::from(config.media.vad_pad_ms)),
-    }))
+    })
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -111,16 +150,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "media engine started"
     );
     let engine_stats = engine.stats.clone();
-    let agent = agent_runtime(&config, &metrics);
-    match &agent {
-        Some(a) => tracing::info!(
-            llm = a.llm.name(),
-            stt = a.stt.as_ref().map(|s| s.name()).unwrap_or("none"),
-            tts = a.tts.name(),
-            "AI agent answers calls"
-        ),
-        None => tracing::info!("no LLM configured: calls are answered without an AI agent"),
-    }
+    let agent = call_agent(&config, &metrics).await?;
     let ctx = Arc::new(CallContext {
         engine,
         config: config.clone(),

@@ -338,7 +338,9 @@ fn barge_in_cuts_the_reply_and_the_context_keeps_what_was_heard() {
             0,
             "{:?} was cut; heard {heard_ms:?} of {inputs:?}; onsets {:?}; log:\n{}",
             inputs[n],
-            (0..inputs.len()).map(|n| tone_onset_ms(&heard, n)).collect::<Vec<_>>(),
+            (0..inputs.len())
+                .map(|n| tone_onset_ms(&heard, n))
+                .collect::<Vec<_>>(),
             rig.parley.logs()
         );
     }
@@ -599,4 +601,100 @@ fn tool_server(body: &'static str) -> (String, std::sync::mpsc::Receiver<serde_j
         }
     });
     (url, rx)
+}
+
+#[test]
+fn without_providers_the_menu_takes_a_voicemail_in_the_chosen_language() {
+    let name = "without_providers_the_menu_takes_a_voicemail_in_the_chosen_language";
+    let models = models();
+    if !require(name, "espeak-ng (scripts/setup.sh)", espeak_available())
+        || !require(
+            name,
+            "the VAD model (scripts/fetch_models.sh)",
+            models.is_some(),
+        )
+        || !require(
+            name,
+            "the speech fixture (scripts/setup.sh)",
+            speech_s16_wav().exists(),
+        )
+    {
+        return;
+    }
+    let (lib, model) = models.unwrap();
+    // No provider keys or URLs: the built-in menu answers.
+    let parley = Parley::launch(Launch {
+        args: &["--log-format", "json"],
+        env: &[
+            ("PARLEY_MEDIA_ONNXRUNTIME", &lib),
+            ("PARLEY_MEDIA_VAD_MODEL", &model),
+        ],
+        ..Launch::default()
+    });
+    // The caller presses 2 (Spanish) during the greeting, then speaks after the tone.
+    let message = compose(
+        &parley.scratch_dir("audio"),
+        "message.wav",
+        &[Part::Silence(9_000), Part::Phrase1, Part::Phrase2],
+    );
+    let (lo, hi) = rtp_port_range();
+    let data = parley.scratch_dir("caller-data");
+    let started = std::time::Instant::now();
+    let output = Command::new(parley_bin())
+        .args(["call", &format!("sip:agent@{}", parley.sip_addr)])
+        .arg("--wav")
+        .arg(&message)
+        .args(["--duration", "40", "--dtmf", "2", "--dtmf-at", "1"])
+        .args(["--bind", "127.0.0.1:0"])
+        .env("PARLEY_MEDIA_RTP_PORTS", format!("{lo}-{hi}"))
+        .env("PARLEY_DATA_DIR", &data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let logs = parley.logs();
+    assert!(
+        logs.contains("menu: language chosen") && logs.contains("\"language\":\"es\""),
+        "{logs}"
+    );
+    assert!(agent_hung_up(&parley), "the menu said goodbye and hung up");
+    assert!(took < Duration::from_secs(35), "{took:?}");
+    // The voicemail holds the caller's message: both phrases, not the prompt before them.
+    let dir = parley.data_dir.join("voicemail");
+    let file = poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        recording_in(&dir)
+    })
+    .expect("a voicemail file");
+    let wav = read_wav(&file).expect("a finished voicemail");
+    let secs = wav.duration().as_secs_f64();
+    assert!((5.0..14.0).contains(&secs), "voicemail of {secs} s");
+    assert!(
+        wav.rms() > 0.01,
+        "speech in the voicemail: rms {}",
+        wav.rms()
+    );
+    // The caller heard the prompts (espeak speech) and the tone.
+    let heard = read_wav(&recording_in(&data.join("recordings")).unwrap()).unwrap();
+    let beep_ms = heard
+        .samples
+        .chunks(1_600)
+        .filter(|b| tone_power(b, 1_000.0) > 0.002)
+        .count()
+        * 100;
+    assert!(
+        (200..=600).contains(&beep_ms),
+        "the tone was heard for {beep_ms} ms"
+    );
+    let spoken_ms = heard
+        .samples
+        .chunks(1_600)
+        .filter(|b| rms(b) > 0.02)
+        .count()
+        * 100;
+    assert!(spoken_ms >= 4_000, "prompts heard for {spoken_ms} ms");
 }

@@ -5,6 +5,7 @@
 pub mod conversation;
 pub mod heard;
 pub mod latency;
+pub mod menu;
 pub mod sentences;
 pub mod session;
 pub mod tools;

@@ -86,6 +86,8 @@ pub struct AgentIo {
     pub events: mpsc::UnboundedReceiver<ToAgent>,
     pub requests: mpsc::UnboundedSender<FromAgent>,
     pub call_id: String,
+    /// A recorded prompt (`media.greeting`) played before the agent speaks.
+    pub intro: Option<Arc<Vec<i16>>>,
 }
 
 /// Reply audio not yet in the ring, in playing order.
@@ -126,6 +128,11 @@ struct Driver {
 /// Runs the agent until the call ends (its event channel closes); returns the playout
 /// producer so the call can keep using the ring.
 pub async fn run(rt: Arc<AgentRuntime>, mut io: AgentIo) -> PlayoutProducer {
+    if let Some(intro) = io.intro.take() {
+        if !play_intro(&mut io, &intro).await {
+            return io.playout;
+        }
+    }
     let now = Instant::now().into_std();
     let language = rt.settings.language.clone();
     let stt = rt.stt.as_ref().map(|s| s.start(&language));
@@ -178,6 +185,27 @@ pub async fn run(rt: Arc<AgentRuntime>, mut io: AgentIo) -> PlayoutProducer {
         d.run_actions();
     }
     d.playout
+}
+
+/// Plays the recorded intro to its end (the caller's speech and keys meanwhile are not for
+/// the agent); `false` when the call ended first.
+async fn play_intro(io: &mut AgentIo, pcm: &[i16]) -> bool {
+    let end = io.playout.written() + pcm.len() as u64;
+    let mut pos = 0;
+    let mut pace = tokio::time::interval(PACE);
+    loop {
+        pos += io.playout.push(&pcm[pos..]);
+        if pos >= pcm.len() && io.playout.read_position() >= end {
+            return true;
+        }
+        tokio::select! {
+            _ = pace.tick() => {}
+            ev = io.events.recv() => if ev.is_none() {
+                return false;
+            },
+            Some(_) = io.audio.recv() => {}
+        }
+    }
 }
 
 /// The next item of an optional stream; never resolves when there is none.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::agent::menu::{self, Menu};
 use crate::agent::session::{self as agent_session, AgentIo, AgentRuntime, FromAgent, ToAgent};
 use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
@@ -30,8 +31,15 @@ pub struct CallContext {
     pub engine: Arc<MediaEngine>,
     /// The greeting, decoded and resampled to the engine rate once at startup.
     pub greeting: Option<Arc<Vec<i16>>>,
-    /// The AI agent that answers calls, when an LLM is configured.
-    pub agent: Option<Arc<AgentRuntime>>,
+    /// Who answers calls (`agent.mode`); `None`: nobody (mode `off`).
+    pub agent: Option<CallAgent>,
+}
+
+/// The agent every call gets.
+#[derive(Clone)]
+pub enum CallAgent {
+    Ai(Arc<AgentRuntime>),
+    Menu(Arc<Menu>),
 }
 
 /// The call's side of its agent task.
@@ -316,7 +324,7 @@ impl Session {
         Metrics::inc(&ctx.metrics.calls_answered);
         let mut agent = None;
         match (ctx.agent.clone(), agent_audio) {
-            (Some(rt), Some(audio)) => {
+            (Some(who), Some(audio)) => {
                 if let Some(playout) = media.take_playout() {
                     let (events_tx, events_rx) = mpsc::unbounded_channel();
                     let (requests_tx, requests_rx) = mpsc::unbounded_channel();
@@ -326,10 +334,15 @@ impl Session {
                         events: events_rx,
                         requests: requests_tx,
                         call_id: self.call_id.clone(),
+                        intro: ctx.greeting.clone(),
                     };
-                    let task = tokio::spawn(
-                        agent_session::run(rt, io).instrument(tracing::Span::current()),
-                    );
+                    let span = tracing::Span::current();
+                    let task = match who {
+                        CallAgent::Ai(rt) => {
+                            tokio::spawn(agent_session::run(rt, io).instrument(span))
+                        }
+                        CallAgent::Menu(m) => tokio::spawn(menu::run(m, io).instrument(span)),
+                    };
                     agent = Some(AgentLink {
                         events: events_tx,
                         requests: requests_rx,

@@ -118,8 +118,22 @@ pub struct HttpToolConfig {
     pub timeout_ms: u64,
 }
 
+/// Who answers calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentMode {
+    /// The AI agent when an LLM is configured, else the built-in menu (resolved at load).
+    Auto,
+    /// The AI agent (STT → LLM → TTS); an error at load when no LLM is configured.
+    Ai,
+    /// The built-in receptionist: a DTMF language menu and voicemail, no network.
+    Menu,
+    /// No agent: calls are answered, recorded and play `media.greeting` if set.
+    Off,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
+    pub mode: AgentMode,
     /// The system prompt.
     pub prompt: String,
     pub greeting: String,
@@ -191,6 +205,7 @@ impl Default for TtsConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
+            mode: AgentMode::Auto,
             prompt: "You are a friendly, concise phone assistant. Answer in one or two short \
                      sentences; this is a voice call, so no lists, markup or emoji."
                 .into(),
@@ -238,6 +253,7 @@ pub const AGENT_KEYS: &[&str] = &[
     "tts.voices",
     "tts.model",
     "tts.timeout_ms",
+    "agent.mode",
     "agent.prompt",
     "agent.greeting",
     "agent.language",
@@ -350,6 +366,17 @@ impl AiConfig {
             "tts.voices" => self.tts.voices = v.string_map()?,
             "tts.model" => self.tts.model = optional(v)?,
             "tts.timeout_ms" => self.tts.timeout_ms = v.int_in(100, 120_000)?,
+            "agent.mode" => {
+                self.agent.mode = choice(
+                    v,
+                    &[
+                        ("auto", AgentMode::Auto),
+                        ("ai", AgentMode::Ai),
+                        ("menu", AgentMode::Menu),
+                        ("off", AgentMode::Off),
+                    ],
+                )?
+            }
             "agent.prompt" => self.agent.prompt = v.string()?,
             "agent.greeting" => self.agent.greeting = v.string()?,
             "agent.language" => {
@@ -509,6 +536,24 @@ impl AiConfig {
                  (DEEPGRAM_API_KEY) or stt.base_url for an OpenAI-compatible transcription \
                  server",
             ));
+        }
+        match self.agent.mode {
+            AgentMode::Auto => {
+                self.agent.mode = if self.ai_enabled() {
+                    AgentMode::Ai
+                } else {
+                    AgentMode::Menu
+                };
+            }
+            AgentMode::Ai if !self.ai_enabled() => {
+                return Err(ConfigError::invalid(
+                    "agent.mode",
+                    &Origin::Combined,
+                    "agent.mode = ai needs an LLM: set llm.base_url or llm.api_key \
+                     (OPENAI_API_KEY), with stt and tts providers",
+                ));
+            }
+            _ => {}
         }
         for tool in &self.agent.tools {
             if ["end_call", "transfer_call", "send_dtmf", "send_sms"].contains(&tool.name.as_str())
