@@ -698,3 +698,53 @@ fn without_providers_the_menu_takes_a_voicemail_in_the_chosen_language() {
         * 100;
     assert!(spoken_ms >= 4_000, "prompts heard for {spoken_ms} ms");
 }
+
+#[test]
+fn transfer_call_refers_the_caller_and_hangs_up_once_it_worked() {
+    let name = "transfer_call_refers_the_caller_and_hangs_up_once_it_worked";
+    if !require_sipp(name) {
+        return;
+    }
+    let Some(rig) = Rig::start(
+        name,
+        &[("PARLEY_AGENT_TRANSFER_TARGET", "sip:frontdesk@192.0.2.7")],
+    ) else {
+        return;
+    };
+    rig.stt
+        .set_default(SttReply::text("I want to talk to a person.", None));
+    rig.llm.push(LlmReply::text_and_tools(
+        &["Let me put you through."],
+        &[("call_9", "transfer_call", "{}")],
+    ));
+    rig.llm.set_default(LlmReply::text(&["Goodbye."]));
+    // sipp streams the speech, accepts the REFER, NOTIFYs success and expects our BYE.
+    let out = run_sipp("uac_transferee", &rig.parley, &[]);
+    out.assert_success();
+    let offered: Vec<String> = rig.llm.requests()[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        offered.contains(&"transfer_call".to_string()),
+        "{offered:?}"
+    );
+    let logs = rig.parley.logs();
+    assert!(logs.contains("transferring the caller (REFER)"), "{logs}");
+    // If the model was asked again, it learnt that the transfer worked.
+    if rig.llm.request_count() > 1 {
+        let results = messages(&rig.llm, 1, "tool");
+        assert_eq!(results[0]["tool_call_id"], "call_9");
+        assert!(
+            results[0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("transferred"),
+            "{results:?}"
+        );
+    }
+    rig.parley
+        .wait_for_metric("parley_active_calls", 0.0, Duration::from_secs(10));
+}

@@ -98,6 +98,8 @@ impl CallManager {
                 Event::Confirmed { call, .. }
                 | Event::Reinvite { call, .. }
                 | Event::Progress { call, .. }
+                | Event::ReferAnswered { call, .. }
+                | Event::TransferProgress { call, .. }
                 | Event::Answered { call, .. } => {
                     if let Some(tx) = self.calls.get(&call) {
                         let _ = tx.send(event);
@@ -197,6 +199,23 @@ impl CallManager {
 
 /// How long each digit the agent sends is held.
 const DTMF_SEND_MS: u32 = 100;
+
+/// How long a transfer may take to report success or failure (the target rings meanwhile).
+const TRANSFER_WAIT: Duration = Duration::from_secs(45);
+
+/// Answers the agent's transfer tool call `id` with `content`.
+fn tell(agent: &Option<AgentLink>, id: String, content: String) {
+    if let Some(a) = agent {
+        let _ = a.events.send(ToAgent::TransferResult { id, content });
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
 
 fn forward(agent: &Option<AgentLink>, ev: MediaEvent) {
     if let Some(a) = agent {
@@ -357,6 +376,8 @@ impl Session {
             }
         }
         let mut turns = 0u32;
+        // A transfer in progress: the tool call it answers, and when to give up on it.
+        let mut transfer: Option<(String, tokio::time::Instant)> = None;
 
         let max = ctx.config.call.max_duration_s;
         let limit = tokio::time::sleep(if max == 0 {
@@ -373,8 +394,43 @@ impl Session {
                     None => break None,
                     Some(Event::Confirmed { body, .. }) => self.on_ack(&body, &media),
                     Some(Event::Reinvite { request, .. }) => self.on_reinvite(&request, &media),
+                    Some(Event::ReferAnswered { code, .. }) => {
+                        if (200..300).contains(&code) {
+                            tracing::info!(code, "REFER accepted; waiting for the transfer's outcome");
+                        } else if let Some((id, _)) = transfer.take() {
+                            tracing::info!(code, "REFER refused");
+                            tell(&agent, id, format!(
+                                "The transfer was refused (SIP {code}). Tell the caller and offer to help or take a message."
+                            ));
+                        }
+                    }
+                    Some(Event::TransferProgress { status, terminated, .. }) => {
+                        tracing::info!(status, terminated, "transfer progress");
+                        if (200..300).contains(&status) {
+                            if let Some((id, _)) = transfer.take() {
+                                tell(&agent, id, "The caller was transferred; this call ends now.".into());
+                            }
+                            // RFC 5589 §6: the transferor ends its call once the transfer worked.
+                            if !hung_up {
+                                hung_up = true;
+                                ctx.sip.send(Command::Hangup { call });
+                            }
+                        } else if status >= 300 || terminated {
+                            if let Some((id, _)) = transfer.take() {
+                                tell(&agent, id, format!(
+                                    "The transfer failed: the colleague's line answered {status}. Tell the caller and offer to help or take a message."
+                                ));
+                            }
+                        }
+                    }
                     Some(_) => {}
                 },
+                _ = sleep_until(transfer.as_ref().map(|t| t.1)) => {
+                    if let Some((id, _)) = transfer.take() {
+                        tracing::info!("no outcome of the transfer in time");
+                        tell(&agent, id, "The transfer did not complete in time. Tell the caller and offer to help or take a message.".into());
+                    }
+                }
                 Some(ev) = media.next_event() => match &ev {
                     MediaEvent::RtpTimeout if !hung_up => {
                         tracing::info!(timeout_s = ctx.config.media.rtp_timeout_s, "no RTP, hanging up");
@@ -407,12 +463,12 @@ impl Session {
                         }
                     }
                     FromAgent::Transfer { id, target } => {
-                        tracing::info!(%target, "transfer requested; REFER is not supported yet");
-                        if let Some(a) = &agent {
-                            let _ = a.events.send(ToAgent::TransferResult {
-                                id,
-                                content: "The transfer is not possible on this line; offer to take a message instead.".into(),
-                            });
+                        if transfer.is_some() {
+                            tell(&agent, id, "A transfer is already in progress.".into());
+                        } else {
+                            tracing::info!(%target, "transferring the caller (REFER)");
+                            ctx.sip.send(Command::Refer { call, target });
+                            transfer = Some((id, tokio::time::Instant::now() + TRANSFER_WAIT));
                         }
                     }
                     FromAgent::Turn(_) => turns += 1,

@@ -18,7 +18,7 @@ use super::transaction::{
 };
 
 /// Methods Parley answers, for Allow headers.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY";
 /// Option tags Parley supports; any other tag in Require gets 420.
 pub const SUPPORTED: &[&str] = &[];
 
@@ -92,6 +92,16 @@ pub enum Event {
     Progress { call: CallRef, code: u16 },
     /// Our INVITE was answered; the ACK is already sent.
     Answered { call: CallRef, response: Response },
+    /// The final response to our REFER (408 when none came): 2xx means the transferee
+    /// accepted to try; the outcome follows in [`Event::TransferProgress`].
+    ReferAnswered { call: CallRef, code: u16 },
+    /// A NOTIFY of our REFER's implicit subscription (RFC 3515 §2.4.4): the status line of
+    /// the transferee's call to the target (`message/sipfrag`), and whether it is the last.
+    TransferProgress {
+        call: CallRef,
+        status: u16,
+        terminated: bool,
+    },
     /// The call is over; nothing more will be reported for it.
     Ended { call: CallRef, reason: EndReason },
 }
@@ -154,6 +164,7 @@ enum ClientPurpose {
     Invite,
     Bye,
     Cancel,
+    Refer,
 }
 
 struct TxEntry {
@@ -202,6 +213,8 @@ struct CallState {
     reinvite_tx: Option<u64>,
     pending_2xx: Option<Pending2xx>,
     bye_sent: bool,
+    /// We sent a REFER: NOTIFYs of the refer package are expected.
+    refer_sent: bool,
     /// The ACK we sent for the 2xx (UAC), replayed for retransmitted 2xx.
     ack_bytes: Option<Vec<u8>>,
 }
@@ -424,6 +437,9 @@ impl Endpoint {
             (true, _) => {}
             (false, Some(ClientPurpose::Invite)) => self.end_call(call, EndReason::Failed(408)),
             (false, Some(ClientPurpose::Bye)) => self.end_call(call, EndReason::LocalBye),
+            (false, Some(ClientPurpose::Refer)) => {
+                self.event(Event::ReferAnswered { call, code: 408 })
+            }
             _ => {}
         }
     }
@@ -718,6 +734,7 @@ impl Endpoint {
                 reinvite_tx: None,
                 pending_2xx: None,
                 bye_sent: false,
+                refer_sent: false,
                 ack_bytes: None,
             },
         );
@@ -816,8 +833,63 @@ impl Endpoint {
                     r.headers.push("Allow", ALLOW);
                 })
             }
+            Method::Notify => self.on_notify(now, tx_id, call, &req, core),
             _ => self.reply(now, tx_id, &req, 405, |r| r.headers.push("Allow", ALLOW)),
         }
+    }
+
+    /// A NOTIFY in a dialog: only the `refer` event package is ours (RFC 3515), and only
+    /// after we sent a REFER; its `message/sipfrag` body carries the transfer's progress.
+    fn on_notify(&mut self, now: Instant, tx_id: u64, call: CallRef, req: &Request, core: &Core) {
+        let event = req.headers.get("Event").unwrap_or_default();
+        let package = event.split(';').next().unwrap_or_default().trim();
+        let referred = self.calls.get(&call).is_some_and(|s| s.refer_sent);
+        if !package.eq_ignore_ascii_case("refer") || !referred {
+            // RFC 6665 §4.1.3: no subscription of that kind here.
+            return self.reply(now, tx_id, req, 481, |_| {});
+        }
+        let Some(status) = sipfrag_status(&req.body) else {
+            return self.reply(now, tx_id, req, 400, |r| {
+                r.headers.push(
+                    "Warning",
+                    warning("NOTIFY body is not a message/sipfrag status line"),
+                );
+            });
+        };
+        let terminated = req
+            .headers
+            .get("Subscription-State")
+            .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("terminated"));
+        self.reply(now, tx_id, req, 200, |r| {
+            r.headers.set("To", core.to.to_string());
+        });
+        self.event(Event::TransferProgress {
+            call,
+            status,
+            terminated: terminated || status >= 200,
+        });
+    }
+
+    /// Asks the peer to call `target` (RFC 3515 REFER, a blind transfer); the outcome comes
+    /// as [`Event::ReferAnswered`] and [`Event::TransferProgress`].
+    pub fn refer(&mut self, now: Instant, call: CallRef, target: &str) {
+        let ua = self.config.user_agent.clone();
+        let Some(state) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if state.bye_sent || state.dialog.state != DialogState::Confirmed {
+            self.event(Event::ReferAnswered { call, code: 481 });
+            return;
+        }
+        state.refer_sent = true;
+        let mut refer = state.dialog.new_request(Method::Refer, &ua);
+        refer.headers.push("Refer-To", format!("<{target}>"));
+        refer
+            .headers
+            .push("Referred-By", format!("<{}>", state.dialog.local.uri));
+        let peer = in_dialog_peer(&state.dialog, state.peer);
+        let local = state.local;
+        self.start_client_tx(now, call, &mut refer, peer, local, ClientPurpose::Refer);
     }
 
     fn on_response(&mut self, now: Instant, resp: Response) {
@@ -867,6 +939,10 @@ impl Endpoint {
             Some(ClientPurpose::Bye) if resp.code >= 200 => {
                 self.end_call(call, EndReason::LocalBye)
             }
+            Some(ClientPurpose::Refer) if resp.code >= 200 => self.event(Event::ReferAnswered {
+                call,
+                code: resp.code,
+            }),
             _ => {}
         }
     }
@@ -1181,6 +1257,7 @@ impl Endpoint {
                 reinvite_tx: None,
                 pending_2xx: None,
                 bye_sent: false,
+                refer_sent: false,
                 ack_bytes: None,
             },
         );
@@ -1391,6 +1468,18 @@ impl TxEntry {
 
 /// An INVITE whose body is not SDP gets 415; one whose Accept rules out SDP gets 406, since
 /// we could not send an answer it understands.
+/// The status code of a `message/sipfrag` body's first line, `SIP/2.0 200 OK`.
+fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(body).ok()?;
+    let line = text.lines().next()?.trim();
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.eq_ignore_ascii_case("SIP/2.0") {
+        return None;
+    }
+    let code: u16 = parts.next()?.parse().ok()?;
+    (100..700).contains(&code).then_some(code)
+}
+
 fn unacceptable_body(req: &Request) -> Option<(u16, &'static str)> {
     if !req.body.is_empty() {
         let content_type = req.headers.get("Content-Type").unwrap_or_default();

@@ -394,6 +394,131 @@ fn local_bye_completes_on_200() {
     ));
 }
 
+/// A NOTIFY of the refer package from the caller, with a sipfrag status line.
+fn refer_notify(branch: &str, tag: &str, cseq: u32, sipfrag: &str, state: &str) -> String {
+    format!(
+        "NOTIFY sip:parley@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5062;branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:caller@127.0.0.1>;tag=caller1\r\n\
+         To: <sip:agent@127.0.0.1>;tag={tag}\r\n\
+         Call-ID: call-1@test\r\nCSeq: {cseq} NOTIFY\r\n\
+         Event: refer\r\nSubscription-State: {state}\r\n\
+         Content-Type: message/sipfrag;version=2.0\r\nContent-Length: {}\r\n\r\n{sipfrag}",
+        sipfrag.len()
+    )
+}
+
+#[test]
+fn refer_transfers_and_notify_reports_the_outcome() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(500);
+    let (call, tag) = answered_call(&mut ep, t0);
+    // A NOTIFY before any REFER belongs to no subscription.
+    let d = feed(
+        &mut ep,
+        t0,
+        &refer_notify("z9hG4bKn0", &tag, 2, "SIP/2.0 200 OK", "active"),
+    );
+    assert_eq!(d.codes(), [481]);
+
+    ep.refer(t0, call, "sip:frontdesk@192.0.2.7");
+    let d = drain(&mut ep);
+    let refer = d.requests()[0].clone();
+    assert_eq!(refer.method, Method::Refer);
+    assert_eq!(
+        refer.headers.get("Refer-To"),
+        Some("<sip:frontdesk@192.0.2.7>")
+    );
+    assert!(refer.headers.get("Referred-By").is_some());
+    let core = refer.core().unwrap();
+    assert_eq!(core.to.tag(), Some("caller1"));
+    assert_eq!(core.from.tag(), Some(tag.as_str()));
+    let accepted = Response::to(&refer, 202, None).finish();
+    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &accepted.to_bytes());
+    let d = drain(&mut ep);
+    assert!(
+        matches!(d.events[..], [Event::ReferAnswered { code: 202, .. }]),
+        "{:?}",
+        d.events
+    );
+
+    // Trying, then success: each NOTIFY is answered 200 and reported.
+    let d = feed(
+        &mut ep,
+        t0,
+        &refer_notify(
+            "z9hG4bKn1",
+            &tag,
+            3,
+            "SIP/2.0 100 Trying",
+            "active;expires=60",
+        ),
+    );
+    assert_eq!(d.codes(), [200]);
+    assert!(matches!(
+        d.events[..],
+        [Event::TransferProgress {
+            status: 100,
+            terminated: false,
+            ..
+        }]
+    ));
+    let d = feed(
+        &mut ep,
+        t0,
+        &refer_notify(
+            "z9hG4bKn2",
+            &tag,
+            4,
+            "SIP/2.0 200 OK\r\n",
+            "terminated;reason=noresource",
+        ),
+    );
+    assert_eq!(d.codes(), [200]);
+    assert!(matches!(
+        d.events[..],
+        [Event::TransferProgress {
+            status: 200,
+            terminated: true,
+            ..
+        }]
+    ));
+    // A body that is not a status line is refused.
+    let d = feed(
+        &mut ep,
+        t0,
+        &refer_notify("z9hG4bKn3", &tag, 5, "hello", "active"),
+    );
+    assert_eq!(d.codes(), [400]);
+}
+
+#[test]
+fn refer_refused_or_unanswered_is_reported() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(50);
+    let (call, _tag) = answered_call(&mut ep, t0);
+    ep.refer(t0, call, "sip:frontdesk@192.0.2.7");
+    let refer = drain(&mut ep).requests()[0].clone();
+    let refused = Response::to(&refer, 603, None).finish();
+    ep.handle_message(t0, peer(), LOCAL.parse().unwrap(), &refused.to_bytes());
+    assert!(matches!(
+        drain(&mut ep).events[..],
+        [Event::ReferAnswered { code: 603, .. }]
+    ));
+    // No answer at all: Timer F (64 T1) reports 408.
+    ep.refer(t0, call, "sip:frontdesk@192.0.2.7");
+    drain(&mut ep);
+    let d = advance(&mut ep, t0 + Duration::from_secs(5));
+    assert!(
+        d.events
+            .iter()
+            .any(|e| matches!(e, Event::ReferAnswered { code: 408, .. })),
+        "{:?}",
+        d.events
+    );
+}
+
 #[test]
 fn uac_invite_with_digest_challenge_then_answer() {
     let t0 = Instant::now();

@@ -39,6 +39,11 @@ pub enum Command {
     Hangup {
         call: CallRef,
     },
+    /// Blind transfer: REFER the peer to `target` (a SIP URI).
+    Refer {
+        call: CallRef,
+        target: String,
+    },
     Invite {
         invite: Invite,
         peer: Peer,
@@ -302,6 +307,7 @@ impl Runtime {
                 self.endpoint.respond_reinvite(now, call, code, sdp)
             }
             Command::Hangup { call } => self.endpoint.hangup(now, call),
+            Command::Refer { call, target } => self.endpoint.refer(now, call, &target),
             Command::Invite {
                 invite,
                 peer,
