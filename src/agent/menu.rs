@@ -297,8 +297,8 @@ impl MenuCall {
                 _ = &mut sleep => return Heard::Nothing,
                 ev = self.io.events.recv() => match ev {
                     None => return Heard::Ended,
-                    Some(ToAgent::Media(MediaEvent::Dtmf(d))) => return Heard::Digit(d.digit),
-                    Some(ToAgent::Media(MediaEvent::Speech(s))) => {
+                    Some(ToAgent::Media { event: MediaEvent::Dtmf(d), .. }) => return Heard::Digit(d.digit),
+                    Some(ToAgent::Media { event: MediaEvent::Speech(s), .. }) => {
                         match s.kind {
                             SpeechEventKind::Start => {
                                 self.in_speech = true;

@@ -56,12 +56,13 @@ pub struct AgentRuntime {
 /// What the call task tells its agent.
 #[derive(Debug)]
 pub enum ToAgent {
-    Media(MediaEvent),
-    /// The outcome of a [`FromAgent::Transfer`]: what the model is told.
-    TransferResult {
-        id: String,
-        content: String,
+    /// A media event and when the media thread emitted it.
+    Media {
+        event: MediaEvent,
+        at: std::time::Instant,
     },
+    /// The outcome of a [`FromAgent::Transfer`]: what the model is told.
+    TransferResult { id: String, content: String },
 }
 
 /// What the agent asks of its call.
@@ -123,6 +124,8 @@ struct Driver {
     /// The reply's first audio is in the ring and the media thread has not reported
     /// sending it yet.
     awaiting_first_packet: bool,
+    /// When the media thread reported the caller's latest speech start.
+    speech_started_at: Option<std::time::Instant>,
 }
 
 /// Runs the agent until the call ends (its event channel closes); returns the playout
@@ -151,6 +154,7 @@ pub async fn run(rt: Arc<AgentRuntime>, mut io: AgentIo) -> PlayoutProducer {
         fallback: None,
         hung_up: false,
         awaiting_first_packet: false,
+        speech_started_at: None,
     };
     d.conv.handle(now, Input::Answered);
     d.run_actions();
@@ -163,7 +167,7 @@ pub async fn run(rt: Arc<AgentRuntime>, mut io: AgentIo) -> PlayoutProducer {
         tokio::select! {
             ev = io.events.recv() => match ev {
                 None => break,
-                Some(ToAgent::Media(ev)) => d.on_media(ev, &mut io.audio),
+                Some(ToAgent::Media { event, at }) => d.on_media(event, at, &mut io.audio),
                 Some(ToAgent::TransferResult { id, content }) => {
                     d.input(Input::ToolResult { id, content });
                 }
@@ -228,7 +232,12 @@ impl Driver {
         self.conv.handle(Instant::now().into_std(), input);
     }
 
-    fn on_media(&mut self, ev: MediaEvent, audio: &mut mpsc::Receiver<Vec<i16>>) {
+    fn on_media(
+        &mut self,
+        ev: MediaEvent,
+        at: std::time::Instant,
+        audio: &mut mpsc::Receiver<Vec<i16>>,
+    ) {
         match ev {
             MediaEvent::Speech(s) => {
                 let pad = self.rt.vad_pad.as_millis() as u32;
@@ -236,6 +245,7 @@ impl Driver {
                     SpeechEventKind::Start => {
                         // The start is padded back by `pad`: the speech itself began later.
                         let lasted = s.detected_ms.saturating_sub(s.t_ms + pad);
+                        self.speech_started_at = Some(at);
                         self.stt_send(SttInput::SpeechStart);
                         self.input(Input::SpeechStart {
                             lasted: Duration::from_millis(u64::from(lasted)),
@@ -257,7 +267,8 @@ impl Driver {
             MediaEvent::Dtmf(d) => self.input(Input::Dtmf(d.digit)),
             MediaEvent::PlayoutStarted if self.awaiting_first_packet => {
                 self.awaiting_first_packet = false;
-                self.input(Input::PlayoutStarted);
+                // When the packet went out, not when we heard of it.
+                self.conv.handle(at, Input::PlayoutStarted);
             }
             _ => {}
         }
@@ -449,6 +460,12 @@ impl Driver {
             }
             Action::ClearPlayout => {
                 self.playout.clear();
+                if let Some(at) = self.speech_started_at {
+                    // The media thread applies the clear at its next tick.
+                    let took = at.elapsed();
+                    self.rt.metrics.barge_in.observe(took);
+                    tracing::info!(decision_to_clear_us = took.as_micros() as u64, "barge-in");
+                }
                 self.drop_pending();
                 self.awaiting_first_packet = false;
             }
@@ -473,7 +490,7 @@ impl Driver {
                 let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
                 tracing::info!(
                     voice_to_voice_ms = ms(times.voice_to_voice()),
-                    engine_added_ms = ms(times.engine_added()),
+                    engine_added_us = times.engine_added().map(|d| d.as_micros() as u64),
                     stages = ?times
                         .stages()
                         .iter()

@@ -217,9 +217,9 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn forward(agent: &Option<AgentLink>, ev: MediaEvent) {
+fn forward(agent: &Option<AgentLink>, at: std::time::Instant, event: MediaEvent) {
     if let Some(a) = agent {
-        let _ = a.events.send(ToAgent::Media(ev));
+        let _ = a.events.send(ToAgent::Media { event, at });
     }
 }
 
@@ -375,7 +375,9 @@ impl Session {
                 }
             }
         }
-        let mut turns = 0u32;
+        // Each turn's latency marks, kept for the call's record (CDRs come with the control
+        // plane).
+        let mut turns: Vec<crate::agent::latency::TurnTimes> = Vec::new();
         // A transfer in progress: the tool call it answers, and when to give up on it.
         let mut transfer: Option<(String, tokio::time::Instant)> = None;
 
@@ -431,7 +433,7 @@ impl Session {
                         tell(&agent, id, "The transfer did not complete in time. Tell the caller and offer to help or take a message.".into());
                     }
                 }
-                Some(ev) = media.next_event() => match &ev {
+                Some((at, ev)) = media.next_stamped_event() => match &ev {
                     MediaEvent::RtpTimeout if !hung_up => {
                         tracing::info!(timeout_s = ctx.config.media.rtp_timeout_s, "no RTP, hanging up");
                         Metrics::inc(&ctx.metrics.calls_rtp_timeout);
@@ -440,13 +442,13 @@ impl Session {
                     }
                     MediaEvent::Dtmf(d) => {
                         tracing::info!(digit = %d.digit, duration_ms = d.duration_ms, "DTMF");
-                        forward(&agent, ev);
+                        forward(&agent, at, ev);
                     }
                     MediaEvent::Speech(s) => {
                         tracing::info!(kind = ?s.kind, t_ms = s.t_ms, detected_ms = s.detected_ms, "speech");
-                        forward(&agent, ev);
+                        forward(&agent, at, ev);
                     }
-                    MediaEvent::PlayoutStarted => forward(&agent, ev),
+                    MediaEvent::PlayoutStarted => forward(&agent, at, ev),
                     _ => {}
                 },
                 Some(request) = next_request(&mut agent) => match request {
@@ -471,7 +473,7 @@ impl Session {
                             transfer = Some((id, tokio::time::Instant::now() + TRANSFER_WAIT));
                         }
                     }
-                    FromAgent::Turn(_) => turns += 1,
+                    FromAgent::Turn(times) => turns.push(times),
                 },
                 _ = &mut limit, if !hung_up => {
                     tracing::info!(max_duration_s = max, "maximum call duration reached, hanging up");
@@ -485,7 +487,11 @@ impl Session {
             let _ = tokio::time::timeout(Duration::from_secs(2), a.task).await;
         }
         let stats = media.stop().await;
-        tracing::info!(?reason, ?stats, turns, "call ended");
+        let v2v: Vec<u64> = turns
+            .iter()
+            .filter_map(|t| t.voice_to_voice().map(|d| d.as_millis() as u64))
+            .collect();
+        tracing::info!(?reason, ?stats, turns = turns.len(), voice_to_voice_ms = ?v2v, "call ended");
     }
 
     fn on_ack(&mut self, body: &[u8], media: &CallMedia) {

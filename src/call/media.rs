@@ -83,15 +83,24 @@ pub fn inactive_params() -> SessionParams {
     }
 }
 
-/// Media events into a bounded tokio channel; a full channel drops and counts.
+/// A media event and when the media thread emitted it.
+pub type StampedEvent = (std::time::Instant, MediaEvent);
+
+/// Media events into a bounded tokio channel, stamped with the media thread's time (the
+/// agent measures from the moment of the decision, not of its delivery); a full channel
+/// drops and counts.
 struct ChannelSink {
-    tx: mpsc::Sender<MediaEvent>,
+    tx: mpsc::Sender<StampedEvent>,
     dropped: Arc<AtomicU64>,
 }
 
 impl EventSink for ChannelSink {
     fn push(&mut self, event: MediaEvent) {
-        if self.tx.try_send(event).is_err() {
+        if self
+            .tx
+            .try_send((std::time::Instant::now(), event))
+            .is_err()
+        {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -101,7 +110,7 @@ pub struct CallMedia {
     handle: Option<CallHandle>,
     playout: Option<PlayoutProducer>,
     prompt: Option<JoinHandle<PlayoutProducer>>,
-    events: mpsc::Receiver<MediaEvent>,
+    events: mpsc::Receiver<StampedEvent>,
     recorder: JoinHandle<()>,
 }
 
@@ -225,10 +234,15 @@ impl CallMedia {
                 None => std::future::pending().await,
             }
         };
-        (prompt, self.events.recv())
+        (prompt, async { self.events.recv().await.map(|(_, e)| e) })
     }
 
     pub async fn next_event(&mut self) -> Option<MediaEvent> {
+        self.events.recv().await.map(|(_, e)| e)
+    }
+
+    /// The next event with the time the media thread emitted it.
+    pub async fn next_stamped_event(&mut self) -> Option<StampedEvent> {
         self.events.recv().await
     }
 
@@ -241,7 +255,7 @@ impl CallMedia {
             handle.remove();
         }
         let stats = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(event) = self.events.recv().await {
+            while let Some((_, event)) = self.events.recv().await {
                 if let MediaEvent::Closed(stats) = event {
                     return Some(stats);
                 }

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub stt_ttfb: Arc<Histogram>,
     pub llm_ttfb: Arc<Histogram>,
     pub tts_ttfb: Arc<Histogram>,
+    /// Caller speech start (the media thread's VAD event) to the playout clear of a
+    /// barge-in.
+    pub barge_in: Arc<Histogram>,
     /// Per-turn latency by stage.
     pub turns: crate::agent::latency::TurnMetrics,
     /// Agent sessions that ended on a provider failure (fallback spoken).
@@ -206,6 +209,12 @@ impl Metrics {
             );
             h.render(&mut out, &name, "");
         }
+        let _ = writeln!(
+            out,
+            "# HELP parley_barge_in_seconds Caller speech start (VAD event) to the agent clearing its playout; the media thread applies the clear at its next 20 ms tick.\n# TYPE parley_barge_in_seconds histogram"
+        );
+        self.barge_in
+            .render(&mut out, "parley_barge_in_seconds", "");
         self.turns.render(&mut out);
         out
     }

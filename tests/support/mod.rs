@@ -419,6 +419,11 @@ impl Parley {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// The server's process id (for CPU readings from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.exit_status().is_none()
     }
