@@ -346,6 +346,9 @@ fn barge_in_cuts_the_reply_and_the_context_keeps_what_was_heard() {
     }
     // And then the answer to the second turn.
     assert!(tone_ms(&heard, next) >= 400, "the next reply was heard");
+    for line in rig.parley.logs().lines().filter(|l| l.contains("\"barge-in\"")) {
+        println!("{line}");
+    }
 }
 
 #[test]

@@ -79,6 +79,8 @@ fn conversations_at_steady_state() {
     let tts = FakeOpenAiTts::start();
     let (stt_url, llm_url, tts_url) = (stt.base_url(), llm.base_url(), tts.base_url());
     let max_calls = (calls + 10).to_string();
+    let log_filter = std::env::var("AGENT_LOAD_LOG")
+        .unwrap_or_else(|_| "warn,parley::agent::session=info".into());
     let parley = Parley::launch(Launch {
         args: &["--log-format", "json"],
         env: &[
@@ -94,8 +96,10 @@ fn conversations_at_steady_state() {
             ("PARLEY_AGENT_MODE", &mode),
             ("PARLEY_AGENT_GREETING", ""),
             ("PARLEY_AGENT_IDLE_PROMPT_S", "0"),
-            ("PARLEY_LOG", "warn,parley::agent::session=info"),
+            ("PARLEY_LOG", &log_filter),
         ],
+        // Two ports per call: the whole test range (the load harness runs alone).
+        rtp_ports: Some((20_000, 31_999)),
         ..Launch::default()
     });
     let dir = parley.scratch_dir("load");
@@ -167,6 +171,13 @@ fn conversations_at_steady_state() {
         .filter_map(|v| v["fields"]["voice_to_voice_ms"].as_u64())
         .collect();
     v2v.sort_unstable();
+    let mut barge_in_us: Vec<u64> = logs[log_start..]
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "barge-in")
+        .filter_map(|v| v["fields"]["decision_to_clear_us"].as_u64())
+        .collect();
+    barge_in_us.sort_unstable();
     let cores = (cpu1 - cpu0) / wall.as_secs_f64();
     let result = serde_json::json!({
         "framework": "parley",
@@ -177,6 +188,12 @@ fn conversations_at_steady_state() {
         "cpu_cores": cores,
         "cpu_percent_per_call": 100.0 * cores / calls as f64,
         "turns": turns1 - turns0,
+        "barge_in_decision_to_clear_us": {
+            "n": barge_in_us.len(),
+            "p50": percentile(&barge_in_us, 0.5),
+            "p99": percentile(&barge_in_us, 0.99),
+            "max": barge_in_us.last().copied().unwrap_or(0),
+        },
         "engine_added_us": {
             "n": engine_us.len(),
             "p50": percentile(&engine_us, 0.5),
