@@ -346,7 +346,12 @@ fn barge_in_cuts_the_reply_and_the_context_keeps_what_was_heard() {
     }
     // And then the answer to the second turn.
     assert!(tone_ms(&heard, next) >= 400, "the next reply was heard");
-    for line in rig.parley.logs().lines().filter(|l| l.contains("\"barge-in\"")) {
+    for line in rig
+        .parley
+        .logs()
+        .lines()
+        .filter(|l| l.contains("\"barge-in\""))
+    {
         println!("{line}");
     }
 }
@@ -750,4 +755,45 @@ fn transfer_call_refers_the_caller_and_hangs_up_once_it_worked() {
     }
     rig.parley
         .wait_for_metric("parley_active_calls", 0.0, Duration::from_secs(10));
+}
+
+#[test]
+fn the_agent_presses_keys_on_the_line_with_send_dtmf() {
+    let name = "the_agent_presses_keys_on_the_line_with_send_dtmf";
+    let Some(rig) = Rig::start(name, &[]) else {
+        return;
+    };
+    rig.stt
+        .set_default(SttReply::text("Please dial extension 305 for me.", None));
+    rig.llm.push(LlmReply::tool_calls(&[(
+        "call_d",
+        "send_dtmf",
+        r#"{"digits":"305"}"#,
+    )]));
+    rig.llm.set_default(LlmReply::text(&["Done."]));
+    let phrase = first_phrase(&rig.parley.scratch_dir("audio"));
+    let (lo, hi) = rtp_port_range();
+    let data = rig.parley.scratch_dir("caller-data");
+    let output = Command::new(parley_bin())
+        .args(["call", &format!("sip:agent@{}", rig.parley.sip_addr)])
+        .arg("--wav")
+        .arg(&phrase)
+        .args(["--duration", "7", "--bind", "127.0.0.1:0"])
+        .env("PARLEY_MEDIA_RTP_PORTS", format!("{lo}-{hi}"))
+        .env("PARLEY_DATA_DIR", &data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // The caller's side received the three keys as RFC 4733 events, in order.
+    let keys: String = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("DTMF received: "))
+        .filter_map(|l| l.chars().next())
+        .collect();
+    assert_eq!(keys, "305", "{stderr}");
+    // And the model was told they were sent.
+    let results = messages(&rig.llm, 1, "tool");
+    assert_eq!(results[0]["content"], "Sent the tones 305.");
 }

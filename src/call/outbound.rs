@@ -246,6 +246,11 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
                         eprintln!("no RTP from the far end, hanging up");
                         true
                     }
+                    MediaStep::Event(MediaEvent::Dtmf(d)) => {
+                        // The far end's keys, for the user at the terminal (and tests).
+                        eprintln!("DTMF received: {} ({} ms)", d.digit, d.duration_ms);
+                        false
+                    }
                     MediaStep::Event(_) => false,
                 };
                 if done && !hung_up {
