@@ -83,19 +83,7 @@ impl Rig {
     /// Calls the agent, plays `wav` and stays on the line for `seconds`; returns what the
     /// caller recorded (16 kHz) once the call is over.
     fn call(&self, wav: &Path, seconds: f64) -> Vec<i16> {
-        let (lo, hi) = rtp_port_range();
-        let data = self.parley.scratch_dir("caller-data");
-        let output = Command::new(parley_bin())
-            .args(["call", &format!("sip:agent@{}", self.parley.sip_addr)])
-            .arg("--wav")
-            .arg(wav)
-            .args(["--duration", &seconds.to_string()])
-            .args(["--bind", "127.0.0.1:0"])
-            .env("PARLEY_MEDIA_RTP_PORTS", format!("{lo}-{hi}"))
-            .env("PARLEY_DATA_DIR", &data)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let (output, data) = run_caller(&self.parley, wav, &["--duration", &seconds.to_string()]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "parley call failed: {stderr}");
         let file = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
@@ -109,6 +97,25 @@ impl Rig {
         assert_eq!(wav.sample_rate, 16_000);
         wav.samples
     }
+}
+
+/// `parley call` to `parley`, playing `wav`, with `args`; returns its output and its data
+/// directory (where its recording of the call is).
+fn run_caller(parley: &Parley, wav: &Path, args: &[&str]) -> (std::process::Output, PathBuf) {
+    let (lo, hi) = rtp_port_range();
+    let data = parley.scratch_dir("caller-data");
+    let output = Command::new(parley_bin())
+        .args(["call", &format!("sip:agent@{}", parley.sip_addr)])
+        .arg("--wav")
+        .arg(wav)
+        .args(args)
+        .args(["--bind", "127.0.0.1:0"])
+        .env("PARLEY_MEDIA_RTP_PORTS", format!("{lo}-{hi}"))
+        .env("PARLEY_DATA_DIR", &data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (output, data)
 }
 
 fn recording_in(dir: &Path) -> Option<PathBuf> {
@@ -490,19 +497,11 @@ fn dtmf_reaches_the_agent_as_user_input() {
         "quiet.wav",
         &[Part::Silence(500)],
     );
-    let (lo, hi) = rtp_port_range();
-    let data = rig.parley.scratch_dir("caller-data");
-    let output = Command::new(parley_bin())
-        .args(["call", &format!("sip:agent@{}", rig.parley.sip_addr)])
-        .arg("--wav")
-        .arg(&quiet)
-        .args(["--duration", "5", "--dtmf", "42#", "--dtmf-at", "0.5"])
-        .args(["--bind", "127.0.0.1:0"])
-        .env("PARLEY_MEDIA_RTP_PORTS", format!("{lo}-{hi}"))
-        .env("PARLEY_DATA_DIR", &data)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (output, _) = run_caller(
+        &rig.parley,
+        &quiet,
+        &["--duration", "5", "--dtmf", "42#", "--dtmf-at", "0.5"],
+    );
     assert!(
         output.status.success(),
         "{}",
@@ -645,20 +644,12 @@ fn without_providers_the_menu_takes_a_voicemail_in_the_chosen_language() {
         "message.wav",
         &[Part::Silence(9_000), Part::Phrase1, Part::Phrase2],
     );
-    let (lo, hi) = rtp_port_range();
-    let data = parley.scratch_dir("caller-data");
     let started = std::time::Instant::now();
-    let output = Command::new(parley_bin())
-        .args(["call", &format!("sip:agent@{}", parley.sip_addr)])
-        .arg("--wav")
-        .arg(&message)
-        .args(["--duration", "40", "--dtmf", "2", "--dtmf-at", "1"])
-        .args(["--bind", "127.0.0.1:0"])
-        .env("PARLEY_MEDIA_RTP_PORTS", format!("{lo}-{hi}"))
-        .env("PARLEY_DATA_DIR", &data)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (output, data) = run_caller(
+        &parley,
+        &message,
+        &["--duration", "40", "--dtmf", "2", "--dtmf-at", "1"],
+    );
     let took = started.elapsed();
     assert!(
         output.status.success(),
@@ -772,18 +763,7 @@ fn the_agent_presses_keys_on_the_line_with_send_dtmf() {
     )]));
     rig.llm.set_default(LlmReply::text(&["Done."]));
     let phrase = first_phrase(&rig.parley.scratch_dir("audio"));
-    let (lo, hi) = rtp_port_range();
-    let data = rig.parley.scratch_dir("caller-data");
-    let output = Command::new(parley_bin())
-        .args(["call", &format!("sip:agent@{}", rig.parley.sip_addr)])
-        .arg("--wav")
-        .arg(&phrase)
-        .args(["--duration", "7", "--bind", "127.0.0.1:0"])
-        .env("PARLEY_MEDIA_RTP_PORTS", format!("{lo}-{hi}"))
-        .env("PARLEY_DATA_DIR", &data)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (output, _) = run_caller(&rig.parley, &phrase, &["--duration", "7"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     // The caller's side received the three keys as RFC 4733 events, in order.

@@ -49,6 +49,28 @@ fn write_conversation(dir: &Path) {
     std::fs::write(dir.join("conversation.ulaw"), ulaw).unwrap();
 }
 
+/// Field `field` of every JSON log line whose message is `message`, sorted.
+fn sorted_field(logs: &str, message: &str, field: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == message)
+        .filter_map(|v| v["fields"][field].as_u64())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Count, median, 99th percentile and maximum of sorted values.
+fn summary(sorted: &[u64]) -> serde_json::Value {
+    serde_json::json!({
+        "n": sorted.len(),
+        "p50": percentile(sorted, 0.5),
+        "p99": percentile(sorted, 0.99),
+        "max": sorted.last().copied().unwrap_or(0),
+    })
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -157,27 +179,10 @@ fn conversations_at_steady_state() {
     let (cpu1, turns1, wall) = (cpu_seconds(pid), turns(&parley.metrics()), t0.elapsed());
     let active = metric_value(&parley.metrics(), "parley_active_calls").unwrap_or(0.0);
     let logs = parley.logs();
-    let mut engine_us: Vec<u64> = logs[log_start..]
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == "turn")
-        .filter_map(|v| v["fields"]["engine_added_us"].as_u64())
-        .collect();
-    engine_us.sort_unstable();
-    let mut v2v: Vec<u64> = logs[log_start..]
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == "turn")
-        .filter_map(|v| v["fields"]["voice_to_voice_ms"].as_u64())
-        .collect();
-    v2v.sort_unstable();
-    let mut barge_in_us: Vec<u64> = logs[log_start..]
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == "barge-in")
-        .filter_map(|v| v["fields"]["decision_to_clear_us"].as_u64())
-        .collect();
-    barge_in_us.sort_unstable();
+    let window = &logs[log_start..];
+    let engine_us = sorted_field(window, "turn", "engine_added_us");
+    let v2v = sorted_field(window, "turn", "voice_to_voice_ms");
+    let barge_in_us = sorted_field(window, "barge-in", "decision_to_clear_us");
     let cores = (cpu1 - cpu0) / wall.as_secs_f64();
     let result = serde_json::json!({
         "framework": "parley",
@@ -188,19 +193,9 @@ fn conversations_at_steady_state() {
         "cpu_cores": cores,
         "cpu_percent_per_call": 100.0 * cores / calls as f64,
         "turns": turns1 - turns0,
-        "barge_in_decision_to_clear_us": {
-            "n": barge_in_us.len(),
-            "p50": percentile(&barge_in_us, 0.5),
-            "p99": percentile(&barge_in_us, 0.99),
-            "max": barge_in_us.last().copied().unwrap_or(0),
-        },
-        "engine_added_us": {
-            "n": engine_us.len(),
-            "p50": percentile(&engine_us, 0.5),
-            "p99": percentile(&engine_us, 0.99),
-            "max": engine_us.last().copied().unwrap_or(0),
-        },
-        "voice_to_voice_ms": {"p50": percentile(&v2v, 0.5), "p99": percentile(&v2v, 0.99)},
+        "barge_in_decision_to_clear_us": summary(&barge_in_us),
+        "engine_added_us": summary(&engine_us),
+        "voice_to_voice_ms": summary(&v2v),
     });
     println!("{result}");
     let _ = sipp.kill();

@@ -56,6 +56,9 @@ pub enum MediaEvent {
     Dtmf(DtmfEvent),
     /// The caller started or stopped speaking (Silero VAD), in ms of the call's audio.
     Speech(SpeechEvent),
+    /// A window crossed the speech threshold after silence: possibly the caller starting or
+    /// resuming, a `Speech` start about `min_speech_ms` later if it lasts.
+    SpeechOnset,
     /// Final counters, sent when the call is removed from its worker.
     Closed(Box<SessionStats>),
 }
@@ -320,6 +323,9 @@ impl MediaSession {
 
     /// A VAD window result from the worker's batch: speech start/end become events.
     pub fn on_vad_window(&mut self, outcome: WindowOutcome, emit: &mut dyn FnMut(MediaEvent)) {
+        if outcome.onset {
+            emit(MediaEvent::SpeechOnset);
+        }
         if let Some(event) = outcome.event {
             emit(MediaEvent::Speech(event));
         }

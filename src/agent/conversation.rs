@@ -22,6 +22,9 @@ pub const SEND_DTMF: &str = "send_dtmf";
 
 /// A reply may call tools and go back to the LLM this many times before it must answer.
 const MAX_TOOL_ROUNDS: usize = 5;
+/// After the VAD sees possible speech, how long the end of a turn waits for it to be
+/// confirmed (the VAD's `Start` comes `min_speech_ms`, 250 by default, plus a window later).
+const ONSET_HOLD: Duration = Duration::from_millis(400);
 /// DTMF digits typed within this long of each other form one input.
 const DTMF_GAP: Duration = Duration::from_millis(1_500);
 
@@ -82,6 +85,9 @@ impl Settings {
 pub enum Input {
     /// The call was answered: greet.
     Answered,
+    /// The VAD heard possible speech (not yet long enough to be a start): the caller may be
+    /// resuming after a pause, so the turn does not end for a moment.
+    SpeechOnset,
     /// The VAD decided the caller started speaking; the speech began `lasted` ago.
     SpeechStart {
         lasted: Duration,
@@ -248,6 +254,8 @@ pub struct Conversation {
     read: u64,
     /// Pending barge-in decision for speech that has not lasted long enough yet.
     barge_at: Option<Instant>,
+    /// Possible speech was heard: the turn may not end before this (or a `SpeechStart`).
+    onset_until: Option<Instant>,
     /// Since when nothing has happened (for the idle prompt and hang-up).
     idle_since: Instant,
     idle_prompted: bool,
@@ -280,6 +288,7 @@ impl Conversation {
             reply: None,
             read: 0,
             barge_at: None,
+            onset_until: None,
             idle_since: now,
             idle_prompted: false,
             dtmf: String::new(),
@@ -320,7 +329,15 @@ impl Conversation {
                     self.canned(now, &greeting, false);
                 }
             }
-            Input::SpeechStart { lasted } => self.on_speech_start(now, lasted),
+            Input::SpeechOnset => {
+                if !self.user.in_speech {
+                    self.onset_until = Some(now + ONSET_HOLD);
+                }
+            }
+            Input::SpeechStart { lasted } => {
+                self.onset_until = None;
+                self.on_speech_start(now, lasted)
+            }
             Input::SpeechEnd { ago } => {
                 self.user.in_speech = false;
                 self.user.speech_end = Some(now.checked_sub(ago).unwrap_or(now));
@@ -388,11 +405,17 @@ impl Conversation {
             // The silence deadline matters only once STT has said its last word; before
             // that, the turn waits for the transcript up to the maximum (a deadline already
             // passed with nothing to do would be returned forever).
-            if self.user.stt_done && !self.user.finals.trim().is_empty() {
-                let end = self.user.speech_end.unwrap_or(seen);
-                t.push(end + self.settings.turn_silence);
+            // While possible speech holds the turn, the hold's end is the next deadline (the
+            // others may have passed meanwhile and would be returned forever).
+            if let Some(until) = self.onset_until {
+                t.push(until);
+            } else {
+                if self.user.stt_done && !self.user.finals.trim().is_empty() {
+                    let end = self.user.speech_end.unwrap_or(seen);
+                    t.push(end + self.settings.turn_silence);
+                }
+                t.push(seen + self.settings.turn_max_wait);
             }
-            t.push(seen + self.settings.turn_max_wait);
         }
         if self.reply.is_none() && !self.user.in_speech {
             if let Some(after) = self.idle_deadline() {
@@ -414,6 +437,10 @@ impl Conversation {
         }
         if self.dtmf_until.is_some_and(|at| now >= at) {
             self.flush_dtmf(now);
+        }
+        if self.onset_until.is_some_and(|at| now >= at) {
+            // Not confirmed as speech: a noise.
+            self.onset_until = None;
         }
         if self.reply.is_none() && !self.user.in_speech {
             if let Some(at) = self.idle_deadline() {
@@ -594,6 +621,10 @@ impl Conversation {
     /// Ends the user's turn when the silence and the transcript say so.
     fn maybe_end_turn(&mut self, now: Instant) {
         if self.reply.is_some() || self.user.in_speech {
+            return;
+        }
+        if self.onset_until.is_some_and(|until| now < until) {
+            // The caller may be going on: wait for the VAD to say.
             return;
         }
         let (Some(seen), end) = (self.user.speech_end_seen, self.user.speech_end) else {

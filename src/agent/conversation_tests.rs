@@ -202,6 +202,53 @@ fn the_turn_ends_on_silence_plus_the_final_transcript() {
 }
 
 #[test]
+fn possible_speech_in_a_pause_holds_the_end_of_the_turn() {
+    let mut sim = Sim::greeted(settings());
+    sim.caller_says("I'd like to book a table");
+    // 150 ms into the pause the VAD hears something that may be the caller going on.
+    sim.ms(50);
+    sim.input(Input::SpeechOnset);
+    let a = sim.ms(300);
+    assert!(
+        llm_request(&a).is_none(),
+        "held while the caller may be resuming"
+    );
+    // It was: the VAD confirms, the caller finishes, and the turn holds both parts.
+    sim.input(Input::SpeechStart {
+        lasted: Duration::from_millis(250),
+    });
+    sim.ms(600);
+    sim.input(Input::Transcript {
+        text: "for two.".into(),
+        is_final: true,
+        speech_final: true,
+        language: None,
+    });
+    sim.input(Input::SpeechEnd {
+        ago: Duration::from_millis(100),
+    });
+    let req = llm_request(&sim.ms(400)).expect("one turn");
+    assert_eq!(
+        req.messages.last().unwrap().content,
+        "I'd like to book a table for two."
+    );
+    // An onset that never becomes speech (a cough) delays the end by the hold only.
+    sim.input(Input::LlmText("Sure.".into()));
+    sim.input(Input::LlmDone);
+    sim.tts(0, 300);
+    sim.play_all();
+    sim.caller_says("Thanks");
+    sim.input(Input::SpeechOnset);
+    let a = sim.ms(300);
+    assert!(llm_request(&a).is_none());
+    let a = sim.ms(150);
+    assert!(
+        llm_request(&a).is_some(),
+        "the end of turn follows the hold"
+    );
+}
+
+#[test]
 fn without_a_final_the_turn_waits_at_most_the_maximum() {
     let mut sim = Sim::greeted(settings());
     sim.input(Input::SpeechStart {

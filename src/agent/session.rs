@@ -264,6 +264,7 @@ impl Driver {
                     }
                 }
             }
+            MediaEvent::SpeechOnset => self.input(Input::SpeechOnset),
             MediaEvent::Dtmf(d) => self.input(Input::Dtmf(d.digit)),
             MediaEvent::PlayoutStarted if self.awaiting_first_packet => {
                 self.awaiting_first_packet = false;

@@ -448,7 +448,7 @@ impl Session {
                         tracing::info!(kind = ?s.kind, t_ms = s.t_ms, detected_ms = s.detected_ms, "speech");
                         forward(&agent, at, ev);
                     }
-                    MediaEvent::PlayoutStarted => forward(&agent, at, ev),
+                    MediaEvent::PlayoutStarted | MediaEvent::SpeechOnset => forward(&agent, at, ev),
                     _ => {}
                 },
                 Some(request) = next_request(&mut agent) => match request {

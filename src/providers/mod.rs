@@ -168,6 +168,22 @@ pub fn http_client(connect: Duration) -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
+/// An error with its causes, on one line ("error sending request: connection refused"): the
+/// outermost message alone (reqwest's, tungstenite's) rarely says why.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
+}
+
 /// The first `max` characters of an error body, on one line.
 pub fn body_excerpt(body: &str, max: usize) -> String {
     let one_line: String = body

@@ -141,6 +141,8 @@ pub struct SpeechSegmenter {
     silence_since: Option<u32>,
     /// The last reported end, which the next pre-roll must not cross.
     last_end_ms: u32,
+    /// The last window pushed began a candidate (possible speech, not yet reported).
+    onset: bool,
 }
 
 impl SpeechSegmenter {
@@ -157,6 +159,7 @@ impl SpeechSegmenter {
             state: State::Silence,
             silence_since: None,
             last_end_ms: 0,
+            onset: false,
         })
     }
 
@@ -166,6 +169,14 @@ impl SpeechSegmenter {
         self.state = State::Silence;
         self.silence_since = None;
         self.last_end_ms = 0;
+        self.onset = false;
+    }
+
+    /// Whether the last window pushed began a candidate: possibly speech, reported as
+    /// `Start` only if it lasts `min_speech_ms`. Turn-taking uses it to hold an end of turn
+    /// while the caller may be resuming (the `Start` comes a quarter second later).
+    pub fn onset(&self) -> bool {
+        self.onset
     }
 
     /// Whether a reported segment is open (a `Start` was returned and no `End` yet).
@@ -186,11 +197,13 @@ impl SpeechSegmenter {
         let speech = prob >= self.threshold;
         // NaN is not speech (the comparison fails) and counts as silence.
         let silent = prob.is_nan() || prob < self.neg_threshold;
+        self.onset = false;
 
         if self.state == State::Silence {
             if !speech {
                 return None;
             }
+            self.onset = true;
             self.state = State::Candidate { start: t };
             self.silence_since = None;
         } else if speech {
@@ -299,6 +312,22 @@ mod tests {
 
     fn cat(parts: &[Vec<f32>]) -> Vec<f32> {
         parts.concat()
+    }
+
+    #[test]
+    fn onset_marks_the_first_window_of_possible_speech() {
+        let mut s = SpeechSegmenter::new(SegmenterConfig::default()).unwrap();
+        let onsets: Vec<bool> = cat(&[w(3, 0.1), w(12, 0.9), w(6, 0.05), w(2, 0.9)])
+            .into_iter()
+            .map(|p| {
+                s.push(p);
+                s.onset()
+            })
+            .collect();
+        let at: Vec<usize> = (0..onsets.len()).filter(|&i| onsets[i]).collect();
+        // Once when the speech begins, not again while it lasts or once it is reported, and
+        // again when speech follows the silence that ended it.
+        assert_eq!(at, vec![3, 21]);
     }
 
     fn start(t_ms: u32, detected_ms: u32) -> SpeechEvent {

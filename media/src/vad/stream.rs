@@ -16,6 +16,8 @@ pub struct WindowOutcome {
     pub prob: f32,
     /// The speech start or end this window decided, if any.
     pub event: Option<SpeechEvent>,
+    /// This window began possible speech (see [`super::SpeechSegmenter::onset`]).
+    pub onset: bool,
 }
 
 /// One call's voice activity detection: accumulates PCM at its [`VadRate`], exposes 32 ms
@@ -184,7 +186,12 @@ impl VadStream {
             .copy_within(window..self.rate.context_samples() + self.len, 0);
         self.len -= window;
         let event = self.segmenter.push(prob);
-        Some(WindowOutcome { t_ms, prob, event })
+        Some(WindowOutcome {
+            t_ms,
+            prob,
+            event,
+            onset: self.segmenter.onset(),
+        })
     }
 
     /// End of the audio: zero-pads pending samples (fewer than a window) to a full window so

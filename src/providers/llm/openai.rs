@@ -10,9 +10,11 @@ use tokio::time::timeout_at;
 
 use super::chunk::{Assembler, ChunkError};
 use super::sse::SseParser;
-use super::{error_chain, ChatMessage, ChatRequest, LlmEvent, LlmStream, Role};
+use super::{ChatMessage, ChatRequest, LlmEvent, LlmStream, Role};
 use crate::config::agent::{LlmConfig, Secret};
-use crate::providers::{body_excerpt, http_client, AbortOnDrop, ProviderError, Retry, Ttfb};
+use crate::providers::{
+    body_excerpt, error_chain, http_client, AbortOnDrop, ProviderError, Retry, Ttfb,
+};
 
 const PROVIDER: &str = "openai";
 const DEFAULT_BASE: &str = "https://api.openai.com/v1";

@@ -19,9 +19,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{error_chain, language_code, SttEvent, SttInput, SttSession, INPUT_QUEUE};
+use super::{language_code, SttEvent, SttInput, SttSession, INPUT_QUEUE};
 use crate::config::agent::{Secret, SttConfig};
-use crate::providers::{body_excerpt, AbortOnDrop, ProviderError, Retry, Ttfb};
+use crate::providers::{body_excerpt, error_chain, AbortOnDrop, ProviderError, Retry, Ttfb};
 
 const PROVIDER: &str = "deepgram";
 const DEFAULT_BASE: &str = "wss://api.deepgram.com";

@@ -135,21 +135,6 @@ pub(crate) fn language_code(name: &str) -> Option<String> {
         .then(|| primary.to_string())
 }
 
-/// An error with its causes, on one line (the outermost message alone rarely says why).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        source = cause.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{error_chain, language_code, SttEvent, SttInput, SttSession, INPUT_QUEUE};
+use super::{language_code, SttEvent, SttInput, SttSession, INPUT_QUEUE};
 use crate::config::agent::{Secret, SttConfig};
 use crate::providers::audio::AGENT_RATE;
-use crate::providers::{body_excerpt, http_client, AbortOnDrop, ProviderError, Retry, Ttfb};
+use crate::providers::{
+    body_excerpt, error_chain, http_client, AbortOnDrop, ProviderError, Retry, Ttfb,
+};
 
 const PROVIDER: &str = "openai";
 const DEFAULT_BASE: &str = "https://api.openai.com/v1";

@@ -26,11 +26,11 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::alignment::{Step, Tracker};
-use super::http_pcm::error_chain;
 use super::turn;
 use super::{TtsEvent, TtsTurn};
 use crate::config::agent::TtsConfig;
 use crate::providers::audio::StreamResampler;
+use crate::providers::error_chain;
 use crate::providers::{body_excerpt, ProviderError, Retry, Ttfb};
 
 const PROVIDER: &str = "elevenlabs";

@@ -11,7 +11,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::turn::Sink;
 use crate::providers::audio::StreamResampler;
-use crate::providers::{body_excerpt, ProviderError, Retry, Ttfb};
+use crate::providers::{body_excerpt, error_chain, ProviderError, Retry, Ttfb};
 
 /// Longest error-body excerpt kept in a [`ProviderError::Status`].
 const ERROR_EXCERPT: usize = 300;
@@ -154,20 +154,4 @@ impl PcmRequest<'_> {
             reason: error_chain(e),
         }
     }
-}
-
-/// An error with its causes ("error sending request: connection refused"), which reqwest's
-/// own message leaves out.
-pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        source = cause.source();
-    }
-    s
 }
