@@ -30,7 +30,8 @@ use crate::providers::tts::espeak::EspeakTts;
 use crate::providers::tts::{Tts, TtsEvent, TtsTurn};
 
 /// How often queued reply audio is topped up into the playout ring and the playout position
-/// reported to the conversation, while a reply is in progress.
+/// reported to the conversation, while a reply is in progress. The position is also read
+/// afresh at each speech start, so what a barge-in keeps is exact.
 const PACE: Duration = Duration::from_millis(20);
 /// TTS audio held outside the ring before the agent stops reading from TTS (backpressure):
 /// 2 s at 16 kHz.
@@ -246,6 +247,9 @@ impl Driver {
                         // The start is padded back by `pad`: the speech itself began later.
                         let lasted = s.detected_ms.saturating_sub(s.t_ms + pad);
                         self.speech_started_at = Some(at);
+                        // What the caller has heard, up to now, for a barge-in.
+                        let read = self.playout.read_position();
+                        self.input(Input::PlayoutRead { read });
                         self.stt_send(SttInput::SpeechStart);
                         self.input(Input::SpeechStart {
                             lasted: Duration::from_millis(u64::from(lasted)),
