@@ -17,7 +17,7 @@ use parley_media::vad::SpeechEventKind;
 use parley_media::wav::WavWriter;
 use tokio::time::Instant;
 
-use super::session::{AgentIo, FromAgent, ToAgent};
+use super::session::{sleep_until, AgentIo, FromAgent, ToAgent};
 use crate::providers::tts::espeak::EspeakTts;
 use crate::providers::ProviderError;
 
@@ -285,12 +285,7 @@ impl MenuCall {
 
     /// Waits for a key until `deadline`, handling speech events and caller audio meanwhile.
     async fn wait(&mut self, deadline: Option<Instant>) -> Heard {
-        let sleep = async {
-            match deadline {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = sleep_until(deadline);
         tokio::pin!(sleep);
         loop {
             tokio::select! {

@@ -221,7 +221,8 @@ async fn next_or_pending<T>(next: Option<impl Future<Output = Option<T>>>) -> Op
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleeps until `deadline`; never wakes without one (a `select!` branch that is off).
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,

@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::agent::menu::{self, Menu};
-use crate::agent::session::{self as agent_session, AgentIo, AgentRuntime, FromAgent, ToAgent};
+use crate::agent::session::{
+    self as agent_session, sleep_until, AgentIo, AgentRuntime, FromAgent, ToAgent,
+};
 use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
 use crate::config::Config;
@@ -207,13 +209,6 @@ const TRANSFER_WAIT: Duration = Duration::from_secs(45);
 fn tell(agent: &Option<AgentLink>, id: String, content: String) {
     if let Some(a) = agent {
         let _ = a.events.send(ToAgent::TransferResult { id, content });
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 
