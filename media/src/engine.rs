@@ -3,6 +3,10 @@
 //! on the least-loaded worker. The async world reaches a call only through its `CallHandle`
 //! (a bounded command channel), its playout/capture rings and the events it receives through
 //! an [`EventSink`].
+//!
+//! Between ticks a worker waits on its command channel rather than sleeping, so that audio
+//! queued for a call whose stream is held (silence suppression) starts its talkspurt at
+//! once: the playout ring's waker sends the worker a `Wake` for that call.
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -10,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::session::{MediaEvent, MediaSession, SessionParams};
 use crate::vad::{SileroModel, VadBatcher, VadError};
@@ -41,6 +45,8 @@ enum Command {
     Add(u64, Box<CallSetup>),
     Update(u64, SessionParams),
     SendDtmf(u64, char, u32),
+    /// Audio was queued for a call whose stream is held: start its talkspurt now.
+    Wake(u64),
     Remove(u64),
 }
 
@@ -58,6 +64,8 @@ pub struct EngineStats {
     pub packets_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub command_drops: AtomicU64,
+    /// Talkspurts started between ticks, the moment their audio was queued.
+    pub early_talkspurts: AtomicU64,
 }
 
 struct Worker {
@@ -228,6 +236,18 @@ impl CallHandle {
         }
     }
 
+    /// A waker for the call's playout producer: audio queued while the call's stream is held
+    /// wakes the worker, which sends its first packet at once.
+    pub fn playout_waker(&self) -> crate::playout::PlayoutWaker {
+        let (id, commands, stats) = (self.id, self.commands.clone(), self.stats.clone());
+        Box::new(move || {
+            // A lost wake only costs the wait for the next tick.
+            if commands.try_send(Command::Wake(id)).is_err() {
+                stats.command_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    }
+
     /// Sends a DTMF digit (RFC 4733 when negotiated, in-band tones otherwise).
     pub fn send_dtmf(&self, digit: char, duration_ms: u32) {
         if self
@@ -266,51 +286,73 @@ struct Slot {
     setup: Box<CallSetup>,
 }
 
-fn run_worker(
-    commands: Receiver<Command>,
+/// A worker's calls and scratch buffers.
+struct WorkerState {
+    calls: Vec<Slot>,
+    rx_buf: Vec<u8>,
+    tx_buf: Vec<u8>,
     load: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
     stats: Arc<EngineStats>,
-    mut vad: Option<VadBatcher>,
-) {
-    let mut calls: Vec<Slot> = Vec::with_capacity(1024);
-    let mut rx_buf = vec![0u8; 2048];
-    let mut tx_buf = vec![0u8; 1500];
-    let mut next_tick = Instant::now() + TICK;
-    while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        while let Ok(cmd) = commands.try_recv() {
-            match cmd {
-                Command::Add(id, setup) => calls.push(Slot { id, setup }),
-                Command::Update(id, params) => {
-                    if let Some(slot) = calls.iter_mut().find(|s| s.id == id) {
-                        slot.setup.session.update(started, params);
-                    }
+}
+
+impl WorkerState {
+    fn slot(&mut self, id: u64) -> Option<&mut Slot> {
+        self.calls.iter_mut().find(|s| s.id == id)
+    }
+
+    fn apply(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Add(id, setup) => self.calls.push(Slot { id, setup }),
+            Command::Update(id, params) => {
+                if let Some(slot) = self.slot(id) {
+                    slot.setup.session.update(now, params);
                 }
-                Command::SendDtmf(id, digit, ms) => {
-                    if let Some(slot) = calls.iter_mut().find(|s| s.id == id) {
-                        slot.setup.session.send_dtmf(digit, ms);
-                    }
+            }
+            Command::SendDtmf(id, digit, ms) => {
+                if let Some(slot) = self.slot(id) {
+                    slot.setup.session.send_dtmf(digit, ms);
                 }
-                Command::Remove(id) => {
-                    if let Some(i) = calls.iter().position(|s| s.id == id) {
-                        let mut slot = calls.swap_remove(i);
-                        let final_stats = slot.setup.session.stats();
-                        slot.setup
-                            .events
-                            .push(MediaEvent::Closed(Box::new(final_stats)));
-                        load.fetch_sub(1, Ordering::Relaxed);
+            }
+            Command::Wake(id) => {
+                let Some(i) = self.calls.iter().position(|s| s.id == id) else {
+                    return;
+                };
+                let CallSetup {
+                    socket,
+                    session,
+                    events,
+                    ..
+                } = &mut *self.calls[i].setup;
+                let mut emit = |e: MediaEvent| events.push(e);
+                if let Some(tx) = session.poll_talkspurt(now, &mut self.tx_buf, &mut emit) {
+                    if socket.send_to(&self.tx_buf[..tx.len], tx.to).is_ok() {
+                        self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                        self.stats.early_talkspurts.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
+            Command::Remove(id) => {
+                if let Some(i) = self.calls.iter().position(|s| s.id == id) {
+                    let mut slot = self.calls.swap_remove(i);
+                    let final_stats = slot.setup.session.stats();
+                    slot.setup
+                        .events
+                        .push(MediaEvent::Closed(Box::new(final_stats)));
+                    self.load.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
         }
-        let now = Instant::now();
+    }
+
+    /// One tick: what arrived on every call's sockets, then every session's tick and RTCP.
+    fn tick(&mut self, now: Instant) {
         // Wall-clock NTP time for RTCP sender reports, read once per tick.
         let ntp_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(crate::rtcp::ntp_from_unix)
             .unwrap_or(0);
-        for slot in calls.iter_mut() {
+        let (rx_buf, tx_buf, stats) = (&mut self.rx_buf, &mut self.tx_buf, &self.stats);
+        for slot in self.calls.iter_mut() {
             let CallSetup {
                 socket,
                 rtcp_socket,
@@ -321,7 +363,7 @@ fn run_worker(
             let mut emit = |e: MediaEvent| events.push(e);
             // Bounded per tick so a flood on one port cannot starve the other calls.
             for _ in 0..64 {
-                match socket.recv_from(&mut rx_buf) {
+                match socket.recv_from(rx_buf) {
                     Ok((n, from)) => {
                         stats.packets_in.fetch_add(1, Ordering::Relaxed);
                         session.handle_packet(now, from, &rx_buf[..n], &mut emit);
@@ -331,43 +373,73 @@ fn run_worker(
             }
             if let Some(rtcp) = rtcp_socket.as_ref() {
                 for _ in 0..8 {
-                    match rtcp.recv_from(&mut rx_buf) {
+                    match rtcp.recv_from(rx_buf) {
                         Ok((n, from)) => session.handle_rtcp(now, ntp_now, from, &rx_buf[..n]),
                         Err(_) => break,
                     }
                 }
             }
-            if let Some(tx) = session.tick(now, &mut tx_buf, &mut emit) {
+            if let Some(tx) = session.tick(now, tx_buf, &mut emit) {
                 if socket.send_to(&tx_buf[..tx.len], tx.to).is_ok() {
                     stats.packets_out.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            if let Some(tx) = session.poll_rtcp(now, ntp_now, &mut tx_buf) {
+            if let Some(tx) = session.poll_rtcp(now, ntp_now, tx_buf) {
                 // Without an RTCP socket, RTCP goes out multiplexed on the RTP port.
                 let sock = rtcp_socket.as_ref().unwrap_or(socket);
                 let _ = sock.send_to(&tx_buf[..tx.len], tx.to);
             }
         }
-        // One batched VAD inference over every call with a 32 ms window ready.
-        if let Some(batcher) = vad.as_mut() {
-            let result = batcher.run(
-                &mut calls,
-                |slot| slot.setup.session.vad_mut(),
-                |_, slot, outcome| {
-                    let CallSetup {
-                        session, events, ..
-                    } = &mut *slot.setup;
-                    session.on_vad_window(outcome, &mut |e| events.push(e));
-                },
-            );
-            match result {
-                Ok(n) => {
-                    stats.vad_windows.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    stats.vad_errors.fetch_add(1, Ordering::Relaxed);
-                }
+    }
+
+    /// One batched VAD inference over every call with a 32 ms window ready.
+    fn run_vad(&mut self, batcher: &mut VadBatcher) {
+        let result = batcher.run(
+            &mut self.calls,
+            |slot| slot.setup.session.vad_mut(),
+            |_, slot, outcome| {
+                let CallSetup {
+                    session, events, ..
+                } = &mut *slot.setup;
+                session.on_vad_window(outcome, &mut |e| events.push(e));
+            },
+        );
+        match result {
+            Ok(n) => {
+                self.stats
+                    .vad_windows
+                    .fetch_add(n as u64, Ordering::Relaxed);
             }
+            Err(_) => {
+                self.stats.vad_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn run_worker(
+    commands: Receiver<Command>,
+    load: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<EngineStats>,
+    mut vad: Option<VadBatcher>,
+) {
+    let mut w = WorkerState {
+        calls: Vec::with_capacity(1024),
+        rx_buf: vec![0u8; 2048],
+        tx_buf: vec![0u8; 1500],
+        load,
+        stats: stats.clone(),
+    };
+    let mut next_tick = Instant::now() + TICK;
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        while let Ok(cmd) = commands.try_recv() {
+            w.apply(cmd, started);
+        }
+        w.tick(Instant::now());
+        if let Some(batcher) = vad.as_mut() {
+            w.run_vad(batcher);
         }
         stats.ticks.fetch_add(1, Ordering::Relaxed);
         let done = Instant::now();
@@ -378,11 +450,30 @@ fn run_worker(
             // Overloaded: count it and re-anchor instead of bursting to catch up.
             stats.late_ticks.fetch_add(1, Ordering::Relaxed);
             next_tick = done + TICK;
-        } else {
-            if next_tick > done {
-                std::thread::sleep(next_tick - done);
-            }
-            next_tick += TICK;
+            continue;
         }
+        // Until the next tick, commands are applied as they come: a wake starts a held
+        // call's talkspurt now instead of at the tick.
+        loop {
+            let now = Instant::now();
+            if now >= next_tick {
+                break;
+            }
+            match commands.recv_timeout(next_tick - now) {
+                Ok(cmd) => {
+                    let woke = Instant::now();
+                    w.apply(cmd, woke);
+                    stats
+                        .busy_ns
+                        .fetch_add(woke.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The engine is gone (and has set `stop`).
+                    break;
+                }
+            }
+        }
+        next_tick += TICK;
     }
 }

@@ -22,6 +22,7 @@ pub mod rtcp;
 pub mod rtp;
 pub mod session;
 pub mod stats;
+pub mod talkspurt;
 pub mod vad;
 pub mod wav;
 

@@ -5,11 +5,14 @@
 //!   one 20 ms frame per tick. `clear()` (barge-in) takes effect on the next tick and only
 //!   discards what was queued before the call, so a reply queued right after a clear is kept.
 //!   `samples_played()` tells the agent how much of its reply the caller actually heard.
+//!   While the media thread holds the call's stream between talkspurts it asks to be woken:
+//!   the first push after that calls the producer's waker once, so a reply starts on the
+//!   wire the moment its audio is queued instead of at the next tick.
 //! - Capture (caller → agent): the media thread writes decoded, resampled audio; the async side
 //!   reads it for speech recognition and recording. A full capture ring drops (and counts)
 //!   rather than blocking the media thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// PCM rate of every ring: the engine's internal rate.
@@ -25,12 +28,20 @@ struct PlayoutShared {
     played: AtomicU64,
     /// Samples discarded by clears.
     cleared: AtomicU64,
+    /// The media thread holds the stream (sends nothing) and wants a wake-up with the next
+    /// audio. Taken (swapped to false) by the push that wakes it, so it wakes once.
+    wake_wanted: AtomicBool,
 }
+
+/// Called by the producer when audio is queued for a consumer that asked to be woken (the
+/// media engine sends its worker a command). Must not block.
+pub type PlayoutWaker = Box<dyn Fn() + Send + Sync>;
 
 /// The async side's end of a call's playout queue.
 pub struct PlayoutProducer {
     ring: rtrb::Producer<i16>,
     shared: Arc<PlayoutShared>,
+    waker: Option<PlayoutWaker>,
 }
 
 /// The media thread's end of a call's playout queue.
@@ -48,6 +59,7 @@ pub fn playout_queue(capacity: usize) -> (PlayoutProducer, PlayoutConsumer) {
         PlayoutProducer {
             ring: producer,
             shared: shared.clone(),
+            waker: None,
         },
         PlayoutConsumer {
             ring: consumer,
@@ -64,7 +76,20 @@ impl PlayoutProducer {
         let dropped = capture_frame(&mut self.ring, samples);
         let n = samples.len() - dropped;
         self.shared.written.fetch_add(n as u64, Ordering::Release);
+        // SeqCst pairs with the consumer's `set_wake_wanted`: either it sees these samples
+        // when it re-checks the ring, or this sees its request.
+        if n > 0 && self.shared.wake_wanted.swap(false, Ordering::SeqCst) {
+            if let Some(wake) = &self.waker {
+                wake();
+            }
+        }
         n
+    }
+
+    /// How to wake the consumer's media thread when audio is queued while it holds the
+    /// stream (see [`PlayoutConsumer::set_wake_wanted`]).
+    pub fn set_waker(&mut self, waker: PlayoutWaker) {
+        self.waker = Some(waker);
     }
 
     /// Free space in samples.
@@ -144,6 +169,20 @@ impl PlayoutConsumer {
     pub fn is_empty(&self) -> bool {
         self.ring.is_empty()
     }
+
+    /// True when audio is queued that a pending `clear` will not discard.
+    pub fn has_audio(&self) -> bool {
+        let clear_until = self.shared.clear_until.load(Ordering::Acquire);
+        self.ring.slots() as u64 > clear_until.saturating_sub(self.read)
+    }
+
+    /// Asks the producer to wake the media thread with its next push (the stream is held),
+    /// or withdraws the request. Returns whether audio is already queued, so a push that
+    /// raced with the request is not missed.
+    pub fn set_wake_wanted(&mut self, wanted: bool) -> bool {
+        self.shared.wake_wanted.store(wanted, Ordering::SeqCst);
+        self.has_audio()
+    }
 }
 
 /// The media thread's end of a capture ring.
@@ -215,6 +254,38 @@ mod tests {
         assert_eq!(tx.samples_played(), 420);
         assert_eq!(tx.samples_cleared(), 680);
         assert_eq!(tx.queued(), 0);
+    }
+
+    #[test]
+    fn a_held_stream_is_woken_once_by_the_next_push() {
+        let (mut tx, mut rx) = playout_queue(1000);
+        let wakes = Arc::new(AtomicU64::new(0));
+        let counter = wakes.clone();
+        tx.set_waker(Box::new(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }));
+        tx.push(&[1; 10]);
+        assert_eq!(wakes.load(Ordering::Relaxed), 0, "nobody asked");
+        let mut frame = [0i16; 320];
+        rx.pop_frame(&mut frame);
+        assert!(!rx.set_wake_wanted(true), "nothing queued");
+        tx.push(&[1; 10]);
+        tx.push(&[1; 10]);
+        assert_eq!(
+            wakes.load(Ordering::Relaxed),
+            1,
+            "the first push wakes, once"
+        );
+        assert!(rx.has_audio());
+        tx.clear();
+        assert!(!rx.has_audio(), "a pending clear discards it");
+        assert!(!rx.set_wake_wanted(true));
+        tx.push(&[]);
+        assert_eq!(
+            wakes.load(Ordering::Relaxed),
+            1,
+            "an empty push does not wake"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::resample::Resampler;
 use crate::rtcp::{RtcpConfig, RtcpSession};
 use crate::rtp::{self, RtpSender};
 use crate::stats::QualityStats;
+use crate::talkspurt::{TalkspurtConfig, Talkspurts};
 use crate::vad::{SegmenterConfig, SpeechEvent, VadRate, VadStream, WindowOutcome};
 
 /// 20 ms at the engine rate.
@@ -163,7 +164,9 @@ pub struct MediaSession {
     params: SessionParams,
     pipeline: Pipeline,
     sender: RtpSender,
-    first_packet: bool,
+    /// The next audio packet starts a talkspurt: it carries the marker bit (RFC 3551 §4.1).
+    marker_next: bool,
+    talk: Talkspurts,
     latched: Option<SocketAddr>,
     last_rx: Instant,
     rtp_timeout: Duration,
@@ -224,6 +227,8 @@ pub struct SessionOptions {
     /// Feed the caller's audio to the VAD (the worker runs the model).
     pub vad: bool,
     pub vad_config: SegmenterConfig,
+    /// Silence suppression and keep-alives on the sending side.
+    pub talkspurts: TalkspurtConfig,
 }
 
 impl Default for SessionOptions {
@@ -234,6 +239,7 @@ impl Default for SessionOptions {
             cname: "parley".into(),
             vad: false,
             vad_config: SegmenterConfig::default(),
+            talkspurts: TalkspurtConfig::default(),
         }
     }
 }
@@ -257,15 +263,17 @@ impl MediaSession {
         let ssrc = options.ssrc;
         let pipeline = Pipeline::new(params.codec);
         let clock = pipeline.codec.rtp_clock_rate();
+        let first_ts = ssrc.rotate_left(7);
+        let mut playout = playout;
+        if options.talkspurts.suppress_silence {
+            // The stream starts held: the first audio wakes the worker.
+            playout.set_wake_wanted(true);
+        }
         MediaSession {
             params,
-            sender: RtpSender::new(
-                ssrc,
-                params.payload_type,
-                (ssrc >> 16) as u16,
-                ssrc.rotate_left(7),
-            ),
-            first_packet: true,
+            sender: RtpSender::new(ssrc, params.payload_type, (ssrc >> 16) as u16, first_ts),
+            marker_next: true,
+            talk: Talkspurts::new(options.talkspurts, now, clock, first_ts),
             latched: None,
             last_rx: now,
             rtp_timeout: options.rtp_timeout,
@@ -357,7 +365,7 @@ impl MediaSession {
         });
         let len = self
             .rtcp
-            .build_report(now, ntp_now, self.sender.timestamp(), out)
+            .build_report(now, ntp_now, self.rtp_now(now), out)
             .ok()?;
         let to = to?;
         self.stats.rtcp_sent += 1;
@@ -374,6 +382,8 @@ impl MediaSession {
         }
         if params.codec != self.pipeline.kind {
             self.pipeline = Pipeline::new(params.codec);
+            let clock = self.pipeline.codec.rtp_clock_rate();
+            self.talk.set_clock(now, clock, self.sender.timestamp());
             self.quality.set_codec(emodel_codec(params.codec));
             self.vad.set_rate(self.pipeline.vad_rate());
         }
@@ -607,6 +617,81 @@ impl MediaSession {
             emit(MediaEvent::RtpTimeout);
         }
         self.receive_frame(now, emit);
+        if self.talk.holding() {
+            if !self.has_audio_to_send() {
+                return self.keepalive(now, out);
+            }
+            self.start_talkspurt(now);
+        }
+        self.send_frame(now, out, emit)
+    }
+
+    /// Between ticks, when the playout producer woke the worker: a held stream starts its
+    /// talkspurt now, so a reply's first packet does not wait up to a tick for its slot.
+    pub fn poll_talkspurt(
+        &mut self,
+        now: Instant,
+        out: &mut [u8],
+        emit: &mut dyn FnMut(MediaEvent),
+    ) -> Option<Transmit> {
+        if !self.has_audio_to_send() || !self.talk.can_start_now(now, self.sender.timestamp()) {
+            return None;
+        }
+        self.start_talkspurt(now);
+        self.send_frame(now, out, emit)
+    }
+
+    /// The RTP timestamp of a packet sent now: the next one of a running stream, or where
+    /// the real clock has got to while the stream is held.
+    fn rtp_now(&self, now: Instant) -> u32 {
+        let next = self.sender.timestamp();
+        let clock = self.talk.ts_at(now);
+        if self.talk.holding() && clock.wrapping_sub(next) as i32 > 0 {
+            clock
+        } else {
+            next
+        }
+    }
+
+    /// Queued audio or DTMF waiting to go out.
+    fn has_audio_to_send(&self) -> bool {
+        self.playout.has_audio()
+            || !self.dtmf_queue.is_empty()
+            || self.dtmf_out.is_some()
+            || self.inband_out.is_some()
+    }
+
+    /// A held stream starts a talkspurt: the timestamp skips the held time, the first packet
+    /// carries the marker.
+    fn start_talkspurt(&mut self, now: Instant) {
+        let skip = self.talk.start(now, self.sender.timestamp());
+        self.sender.skip_samples(skip);
+        self.marker_next = true;
+        self.playout.set_wake_wanted(false);
+    }
+
+    /// While held: one packet of encoded silence when a keep-alive is due.
+    fn keepalive(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        if !self.talk.keepalive_due(now) || !self.params.send {
+            return None;
+        }
+        let to = self.latched.or(self.params.remote)?;
+        self.start_talkspurt(now);
+        self.engine_pcm.fill(0);
+        let len = self.encode_packet(out);
+        self.talk.keepalive_sent(now);
+        self.playout.set_wake_wanted(true);
+        Some(Transmit { to, len: len? })
+    }
+
+    /// One 20 ms frame of the stream: queued audio (or silence), DTMF when a digit is being
+    /// sent. Holds the stream once the silence after a talkspurt has lasted the hangover.
+    fn send_frame(
+        &mut self,
+        now: Instant,
+        out: &mut [u8],
+        emit: &mut dyn FnMut(MediaEvent),
+    ) -> Option<Transmit> {
         // The queue is consumed even while on hold, so prompts keep their timing.
         let got = self.playout.pop_frame(&mut self.engine_pcm);
         if got > 0 {
@@ -618,6 +703,18 @@ impl MediaSession {
             self.was_playing = false;
             emit(MediaEvent::PlayoutDrained);
         }
+        let dtmf =
+            !self.dtmf_queue.is_empty() || self.dtmf_out.is_some() || self.inband_out.is_some();
+        let sent = self.transmit_frame(out);
+        if self.talk.frame_sent(now, got == 0 && !dtmf) {
+            // Held from now on: the producer wakes the worker with the next audio (audio
+            // that raced in meanwhile starts at the next tick, the stream's next slot).
+            self.playout.set_wake_wanted(true);
+        }
+        sent
+    }
+
+    fn transmit_frame(&mut self, out: &mut [u8]) -> Option<Transmit> {
         let to = self.latched.or(self.params.remote)?;
         if !self.params.send {
             return None;
@@ -626,6 +723,12 @@ impl MediaSession {
             return Some(Transmit { to, len: t });
         }
         self.mix_inband_dtmf();
+        let len = self.encode_packet(out)?;
+        Some(Transmit { to, len })
+    }
+
+    /// Encodes the engine frame and writes it as the stream's next RTP packet into `out`.
+    fn encode_packet(&mut self, out: &mut [u8]) -> Option<usize> {
         let p = &mut self.pipeline;
         let pcm = match p.down.as_mut() {
             Some(r) => {
@@ -635,12 +738,12 @@ impl MediaSession {
             None => &self.engine_pcm[..],
         };
         let size = p.codec.encode(pcm, &mut self.payload).ok()?;
-        let header = self.sender.next_header(p.rtp_ticks, self.first_packet);
-        self.first_packet = false;
+        let header = self.sender.next_header(p.rtp_ticks, self.marker_next);
+        self.marker_next = false;
         let len = rtp::write_packet(&header, &self.payload[..size], out).ok()?;
         self.rtcp.on_rtp_sent(size);
         self.stats.packets_sent += 1;
-        Some(Transmit { to, len })
+        Some(len)
     }
 }
 
@@ -757,6 +860,134 @@ mod tests {
     fn session(t0: Instant, params: SessionParams) -> MediaSession {
         let (_tx, rx) = playout_queue(100);
         MediaSession::new(t0, params, rx, None, SessionOptions::default())
+    }
+
+    fn suppressing(t0: Instant, rx: crate::playout::PlayoutConsumer) -> MediaSession {
+        let options = SessionOptions {
+            talkspurts: TalkspurtConfig {
+                suppress_silence: true,
+                keepalive: Duration::from_secs(5),
+            },
+            ..SessionOptions::default()
+        };
+        MediaSession::new(t0, params(), rx, None, options)
+    }
+
+    /// (sent at ms, marker, timestamp, first payload byte) of each packet of `ticks` ticks.
+    fn run_ticks(
+        s: &mut MediaSession,
+        t0: Instant,
+        ticks: std::ops::Range<u32>,
+        events: &mut Vec<MediaEvent>,
+    ) -> Vec<(u32, bool, u32)> {
+        let mut out = [0u8; 1500];
+        let mut sent = Vec::new();
+        for i in ticks {
+            if let Some(t) = s.tick(t0 + TICK_TEST * i, &mut out, &mut |e| events.push(e)) {
+                let h = rtp::parse(&out[..t.len]).unwrap().header;
+                sent.push((i * 20, h.marker, h.timestamp));
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn a_silent_stream_is_held_with_keepalives() {
+        let t0 = Instant::now();
+        let (mut tx, rx) = playout_queue(16_000);
+        let mut s = suppressing(t0, rx);
+        let mut events = Vec::new();
+        // Nothing to say: one keep-alive opens the path, the next comes 5 s later.
+        let sent = run_ticks(&mut s, t0, 0..300, &mut events);
+        assert_eq!(sent.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 5000]);
+        assert!(
+            sent.iter().all(|p| p.1),
+            "each keep-alive is its own talkspurt"
+        );
+        assert_eq!(
+            sent[1].2.wrapping_sub(sent[0].2),
+            40_000,
+            "timestamps follow the real clock across the held time"
+        );
+        // 100 ms of audio at tick 300: five packets of it, the hangover, then held again.
+        tx.push(&[3000; 1600]);
+        let sent = run_ticks(&mut s, t0, 300..340, &mut events);
+        let times: Vec<u32> = sent.iter().map(|p| p.0).collect();
+        let want: Vec<u32> = (300..300 + 5 + crate::talkspurt::HANGOVER_FRAMES)
+            .map(|i| i * 20)
+            .collect();
+        assert_eq!(times, want);
+        assert!(
+            sent[0].1 && sent[1..].iter().all(|p| !p.1),
+            "marker on the first only"
+        );
+        assert_eq!(
+            events,
+            vec![MediaEvent::PlayoutStarted, MediaEvent::PlayoutDrained]
+        );
+    }
+
+    #[test]
+    fn queued_audio_starts_a_held_stream_between_ticks() {
+        let t0 = Instant::now();
+        let (mut tx, rx) = playout_queue(16_000);
+        let mut s = suppressing(t0, rx);
+        let mut events = Vec::new();
+        let first = run_ticks(&mut s, t0, 0..50, &mut events);
+        let mut out = [0u8; 1500];
+        // Nothing queued: nothing to start.
+        let mid = t0 + Duration::from_millis(1007);
+        assert!(s
+            .poll_talkspurt(mid, &mut out, &mut |e| events.push(e))
+            .is_none());
+        tx.push(&[3000; 640]);
+        let t = s
+            .poll_talkspurt(mid, &mut out, &mut |e| events.push(e))
+            .expect("sent at once, 7 ms into the tick");
+        let h = rtp::parse(&out[..t.len]).unwrap().header;
+        assert!(h.marker);
+        assert_eq!(
+            h.timestamp.wrapping_sub(first[0].2),
+            1007 * 8,
+            "stamped with the real time it starts at"
+        );
+        assert_eq!(events, vec![MediaEvent::PlayoutStarted]);
+        // The talkspurt goes on at the ticks; a second poll has nothing more to start.
+        assert!(s.poll_talkspurt(mid, &mut out, &mut |_| {}).is_none());
+        let next = run_ticks(&mut s, t0, 51..52, &mut events);
+        assert_eq!(next[0].2, h.timestamp.wrapping_add(160));
+        assert!(!next[0].1);
+    }
+
+    #[test]
+    fn a_talkspurt_never_starts_inside_the_last_packet() {
+        let t0 = Instant::now();
+        let (mut tx, rx) = playout_queue(16_000);
+        let mut s = suppressing(t0, rx);
+        let mut events = Vec::new();
+        // The keep-alive at 0 ms covers 0-20 ms of the stream's timeline.
+        assert_eq!(run_ticks(&mut s, t0, 0..1, &mut events).len(), 1);
+        tx.push(&[3000; 640]);
+        let mut out = [0u8; 1500];
+        let early = t0 + Duration::from_millis(7);
+        assert!(s.poll_talkspurt(early, &mut out, &mut |_| {}).is_none());
+        // The next tick starts it, in the stream's next slot.
+        let sent = run_ticks(&mut s, t0, 1..2, &mut events);
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].1);
+    }
+
+    #[test]
+    fn a_continuous_stream_ignores_wakes() {
+        let t0 = Instant::now();
+        let (mut tx, rx) = playout_queue(16_000);
+        let mut s = with_capture(t0, rx, capture_queue(100).0, 5);
+        tx.push(&[3000; 640]);
+        let mut out = [0u8; 1500];
+        let mid = t0 + Duration::from_millis(7);
+        assert!(s.poll_talkspurt(mid, &mut out, &mut |_| {}).is_none());
+        let sent = run_ticks(&mut s, t0, 0..20, &mut Vec::new());
+        assert_eq!(sent.len(), 20, "a packet every tick");
     }
 
     #[test]

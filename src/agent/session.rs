@@ -387,6 +387,9 @@ impl Driver {
                     offset,
                 } => {
                     let at = self.playout.written();
+                    // Stamped before the push: a held stream's first packet may leave on
+                    // the media thread before this task's next instruction.
+                    let queued_at = Instant::now().into_std();
                     let n = self.playout.push(&pcm[*offset..]);
                     let sentence = *sentence;
                     *offset += n;
@@ -398,7 +401,7 @@ impl Driver {
                             self.awaiting_first_packet = true;
                         }
                         self.conv.handle(
-                            Instant::now().into_std(),
+                            queued_at,
                             Input::AudioQueued {
                                 sentence,
                                 at,

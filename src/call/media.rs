@@ -16,6 +16,7 @@ use parley_media::playout::{
 use parley_media::session::{
     MediaEvent, MediaSession, SessionOptions, SessionParams, SessionStats,
 };
+use parley_media::talkspurt::TalkspurtConfig;
 use parley_media::vad::SegmenterConfig;
 use parley_media::wav::WavWriter;
 use tokio::sync::mpsc;
@@ -69,6 +70,10 @@ pub fn session_options(
             min_speech_ms: config.vad_min_speech_ms,
             min_silence_ms: config.vad_min_silence_ms,
             speech_pad_ms: config.vad_pad_ms,
+        },
+        talkspurts: TalkspurtConfig {
+            suppress_silence: config.silence_suppression,
+            keepalive: Duration::from_millis(config.keepalive_ms),
         },
     }
 }
@@ -155,6 +160,8 @@ impl CallMedia {
             }),
             keepalive: Box::new(start.ports),
         })?;
+        let mut playout_tx = playout_tx;
+        playout_tx.set_waker(handle.playout_waker());
         let recorder = tokio::spawn(record(capture_rx, start.record_to, start.listener));
         Ok(CallMedia {
             handle: Some(handle),

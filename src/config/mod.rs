@@ -129,6 +129,11 @@ pub struct MediaConfig {
     pub vad_min_speech_ms: u32,
     pub vad_min_silence_ms: u32,
     pub vad_pad_ms: u32,
+    /// Hold the outgoing RTP stream between talkspurts, so a reply starts on the wire the
+    /// moment its audio is ready (false: a continuous stream of 20 ms packets).
+    pub silence_suppression: bool,
+    /// While the stream is held, one packet of silence this often; 0 sends none.
+    pub keepalive_ms: u64,
 }
 
 /// Where `scripts/fetch_models.sh` puts the VAD assets.
@@ -207,6 +212,8 @@ impl Default for Config {
                 vad_min_speech_ms: 250,
                 vad_min_silence_ms: 100,
                 vad_pad_ms: 30,
+                silence_suppression: true,
+                keepalive_ms: 5000,
             },
             call: CallConfig { max_duration_s: 0 },
             http: HttpConfig {
@@ -344,6 +351,8 @@ impl Config {
                 self.media.vad_min_silence_ms = v.int_in(0, 10_000)? as u32
             }
             "media.vad_pad_ms" => self.media.vad_pad_ms = v.int_in(0, 1_000)? as u32,
+            "media.silence_suppression" => self.media.silence_suppression = v.boolean()?,
+            "media.keepalive_ms" => self.media.keepalive_ms = v.int_in(0, 300_000)?,
             "call.max_duration_s" => self.call.max_duration_s = v.int_in(0, 7 * 86_400)?,
             "http.listen" => self.http.listen = v.parsed("an address like \"127.0.0.1:8080\"")?,
             _ if self.ai.set(key, &v)? => {}
@@ -433,6 +442,8 @@ pub const KEYS: &[&str] = &[
     "media.vad_min_speech_ms",
     "media.vad_min_silence_ms",
     "media.vad_pad_ms",
+    "media.silence_suppression",
+    "media.keepalive_ms",
     "call.max_duration_s",
     "http.listen",
 ];
