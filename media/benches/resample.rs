@@ -1,6 +1,7 @@
-//! Resampling of one 20 ms frame with `Resampler::new` (one FFT block per frame), the
-//! conversions a narrowband (G.711) call makes every tick: 8 kHz -> 16 kHz for what the
-//! caller sends, 16 kHz -> 8 kHz for what we send. Input is speech frames, cycled.
+//! Resampling of one 20 ms frame, the conversions a narrowband (G.711) call makes every
+//! tick: 8 kHz -> 16 kHz for what the caller sends, 16 kHz -> 8 kHz for what we send; with
+//! `Resampler::new` (one FFT block per frame, `fft_*`) and with `Resampler::for_call` (the
+//! halfband FIR calls use, `halfband_*`). Input is speech frames, cycled.
 //!
 //!     cargo bench -p parley-media --bench resample
 
@@ -19,12 +20,18 @@ fn main() {
         .configure_from_args();
     let mut group = c.benchmark_group("resample");
     group.throughput(Throughput::Elements(1));
-    for (from, to) in [(8000u32, 16000u32), (16000, 8000)] {
+    type Build = fn(u32, u32, usize) -> Result<Resampler, parley_media::resample::ResampleError>;
+    let kinds: [(&str, Build); 2] = [("fft", Resampler::new), ("halfband", Resampler::for_call)];
+    for ((from, to), (kind, build)) in [(8000u32, 16000u32), (16000, 8000)]
+        .into_iter()
+        .flat_map(|pair| kinds.map(|k| (pair, k)))
+    {
         let frames = common::voiced_frames(from, 250);
-        let mut r = Resampler::new(from, to, from as usize / 50).unwrap();
+        let mut r = build(from, to, from as usize / 50).unwrap();
         let mut out = vec![0i16; r.frame_out()];
         let mut k = 0;
-        group.bench_function(format!("{}k_to_{}k_20ms", from / 1000, to / 1000), |b| {
+        let name = format!("{kind}_{}k_to_{}k_20ms", from / 1000, to / 1000);
+        group.bench_function(name, |b| {
             b.iter(|| {
                 let f = &frames[k % frames.len()];
                 k += 1;

@@ -14,6 +14,7 @@ pub mod dtmf;
 pub mod emodel;
 pub mod engine;
 pub mod g711;
+pub mod halfband;
 pub mod jitter;
 pub mod playout;
 pub mod plc;

@@ -23,11 +23,17 @@
 //!   filter's start-up (silence fading into the signal) for `delay()`
 //!   samples; nothing is dropped or repeated later.
 //! * **Equal rates** are an exact copy with no delay.
+//! * **Calls' 2:1 pairs.** [`Resampler::for_call`] converts exact 2:1 pairs (8 ↔ 16 kHz,
+//!   every G.711 call, both ways, every 20 ms) with a halfband FIR instead
+//!   ([`crate::halfband`]): 2 ms of delay instead of 10, and about a quarter of the cost;
+//!   other pairs take the pooled FFT resampler.
 //! * **No allocation per call.** The i16 <-> f32 staging buffers and all of
 //!   rubato's scratch space are allocated in [`Resampler::new`].
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler as _, WindowFunction};
+
+use crate::halfband::{Direction, Halfband};
 
 /// Why a resampler could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +69,10 @@ pub struct Resampler {
     to: u32,
     frame_in: usize,
     frame_out: usize,
-    /// `None` when the rates are equal (plain copy).
+    /// `None` when the rates are equal (plain copy) or a halfband filter converts.
     inner: Option<Box<Fft<f32>>>,
+    /// The 2:1 filter of [`Resampler::for_call`].
+    halfband: Option<Halfband>,
     buf_in: Vec<f32>,
     buf_out: Vec<f32>,
     delay: usize,
@@ -92,6 +100,7 @@ impl Drop for Resampler {
             frame_in: self.frame_in,
             frame_out: self.frame_out,
             inner: self.inner.take(),
+            halfband: None,
             buf_in: std::mem::take(&mut self.buf_in),
             buf_out: std::mem::take(&mut self.buf_out),
             delay: self.delay,
@@ -146,6 +155,39 @@ impl Resampler {
         Ok(r)
     }
 
+    /// What a call's media path uses: a halfband FIR for exact 2:1 pairs (about 2 ms of
+    /// delay, no FFT), the pooled FFT resampler of [`recycled`](Self::recycled) otherwise.
+    pub fn for_call(from: u32, to: u32, frame_in: usize) -> Result<Self, ResampleError> {
+        let direction = if to == from * 2 {
+            Some(Direction::Up)
+        } else if from == to * 2 {
+            Some(Direction::Down)
+        } else {
+            None
+        };
+        let rates_ok = SUPPORTED_RATES.contains(&from) && SUPPORTED_RATES.contains(&to);
+        if let (Some(direction), true) = (direction, rates_ok) {
+            let halfband = Halfband::new(direction, frame_in).ok_or(ResampleError::BadFrame {
+                from,
+                to,
+                frame_in,
+            })?;
+            return Ok(Self {
+                from,
+                to,
+                frame_in,
+                frame_out: halfband.frame_out(),
+                inner: None,
+                delay: halfband.delay(),
+                halfband: Some(halfband),
+                buf_in: Vec::new(),
+                buf_out: Vec::new(),
+                recycle: false,
+            });
+        }
+        Self::recycled(from, to, frame_in)
+    }
+
     /// Like [`new`](Self::new) but with two FFT blocks per frame: half the
     /// delay (a quarter frame) for a wider transition band below Nyquist.
     pub fn low_delay(from: u32, to: u32, frame_in: usize) -> Result<Self, ResampleError> {
@@ -170,6 +212,7 @@ impl Resampler {
                 frame_in,
                 frame_out: frame_in,
                 inner: None,
+                halfband: None,
                 buf_in: Vec::new(),
                 buf_out: Vec::new(),
                 delay: 0,
@@ -210,6 +253,7 @@ impl Resampler {
             frame_in,
             frame_out: blocks * block_out,
             inner: Some(Box::new(inner)),
+            halfband: None,
             buf_in: vec![0.0; frame_in],
             buf_out: vec![0.0; blocks * block_out],
             delay,
@@ -250,6 +294,9 @@ impl Resampler {
         if input.len() != self.frame_in || out.len() < self.frame_out {
             return 0;
         }
+        if let Some(halfband) = self.halfband.as_mut() {
+            return halfband.process(input, out);
+        }
         let Some(inner) = self.inner.as_mut() else {
             out[..self.frame_in].copy_from_slice(input);
             return self.frame_in;
@@ -281,6 +328,9 @@ impl Resampler {
     pub fn reset(&mut self) {
         if let Some(inner) = self.inner.as_mut() {
             inner.reset();
+        }
+        if let Some(halfband) = self.halfband.as_mut() {
+            halfband.reset();
         }
     }
 }
@@ -541,6 +591,30 @@ mod tests {
             r.process(&loud, &mut out);
         }
         assert!(out.iter().all(|&s| s > 30000), "{:?}", &out[..4]);
+    }
+
+    #[test]
+    fn calls_convert_2_to_1_with_the_halfband_and_the_rest_with_the_fft() {
+        let up = Resampler::for_call(8000, 16000, 160).unwrap();
+        assert!(up.halfband.is_some() && up.delay() == 34, "{up:?}");
+        let down = Resampler::for_call(16000, 8000, 320).unwrap();
+        assert!(down.halfband.is_some() && down.delay() == 17, "{down:?}");
+        assert_eq!(down.frame_out(), 160);
+        let opus = Resampler::for_call(48000, 16000, 960).unwrap();
+        assert!(opus.halfband.is_none() && opus.inner.is_some());
+        assert!(matches!(
+            Resampler::for_call(16000, 8000, 321),
+            Err(ResampleError::BadFrame { .. })
+        ));
+        // Through the 8 kHz codec side and back, a sweep keeps its shape.
+        let mut up = Resampler::for_call(8000, 16000, 160).unwrap();
+        let mut down = Resampler::for_call(16000, 8000, 320).unwrap();
+        let sweep = chirp(8000, 8000, 100.0, 3000.0, 10000.0);
+        let back = run(&mut down, &run(&mut up, &sweep));
+        let delay = up.delay() / 2 + down.delay();
+        assert_eq!(best_lag(&sweep, &back, 100), delay);
+        let snr = snr_db(&sweep[100..], &back[100..], delay);
+        assert!(snr > 40.0, "SNR {snr:.1} dB");
     }
 
     #[test]

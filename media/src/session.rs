@@ -122,8 +122,8 @@ impl Pipeline {
             (None, None)
         } else {
             (
-                Resampler::recycled(rate, ENGINE_RATE, frame).ok(),
-                Resampler::recycled(ENGINE_RATE, rate, ENGINE_FRAME).ok(),
+                Resampler::for_call(rate, ENGINE_RATE, frame).ok(),
+                Resampler::for_call(ENGINE_RATE, rate, ENGINE_FRAME).ok(),
             )
         };
         let rtp_ticks = codec.frame_rtp_ticks();
