@@ -302,11 +302,13 @@ fn barge_in_cuts_the_reply_and_the_context_keeps_what_was_heard() {
     ];
     rig.llm.push(LlmReply::text(&long));
     rig.llm.set_default(LlmReply::text(&["Sure, go ahead."]));
-    // The caller speaks, waits 2 s (the reply starts), then talks over the reply.
+    // The caller speaks, waits 1.5 s (the reply starts), then talks over the reply's first
+    // clause (about 2.7 s to 4.9 s into the call): the VAD decides speech started about
+    // 0.6 s into the second phrase, so a longer wait would land on the clause boundary.
     let audio = compose(
         &rig.parley.scratch_dir("audio"),
         "barge.wav",
-        &[Part::Phrase1, Part::Silence(2_000), Part::Phrase2],
+        &[Part::Phrase1, Part::Silence(1_500), Part::Phrase2],
     );
     let heard = rig.call(&audio, 12.0);
 
