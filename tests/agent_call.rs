@@ -282,6 +282,13 @@ fn speech_in_produces_the_agents_reply_over_rtp() {
     )
     .unwrap_or(0.0);
     assert!(turns >= 1.0, "the turn's latency was measured:\n{metrics}");
+    // The stream was held while the caller spoke: the reply woke the media worker and went
+    // out at once rather than at its next tick.
+    let early = metric_value(&metrics, "parley_media_early_talkspurts_total").unwrap_or(0.0);
+    assert!(
+        early >= 1.0,
+        "no talkspurt started between ticks:\n{metrics}"
+    );
     for line in rig.parley.logs().lines().filter(|l| l.contains("\"turn\"")) {
         println!("{line}");
     }

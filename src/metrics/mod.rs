@@ -147,6 +147,12 @@ impl Metrics {
                 get(&e.vad_errors),
             );
             metric(
+                "parley_media_early_talkspurts_total",
+                "counter",
+                "Talkspurts started between ticks, the moment their audio was queued (held streams).",
+                get(&e.early_talkspurts),
+            );
+            metric(
                 "parley_media_command_drops_total",
                 "counter",
                 "Media commands dropped because a worker's queue was full.",
