@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod providers;
 pub mod server;
 pub mod sip;
+pub mod store;

@@ -1,0 +1,161 @@
+//! The store: accounts, API keys (and, as the control plane grows, agents, numbers, leases,
+//! CDRs). SQLite by default (a WAL-mode file in the data directory), PostgreSQL when
+//! `database.url` names one. One set of queries serves both, through sqlx's `Any` driver:
+//! they use `$1` placeholders and the SQL both dialects share; times are integer
+//! milliseconds since the Unix epoch, money integer micro-units.
+//!
+//! SQLite allows one writer at a time, and a deferred transaction that reads before it
+//! writes fails rather than waits when another writer got in first. So on SQLite writes go
+//! through a pool of one connection (they queue in the pool, never fail on the lock) while
+//! reads use their own pool; PostgreSQL uses one pool and row locks.
+
+pub mod accounts;
+mod migrate;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor};
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A store error: the database failed or refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("unsupported database URL {0:?} (sqlite://… or postgres://…)")]
+    UnsupportedUrl(String),
+    #[error("migration {version} failed: {source}")]
+    Migration {
+        version: i64,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// The control plane's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+    /// Writes (one connection on SQLite).
+    write: AnyPool,
+    /// Reads (the same pool on PostgreSQL).
+    read: AnyPool,
+}
+
+/// Milliseconds since the Unix epoch, the store's time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Store {
+    /// Opens `url` (empty: `<data_dir>/parley.db`), creating the SQLite file when missing,
+    /// and applies the migrations.
+    pub async fn open(url: &str, data_dir: &Path) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = if url.is_empty() {
+            let path = data_dir.join("parley.db");
+            format!("sqlite://{}?mode=rwc", path.display())
+        } else {
+            url.to_string()
+        };
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url));
+        };
+        let store = match backend {
+            Backend::Sqlite => {
+                let options = || {
+                    AnyPoolOptions::new()
+                        .acquire_timeout(Duration::from_secs(30))
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                // WAL: readers never block the writer; NORMAL sync is durable
+                                // across process crashes (the WAL is fsynced at checkpoints).
+                                conn.execute(
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                                )
+                                .await?;
+                                Ok(())
+                            })
+                        })
+                };
+                let write = options().max_connections(1).connect(&url).await?;
+                let read = options().max_connections(4).connect(&url).await?;
+                Store {
+                    backend,
+                    write,
+                    read,
+                }
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(32)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(&url)
+                    .await?;
+                Store {
+                    backend,
+                    write: pool.clone(),
+                    read: pool,
+                }
+            }
+        };
+        migrate::apply(&store).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool for writes and for reads that must see the latest writes.
+    pub(crate) fn writer(&self) -> &AnyPool {
+        &self.write
+    }
+
+    pub(crate) fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+
+    /// True when the database answers (for /readyz).
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+    }
+}
+
+/// Reads an integer column that SQLite may hand back as any integer width.
+pub(crate) fn int(row: &AnyRow, column: &str) -> Result<i64, sqlx::Error> {
+    use sqlx::Row;
+    row.try_get::<i64, _>(column)
+}
+
+/// A random identifier: `prefix` then `len` characters of [0-9a-z].
+pub fn random_id(prefix: &str, len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::thread_rng();
+    let mut id = String::with_capacity(prefix.len() + len);
+    id.push_str(prefix);
+    for _ in 0..len {
+        id.push(ALPHABET[rng.gen_range(0..ALPHABET.len())] as char);
+    }
+    id
+}

@@ -1,0 +1,156 @@
+//! The store on both backends: SQLite always, PostgreSQL when `PARLEY_TEST_DATABASE_URL`
+//! names one (each run in a schema of its own, dropped at the end).
+
+use parley::store::accounts::{Scope, OPERATOR_ACCOUNT};
+use parley::store::{Backend, Store, StoreError};
+
+/// A PostgreSQL URL whose connections use a fresh schema, and that schema's name.
+async fn pg_schema(base: &str) -> (String, String) {
+    sqlx::any::install_default_drivers();
+    let schema = parley::store::random_id("parley_test_", 10);
+    let admin = sqlx::AnyPool::connect(base)
+        .await
+        .unwrap_or_else(|e| panic!("PARLEY_TEST_DATABASE_URL={base} is set but unreachable: {e}"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    (
+        format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+        schema,
+    )
+}
+
+async fn drop_schema(base: &str, schema: &str) {
+    let admin = sqlx::AnyPool::connect(base).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+/// Runs `check` against a fresh store of each available backend.
+async fn on_each_backend<F, Fut>(check: F)
+where
+    F: Fn(Store, std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open("", dir.path()).await.unwrap();
+    assert_eq!(sqlite.backend(), Backend::Sqlite);
+    check(sqlite, dir.path().to_path_buf()).await;
+    match std::env::var("PARLEY_TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => {
+            let (url, schema) = pg_schema(&base).await;
+            let pg = Store::open(&url, dir.path()).await.unwrap();
+            assert_eq!(pg.backend(), Backend::Postgres);
+            check(pg, dir.path().to_path_buf()).await;
+            drop_schema(&base, &schema).await;
+        }
+        _ => eprintln!("PARLEY_TEST_DATABASE_URL not set: PostgreSQL store tests skipped"),
+    }
+}
+
+#[tokio::test]
+async fn the_first_start_makes_one_admin_key_that_authenticates() {
+    on_each_backend(|store, _| async move {
+        let key = store.bootstrap(None).await.unwrap().expect("a key is made");
+        assert!(key.starts_with("pk_"));
+        assert_eq!(store.bootstrap(None).await.unwrap(), None, "only once");
+        let who = store.authenticate(&key).await.unwrap().expect("valid");
+        assert_eq!(who.account_id, OPERATOR_ACCOUNT);
+        assert_eq!(who.scope, Scope::Admin);
+        assert!(who.operator);
+        // A wrong secret for a real id, an unknown id, garbage: all refused alike.
+        let wrong = format!("{}x", &key[..key.len() - 1]);
+        assert_eq!(store.authenticate(&wrong).await.unwrap(), None);
+        assert_eq!(
+            store.authenticate("pk_nothere1234_abc").await.unwrap(),
+            None
+        );
+        assert_eq!(store.authenticate("").await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_configured_admin_key_replaces_the_previous_one() {
+    on_each_backend(|store, _| async move {
+        store
+            .bootstrap(Some("first-configured-key-0123456789"))
+            .await
+            .unwrap();
+        assert!(store
+            .authenticate("first-configured-key-0123456789")
+            .await
+            .unwrap()
+            .is_some());
+        store
+            .bootstrap(Some("second-configured-key-0123456789"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .authenticate("first-configured-key-0123456789")
+                .await
+                .unwrap(),
+            None
+        );
+        let who = store
+            .authenticate("second-configured-key-0123456789")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(who.scope, Scope::Admin);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keys_belong_to_one_account_and_revoked_keys_stop_working() {
+    on_each_backend(|store, _| async move {
+        let a = store.create_account("Clinic A").await.unwrap();
+        let b = store.create_account("Clinic B").await.unwrap();
+        let (listed, key_a) = store
+            .create_key(&a.id, "backend", Scope::Write)
+            .await
+            .unwrap();
+        assert!(listed.prefix.ends_with('…') && !listed.prefix.contains(&key_a[16..]));
+        let who = store.authenticate(&key_a).await.unwrap().unwrap();
+        assert_eq!(
+            (who.account_id.as_str(), who.scope, who.operator),
+            (a.id.as_str(), Scope::Write, false)
+        );
+        // B cannot see or revoke A's key.
+        assert!(store.keys(&b.id).await.unwrap().is_empty());
+        assert!(matches!(
+            store.revoke_key(&b.id, &listed.id).await,
+            Err(StoreError::NotFound("key"))
+        ));
+        assert!(store.authenticate(&key_a).await.unwrap().is_some());
+        let revoked = store.revoke_key(&a.id, &listed.id).await.unwrap();
+        assert!(revoked.revoked_at.is_some());
+        assert_eq!(store.authenticate(&key_a).await.unwrap(), None);
+        assert!(matches!(
+            store.create_key("acc_missing", "x", Scope::Read).await,
+            Err(StoreError::NotFound("account"))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reopening_applies_no_migration_twice_and_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open("", dir.path()).await.unwrap();
+    let account = store.create_account("kept").await.unwrap();
+    drop(store);
+    let again = Store::open("", dir.path()).await.unwrap();
+    assert_eq!(again.account(&account.id).await.unwrap().name, "kept");
+    assert!(again.ping().await);
+    assert!(matches!(
+        Store::open("mysql://x", dir.path()).await,
+        Err(StoreError::UnsupportedUrl(_))
+    ));
+}
