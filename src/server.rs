@@ -162,6 +162,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     tokio::spawn(CallManager::new(ctx).run(events_rx));
 
+    let store = crate::store::Store::open(&config.database.url, &config.data_dir)
+        .await
+        .context("cannot open the database (database.url)")?;
+    if let Some(key) = store
+        .bootstrap(config.api.admin_key.as_deref())
+        .await
+        .context("cannot prepare the operator's account")?
+    {
+        // Shown once: only its hash is stored.
+        println!("parley: the operator's admin API key (shown once, keep it): {key}");
+        tracing::warn!("made the operator's first admin API key; it was printed to stdout once");
+    }
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
@@ -175,6 +187,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics,
         sip: sip.stats.clone(),
         engine: engine_stats,
+        store,
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

@@ -1,4 +1,10 @@
-//! The HTTP control plane. For now: `/healthz` and `/metrics`.
+//! The HTTP control plane: `/healthz`, `/readyz`, `/metrics`, and the `/v1` API (accounts
+//! and API keys so far), every `/v1` route behind an API key.
+
+pub mod accounts;
+pub mod auth;
+pub mod body;
+pub mod error;
 
 use std::sync::Arc;
 
@@ -12,19 +18,36 @@ use parley_media::engine::EngineStats;
 
 use crate::metrics::Metrics;
 use crate::sip::runtime::SipStats;
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub sip: Arc<SipStats>,
     pub engine: Arc<EngineStats>,
+    pub store: Store,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(accounts::routes())
+        .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state)
+}
+
+/// Ready to take calls and requests: the store answers.
+async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+    if state.store.ping().await {
+        (axum::http::StatusCode::OK, "ready\n")
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "store unreachable\n",
+        )
+    }
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {

@@ -170,6 +170,26 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
 }
 
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` or `postgres://…`; empty: `<data_dir>/parley.db`.
+    pub url: String,
+}
+
+#[derive(Clone, PartialEq, Default)]
+pub struct ApiConfig {
+    /// The operator's admin key; None: one is made at first start and printed once.
+    pub admin_key: Option<String>,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "(set)"))
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -177,6 +197,8 @@ pub struct Config {
     pub media: MediaConfig,
     pub call: CallConfig,
     pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub api: ApiConfig,
     /// `[stt]`, `[llm]`, `[tts]` and `[agent]`: the default agent.
     pub ai: agent::AiConfig,
 }
@@ -219,6 +241,8 @@ impl Default for Config {
             http: HttpConfig {
                 listen: "127.0.0.1:8080".parse().expect("valid literal"),
             },
+            database: DatabaseConfig::default(),
+            api: ApiConfig::default(),
             ai: agent::AiConfig::default(),
         }
     }
@@ -355,6 +379,25 @@ impl Config {
             "media.keepalive_ms" => self.media.keepalive_ms = v.int_in(0, 300_000)?,
             "call.max_duration_s" => self.call.max_duration_s = v.int_in(0, 7 * 86_400)?,
             "http.listen" => self.http.listen = v.parsed("an address like \"127.0.0.1:8080\"")?,
+            "database.url" => {
+                let url = v.string()?;
+                let known = ["sqlite:", "postgres:", "postgresql:"];
+                if !url.is_empty() && !known.iter().any(|p| url.starts_with(p)) {
+                    return Err(v.err(format!(
+                        "expected a sqlite://… or postgres://… URL (or empty), got {url:?}"
+                    )));
+                }
+                self.database.url = url;
+            }
+            "api.admin_key" => {
+                let key = v.string()?;
+                if !key.is_empty() && key.len() < crate::store::accounts::MIN_CONFIG_KEY_LEN {
+                    return Err(v.err(
+                        "expected at least 24 characters (or empty: one is made at first start)",
+                    ));
+                }
+                self.api.admin_key = (!key.is_empty()).then_some(key);
+            }
             _ if self.ai.set(key, &v)? => {}
             _ => {
                 let known: Vec<&str> = all_keys()
@@ -446,9 +489,13 @@ pub const KEYS: &[&str] = &[
     "media.keepalive_ms",
     "call.max_duration_s",
     "http.listen",
+    "database.url",
+    "api.admin_key",
 ];
 
-const SECTIONS: &[&str] = &["sip", "media", "call", "http", "stt", "llm", "tts", "agent"];
+const SECTIONS: &[&str] = &[
+    "sip", "media", "call", "http", "database", "api", "stt", "llm", "tts", "agent",
+];
 
 /// [`KEYS`] and the agent sections' [`agent::AGENT_KEYS`].
 pub fn all_keys() -> impl Iterator<Item = &'static str> {
@@ -640,6 +687,38 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.sip.max_calls, 1000);
         assert_eq!(c.media.rtp_timeout_s, 30);
+    }
+
+    #[test]
+    fn database_and_api_keys_are_checked() {
+        let c = Config::load_with_env(
+            None,
+            &env(&[
+                ("PARLEY_DATABASE_URL", "postgres://u@127.0.0.1/db"),
+                ("PARLEY_API_ADMIN_KEY", "a-long-enough-operator-key-123"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.database.url, "postgres://u@127.0.0.1/db");
+        assert_eq!(
+            c.api.admin_key.as_deref(),
+            Some("a-long-enough-operator-key-123")
+        );
+        assert!(
+            !format!("{:?}", c.api).contains("operator-key"),
+            "never printed"
+        );
+        for (key, value) in [
+            ("PARLEY_DATABASE_URL", "mysql://x"),
+            ("PARLEY_API_ADMIN_KEY", "short"),
+        ] {
+            let err = Config::load_with_env(None, &env(&[(key, value)])).unwrap_err();
+            let field = key
+                .trim_start_matches("PARLEY_")
+                .to_lowercase()
+                .replacen('_', ".", 1);
+            assert!(err.to_string().contains(&field), "{err}");
+        }
     }
 
     #[test]

@@ -192,6 +192,36 @@ pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
     parse_http_response(&raw)
 }
 
+/// `method path` on `addr` with a bearer key (when given) and a JSON body (when given).
+/// Returns (status, body).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    json: Option<&str>,
+) -> io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: parley-tests\r\nConnection: close\r\n"
+    );
+    if let Some(key) = key {
+        head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    let body = json.unwrap_or("");
+    if json.is_some() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(head.as_bytes())?;
+    s.write_all(body.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_http_response(&raw)
+}
+
 fn parse_http_response(raw: &[u8]) -> io::Result<(u16, String)> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
     let head_end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("no end of HTTP headers"))?;
@@ -472,6 +502,11 @@ impl Parley {
     }
 
     /// Parley's stdout and stderr so far.
+    /// What the process printed to stdout so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
     pub fn logs(&self) -> String {
         let out = fs::read_to_string(&self.stdout_path).unwrap_or_default();
         let err = fs::read_to_string(&self.stderr_path).unwrap_or_default();
