@@ -48,6 +48,7 @@ pub struct Account {
     pub name: String,
     /// The operator's account: its admin keys manage every account.
     pub operator: bool,
+    #[serde(serialize_with = "crate::store::clock::ser_time")]
     pub created_at: i64,
 }
 
@@ -60,7 +61,9 @@ pub struct ApiKey {
     pub scope: Scope,
     /// The first characters of the key, to recognise it.
     pub prefix: String,
+    #[serde(serialize_with = "crate::store::clock::ser_time")]
     pub created_at: i64,
+    #[serde(serialize_with = "crate::store::clock::ser_opt_time")]
     pub revoked_at: Option<i64>,
 }
 

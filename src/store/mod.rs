@@ -10,6 +10,7 @@
 //! reads use their own pool; PostgreSQL uses one pool and row locks.
 
 pub mod accounts;
+pub mod clock;
 mod migrate;
 
 use std::path::Path;
