@@ -66,6 +66,11 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
+            StoreError::Insufficient => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_funds",
+                "the balance cannot cover any of the requested units",
+            ),
             other => {
                 tracing::error!(error = %other, "store failed");
                 ApiError::new(

@@ -23,10 +23,73 @@ const fn both(version: i64, name: &'static str, sql: &'static str) -> Migration 
     }
 }
 
-const MIGRATIONS: &[Migration] = &[both(
-    1,
-    "accounts and api keys",
-    "CREATE TABLE accounts (
+/// Billing: one balance row per account (its rate plan, and the money and free seconds held
+/// by open leases), the leases, the append-only ledger and idempotency keys. The CHECKs are
+/// the invariants: nothing held below zero, and never more held than the balance plus the
+/// overdraft covers.
+const BILLING: &str = "CREATE TABLE balances (
+        account_id TEXT PRIMARY KEY REFERENCES accounts(id),
+        balance BIGINT NOT NULL DEFAULT 0,
+        reserved BIGINT NOT NULL DEFAULT 0,
+        overdraft BIGINT NOT NULL DEFAULT 0,
+        rate_per_minute BIGINT NOT NULL DEFAULT 0,
+        increment_s BIGINT NOT NULL DEFAULT 1,
+        free_seconds BIGINT NOT NULL DEFAULT 0,
+        free_used BIGINT NOT NULL DEFAULT 0,
+        free_held BIGINT NOT NULL DEFAULT 0,
+        free_resets_at BIGINT NOT NULL DEFAULT 0,
+        updated_at BIGINT NOT NULL,
+        CHECK (reserved >= 0),
+        CHECK (free_held >= 0),
+        CHECK (overdraft >= 0),
+        CHECK (increment_s >= 1),
+        CHECK (balance - reserved + overdraft >= 0)
+    );
+    CREATE TABLE leases (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        call_id TEXT,
+        state TEXT NOT NULL,
+        granted_s BIGINT NOT NULL,
+        used_s BIGINT NOT NULL DEFAULT 0,
+        held BIGINT NOT NULL,
+        free_held BIGINT NOT NULL,
+        cost BIGINT NOT NULL DEFAULT 0,
+        free_charged BIGINT NOT NULL DEFAULT 0,
+        final_units BIGINT NOT NULL DEFAULT 0,
+        validity_s BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        CHECK (held >= 0),
+        CHECK (free_held >= 0)
+    );
+    CREATE INDEX leases_open ON leases (state, expires_at);
+    CREATE INDEX leases_account ON leases (account_id, created_at);
+    CREATE TABLE ledger (
+        id SERIAL_ID,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        lease_id TEXT,
+        kind TEXT NOT NULL,
+        amount BIGINT NOT NULL,
+        hold BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX ledger_account ON ledger (account_id, id);
+    CREATE TABLE idempotency (
+        account_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        response TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (account_id, key)
+    )";
+
+const MIGRATIONS: &[Migration] = &[
+    both(
+        1,
+        "accounts and api keys",
+        "CREATE TABLE accounts (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         operator BIGINT NOT NULL DEFAULT 0,
@@ -43,7 +106,18 @@ const MIGRATIONS: &[Migration] = &[both(
         revoked_at BIGINT
     );
     CREATE INDEX api_keys_account ON api_keys (account_id);",
-)];
+    ),
+    both(2, "billing", BILLING),
+];
+
+/// Written in place of `SERIAL_ID`: an ever-increasing integer key, the one column type the
+/// dialects spell differently.
+fn serial_id(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+    }
+}
 
 /// Applies every migration the database has not seen yet.
 pub(super) async fn apply(store: &Store) -> Result<(), StoreError> {
@@ -74,7 +148,8 @@ pub(super) async fn apply(store: &Store) -> Result<(), StoreError> {
         let sql = match store.backend() {
             Backend::Sqlite => m.sqlite,
             Backend::Postgres => m.postgres,
-        };
+        }
+        .replace("SERIAL_ID", serial_id(store.backend()));
         let fail = |source| StoreError::Migration {
             version: m.version,
             source,

@@ -1,7 +1,8 @@
 //! The store: accounts, API keys (and, as the control plane grows, agents, numbers, leases,
 //! CDRs). SQLite by default (a WAL-mode file in the data directory), PostgreSQL when
 //! `database.url` names one. One set of queries serves both, through sqlx's `Any` driver:
-//! they use `$1` placeholders and the SQL both dialects share; times are integer
+//! they use `$1` placeholders (numbered in the order they appear, each used once: SQLite
+//! numbers parameters by first appearance) and the SQL both dialects share; times are integer
 //! milliseconds since the Unix epoch, money integer micro-units.
 //!
 //! SQLite allows one writer at a time, and a deferred transaction that reads before it
@@ -10,6 +11,7 @@
 //! reads use their own pool; PostgreSQL uses one pool and row locks.
 
 pub mod accounts;
+pub mod billing;
 pub mod clock;
 mod migrate;
 
@@ -43,6 +45,8 @@ pub enum StoreError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    #[error("the balance cannot cover any of the requested units")]
+    Insufficient,
 }
 
 /// The control plane's database.

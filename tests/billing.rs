@@ -1,0 +1,252 @@
+//! Prepaid billing with heartbeat leases on both backends: grants, renewals, settlement,
+//! final units, free minutes, idempotency, the sweeper, and 100 calls racing on one balance.
+
+mod support;
+
+use std::sync::Arc;
+
+use parley::store::billing::{LeaseRequest, LeaseState, Plan};
+use parley::store::{now_ms, Store, StoreError};
+use support::stores::on_each_backend;
+
+/// 0.60 a minute: 10,000 micro-units a second.
+const RATE: i64 = 600_000;
+
+fn ask(seconds: i64) -> LeaseRequest {
+    LeaseRequest {
+        call_id: Some("call-1".into()),
+        seconds,
+        validity_s: 60,
+    }
+}
+
+async fn funded(store: &Store, amount: i64, plan: Plan) -> String {
+    let account = store.create_account("billed").await.unwrap();
+    store.set_plan(&account.id, plan).await.unwrap();
+    store.topup(&account.id, amount, None).await.unwrap();
+    account.id
+}
+
+/// The ledger sums to the balance row, nothing is held, and the balance never went below
+/// the overdraft.
+async fn assert_books_balance(store: &Store, account: &str) {
+    let b = store.balance(account).await.unwrap();
+    let (amount, hold) = store.ledger_sums(account).await.unwrap();
+    assert_eq!(
+        (amount, hold),
+        (b.balance, b.reserved),
+        "ledger against {b:?}"
+    );
+    assert!(b.available >= 0, "{b:?}");
+}
+
+#[tokio::test]
+async fn a_call_reserves_renews_and_settles_in_increments() {
+    on_each_backend(|store, _| async move {
+        let plan = Plan {
+            rate_per_minute: RATE,
+            increment_s: 6,
+            ..Plan::default()
+        };
+        let acc = funded(&store, 1_000_000, plan).await;
+        let g = store.reserve(&acc, &ask(30), Some("r1")).await.unwrap();
+        assert_eq!((g.granted_now, g.lease.held), (30, 300_000));
+        assert!(!g.lease.final_unit_indication);
+        // Same key again: the same lease, nothing held twice.
+        let again = store.reserve(&acc, &ask(30), Some("r1")).await.unwrap();
+        assert_eq!(
+            (again.lease.id.as_str(), again.granted_now),
+            (g.lease.id.as_str(), 30)
+        );
+        assert_eq!(store.balance(&acc).await.unwrap().reserved, 300_000);
+        // 25 s used, 30 more wanted: 55 in all, granted to 60 (whole increments).
+        let r = store
+            .renew(&acc, &g.lease.id, 25, &ask(30), Some("n1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.granted_now, r.lease.granted_seconds, r.lease.held),
+            (30, 60, 600_000)
+        );
+        // Hung up at 40 s: billed 42 s (7 increments).
+        let done = store
+            .release(&acc, &g.lease.id, 40, Some("x1"))
+            .await
+            .unwrap();
+        assert_eq!(done.state, LeaseState::Released);
+        assert_eq!((done.cost, done.held), (420_000, 0));
+        let b = store.balance(&acc).await.unwrap();
+        assert_eq!((b.balance, b.reserved), (580_000, 0));
+        assert_books_balance(&store, &acc).await;
+        // The release replays; a second release without the key is refused.
+        assert_eq!(
+            store
+                .release(&acc, &g.lease.id, 40, Some("x1"))
+                .await
+                .unwrap()
+                .cost,
+            420_000
+        );
+        assert!(matches!(
+            store.release(&acc, &g.lease.id, 40, None).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // A key reused for another operation is a conflict, not a silent replay.
+        assert!(matches!(
+            store.topup(&acc, 5, Some("r1")).await,
+            Err(StoreError::Conflict(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn when_money_runs_short_the_grant_is_cut_and_marked_final() {
+    on_each_backend(|store, _| async move {
+        let plan = Plan {
+            rate_per_minute: RATE,
+            increment_s: 6,
+            ..Plan::default()
+        };
+        let acc = funded(&store, 1_000_000, plan).await;
+        let g = store.reserve(&acc, &ask(300), None).await.unwrap();
+        assert_eq!(g.granted_now, 96, "16 whole increments of 6 s");
+        assert!(g.lease.final_unit_indication);
+        // 40,000 left: less than one increment; no call can be answered.
+        assert!(matches!(
+            store.reserve(&acc, &ask(60), None).await,
+            Err(StoreError::Insufficient)
+        ));
+        // Renewing asks beyond the grant: nothing more, still final.
+        let r = store
+            .renew(&acc, &g.lease.id, 90, &ask(60), None)
+            .await
+            .unwrap();
+        assert_eq!((r.granted_now, r.lease.final_unit_indication), (0, true));
+        // Usage reported beyond the grant is billed up to the grant only.
+        let done = store.release(&acc, &g.lease.id, 500, None).await.unwrap();
+        assert_eq!((done.used_seconds, done.cost), (96, 960_000));
+        assert_books_balance(&store, &acc).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn free_minutes_are_used_first_and_an_overdraft_is_honoured() {
+    on_each_backend(|store, _| async move {
+        let plan = Plan {
+            rate_per_minute: RATE,
+            increment_s: 1,
+            free_seconds: 60,
+            overdraft: 200_000,
+        };
+        let acc = funded(&store, 0, plan).await;
+        let b = store.balance(&acc).await.unwrap();
+        assert_eq!((b.free_seconds_left, b.available), (60, 200_000));
+        assert!(
+            b.free_resets_at > now_ms() + 27 * 86_400_000,
+            "a month ahead"
+        );
+        // 90 s wanted: 60 free and the 20 s the overdraft covers.
+        let g = store.reserve(&acc, &ask(90), None).await.unwrap();
+        assert_eq!(
+            (g.granted_now, g.lease.free_seconds_held, g.lease.held),
+            (80, 60, 200_000)
+        );
+        assert!(g.lease.final_unit_indication);
+        let done = store.release(&acc, &g.lease.id, 70, None).await.unwrap();
+        assert_eq!((done.free_seconds_charged, done.cost), (60, 100_000));
+        let b = store.balance(&acc).await.unwrap();
+        assert_eq!(
+            (b.balance, b.free_seconds_left, b.available),
+            (-100_000, 0, 100_000)
+        );
+        assert_books_balance(&store, &acc).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unrenewed_leases_are_settled_at_the_last_usage_plus_an_increment() {
+    on_each_backend(|store, _| async move {
+        let plan = Plan {
+            rate_per_minute: RATE,
+            increment_s: 6,
+            ..Plan::default()
+        };
+        let acc = funded(&store, 1_000_000, plan).await;
+        let g = store.reserve(&acc, &ask(60), None).await.unwrap();
+        store
+            .renew(&acc, &g.lease.id, 20, &ask(30), None)
+            .await
+            .unwrap();
+        // Not due yet.
+        assert_eq!(store.expire_due(now_ms()).await.unwrap(), 0);
+        let later = now_ms() + 61_000;
+        assert_eq!(store.expire_due(later).await.unwrap(), 1);
+        let lease = store.lease(&acc, &g.lease.id).await.unwrap();
+        assert_eq!(lease.state, LeaseState::Expired);
+        // 20 s reported + one 6 s increment = 26 s, billed as 30 s.
+        assert_eq!((lease.used_seconds, lease.cost), (26, 300_000));
+        assert!(matches!(
+            store.renew(&acc, &g.lease.id, 30, &ask(30), None).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(store.expire_due(later).await.unwrap(), 0, "once");
+        assert_books_balance(&store, &acc).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hundred_calls_racing_on_ten_minutes_never_overspend() {
+    on_each_backend(|store, _| async move {
+        let plan = Plan {
+            rate_per_minute: RATE,
+            increment_s: 1,
+            ..Plan::default()
+        };
+        // Ten minutes of money.
+        let acc = funded(&store, 6_000_000, plan).await;
+        let store = Arc::new(store);
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..100i64 {
+            let (store, acc) = (store.clone(), acc.clone());
+            calls.spawn(async move {
+                let g = match store.reserve(&acc, &ask(30), Some(&format!("r{i}"))).await {
+                    Ok(g) => g,
+                    Err(StoreError::Insufficient) => return None,
+                    Err(e) => panic!("reserve: {e}"),
+                };
+                let used = 20 + i % 10;
+                let r = store
+                    .renew(&acc, &g.lease.id, used, &ask(30), Some(&format!("n{i}")))
+                    .await
+                    .unwrap();
+                let end = (used + 15).min(r.lease.granted_seconds);
+                let done = store
+                    .release(&acc, &g.lease.id, end, Some(&format!("x{i}")))
+                    .await
+                    .unwrap();
+                assert_eq!(done.held, 0);
+                Some(done.cost)
+            });
+        }
+        let (mut charged, mut refused) = (0, 0);
+        while let Some(cost) = calls.join_next().await {
+            match cost.unwrap() {
+                Some(c) => charged += c,
+                None => refused += 1,
+            }
+        }
+        // About 40 s a call against 600 s of money: most were refused.
+        assert!(refused > 50, "{refused} refused");
+        let b = store.balance(&acc).await.unwrap();
+        assert!(charged > 0 && charged <= 6_000_000, "charged {charged}");
+        assert_eq!(b.balance, 6_000_000 - charged);
+        assert_eq!(b.reserved, 0);
+        assert!(b.balance >= 0, "{b:?}");
+        assert_books_balance(&store, &acc).await;
+    })
+    .await;
+}
