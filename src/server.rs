@@ -174,6 +174,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         println!("parley: the operator's admin API key (shown once, keep it): {key}");
         tracing::warn!("made the operator's first admin API key; it was printed to stdout once");
     }
+    tokio::spawn(sweep_leases(store.clone()));
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
@@ -197,4 +198,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// How often leases past their validity are looked for.
+const LEASE_SWEEP: Duration = Duration::from_secs(5);
+
+/// Settles the leases nobody renewed in time (a node died mid-call): at their last reported
+/// usage plus one increment. Every node sweeps; the lock on the account's balance row makes
+/// a lease settle once.
+async fn sweep_leases(store: crate::store::Store) {
+    let mut every = tokio::time::interval(LEASE_SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = store.expire_due(crate::store::now_ms()).await {
+            tracing::warn!(error = %e, "lease sweep failed");
+        }
+    }
 }

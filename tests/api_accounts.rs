@@ -7,7 +7,7 @@ mod support;
 use serde_json::Value;
 use support::*;
 
-/// (status, parsed body) of a request.
+/// (status, parsed body) of a request; `None` sends no key.
 fn call(
     p: &Parley,
     method: &str,
@@ -15,19 +15,20 @@ fn call(
     key: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let (status, text) = http_request(p.http_addr, method, path, key, body).unwrap();
-    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, json)
+    match key {
+        Some(key) => p.api(method, path, key, &[], body),
+        None => {
+            let (status, text) = http_request(p.http_addr, method, path, None, body).unwrap();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        }
+    }
 }
 
-/// The key printed at first start.
 fn printed_key(p: &Parley) -> String {
-    let out = p.stdout();
-    let line = out
-        .lines()
-        .find(|l| l.contains("admin API key"))
-        .unwrap_or_else(|| panic!("no key printed: {out:?}"));
-    line.rsplit(' ').next().unwrap().to_string()
+    p.printed_admin_key()
 }
 
 #[test]

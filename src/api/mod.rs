@@ -1,8 +1,9 @@
 //! The HTTP control plane: `/healthz`, `/readyz`, `/metrics`, and the `/v1` API (accounts
-//! and API keys so far), every `/v1` route behind an API key.
+//! and API keys, balances and billing leases so far), every `/v1` route behind an API key.
 
 pub mod accounts;
 pub mod auth;
+pub mod billing;
 pub mod body;
 pub mod error;
 
@@ -34,6 +35,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(accounts::routes())
+        .merge(billing::routes())
         .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state)
 }

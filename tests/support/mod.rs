@@ -202,6 +202,18 @@ pub fn http_request(
     key: Option<&str>,
     json: Option<&str>,
 ) -> io::Result<(u16, String)> {
+    http_request_with(addr, method, path, key, &[], json)
+}
+
+/// [`http_request`] with extra headers.
+pub fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    json: Option<&str>,
+) -> io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -210,6 +222,9 @@ pub fn http_request(
     );
     if let Some(key) = key {
         head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     let body = json.unwrap_or("");
     if json.is_some() {
@@ -506,6 +521,31 @@ impl Parley {
     /// What the process printed to stdout so far.
     pub fn stdout(&self) -> String {
         fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    /// The operator's admin key printed at first start.
+    pub fn printed_admin_key(&self) -> String {
+        let out = self.stdout();
+        let line = out
+            .lines()
+            .find(|l| l.contains("admin API key"))
+            .unwrap_or_else(|| panic!("no admin key printed: {out:?}"));
+        line.rsplit(' ').next().unwrap_or_default().to_string()
+    }
+
+    /// An API request: (status, body as JSON, or as a JSON string when it is not JSON).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let (status, text) =
+            http_request_with(self.http_addr, method, path, Some(key), headers, body).unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, json)
     }
 
     pub fn logs(&self) -> String {
