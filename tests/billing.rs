@@ -198,7 +198,35 @@ async fn unrenewed_leases_are_settled_at_the_last_usage_plus_an_increment() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_with_one_idempotency_key_racing_each_other_hold_once() {
+    on_each_backend(|store, _| async move {
+        let plan = Plan {
+            rate_per_minute: RATE,
+            increment_s: 1,
+            ..Plan::default()
+        };
+        let acc = funded(&store, 6_000_000, plan).await;
+        let store = Arc::new(store);
+        let mut tries = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let (store, acc) = (store.clone(), acc.clone());
+            tries.spawn(async move { store.reserve(&acc, &ask(60), Some("same")).await.unwrap() });
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        while let Some(g) = tries.join_next().await {
+            let g = g.unwrap();
+            assert_eq!(g.granted_now, 60);
+            ids.insert(g.lease.id);
+        }
+        assert_eq!(ids.len(), 1, "one lease: {ids:?}");
+        assert_eq!(store.balance(&acc).await.unwrap().reserved, 600_000);
+        assert_books_balance(&store, &acc).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_calls_racing_on_ten_minutes_never_overspend() {
     on_each_backend(|store, _| async move {
         let plan = Plan {

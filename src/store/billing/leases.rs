@@ -1,0 +1,422 @@
+//! The billing operations: balances and plans, top-ups, and the lease lifecycle (reserve,
+//! renew, release, expiry). Each one reads, computes, then writes in a transaction that ends
+//! with conditional updates; losing a race means starting again (see the module docs).
+
+use sqlx::Row;
+
+use super::ledger::{adjust, hold, ledger, remember, Remembered, Replay, Tx, ATTEMPTS};
+use super::{
+    cost, grant, lease_from, round_up, Balance, BalanceRow, Grant, Lease, LeaseRequest, LeaseState,
+    Plan, LEASE_COLUMNS,
+};
+use crate::store::clock::add_months;
+use crate::store::{int, now_ms, random_id, Store, StoreError};
+
+/// Too many lost races in a row: the account is too busy right now.
+fn contended() -> StoreError {
+    StoreError::Conflict("the account is busy; try again".into())
+}
+
+impl Store {
+    /// The account's balance and plan.
+    pub async fn balance(&self, account_id: &str) -> Result<Balance, StoreError> {
+        let row = self.read_balance(account_id, now_ms()).await?;
+        Ok(Balance {
+            account_id: account_id.to_string(),
+            balance: row.balance,
+            reserved: row.reserved,
+            available: row.available(),
+            plan: row.plan,
+            free_seconds_left: row.free_left(),
+            free_resets_at: row.free_resets_at,
+        })
+    }
+
+    /// Sets the rate plan. Free seconds start a monthly period now when they are first set.
+    pub async fn set_plan(&self, account_id: &str, plan: Plan) -> Result<Balance, StoreError> {
+        let now = now_ms();
+        let row = self.read_balance(account_id, now).await?;
+        let resets = if plan.free_seconds > 0 && row.free_resets_at == 0 {
+            add_months(now, 1)
+        } else {
+            row.free_resets_at
+        };
+        sqlx::query(
+            "UPDATE balances SET rate_per_minute = $1, increment_s = $2, free_seconds = $3, \
+             overdraft = $4, free_resets_at = $5, updated_at = $6 WHERE account_id = $7",
+        )
+        .bind(plan.rate_per_minute)
+        .bind(plan.increment_s)
+        .bind(plan.free_seconds)
+        .bind(plan.overdraft)
+        .bind(resets)
+        .bind(now)
+        .bind(account_id)
+        .execute(self.writer())
+        .await?;
+        self.balance(account_id).await
+    }
+
+    /// Adds money (micro-units, positive) to the balance.
+    pub async fn topup(
+        &self,
+        account_id: &str,
+        amount: i64,
+        key: Option<&str>,
+    ) -> Result<Balance, StoreError> {
+        let now = now_ms();
+        self.read_balance(account_id, now).await?;
+        if self.replay(account_id, key, "topup").await?.is_none() {
+            let mut tx = self.writer().begin().await?;
+            let replay = Replay {
+                lease_id: None,
+                granted_now: 0,
+            };
+            // A duplicate of a concurrent top-up under the same key credits nothing.
+            if let Remembered::Stored =
+                remember(&mut tx, account_id, key, "topup", &replay, now).await?
+            {
+                ledger(&mut tx, account_id, None, "topup", amount, 0, now).await?;
+                adjust(&mut tx, account_id, amount, 0, 0, 0, now).await?;
+                tx.commit().await?;
+            }
+        }
+        self.balance(account_id).await
+    }
+
+    /// Initial reservation: a new lease with what the balance covers of `req.seconds`.
+    /// Nothing grantable is `StoreError::Insufficient` (the call must not be answered).
+    pub async fn reserve(
+        &self,
+        account_id: &str,
+        req: &LeaseRequest,
+        key: Option<&str>,
+    ) -> Result<Grant, StoreError> {
+        let op = "reserve";
+        if let Some(r) = self.replay(account_id, key, op).await? {
+            return self.replayed(account_id, r).await;
+        }
+        for _ in 0..ATTEMPTS {
+            let now = now_ms();
+            let row = self.read_balance(account_id, now).await?;
+            let (seconds, free, money, cut) = grant(&row, req.seconds);
+            if seconds == 0 {
+                return Err(StoreError::Insufficient);
+            }
+            let id = random_id("lse_", 20);
+            let mut tx = self.writer().begin().await?;
+            sqlx::query(
+                "INSERT INTO leases (id, account_id, call_id, state, granted_s, used_s, held, \
+                 free_held, final_units, validity_s, expires_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'open', $4, 0, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&id)
+            .bind(account_id)
+            .bind(req.call_id.as_deref())
+            .bind(seconds)
+            .bind(money)
+            .bind(free)
+            .bind(i64::from(cut))
+            .bind(req.validity_s)
+            .bind(now + req.validity_s * 1000)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            ledger(&mut tx, account_id, Some(&id), "reserve", 0, money, now).await?;
+            let replay = Replay {
+                lease_id: Some(id.clone()),
+                granted_now: seconds,
+            };
+            if let Remembered::Duplicate =
+                remember(&mut tx, account_id, key, op, &replay, now).await?
+            {
+                drop(tx);
+                return self.replay_now(account_id, key, op).await;
+            }
+            if !hold(&mut tx, account_id, money, free, now).await? {
+                continue;
+            }
+            tx.commit().await?;
+            return Ok(Grant {
+                lease: self.lease(account_id, &id).await?,
+                granted_now: seconds,
+            });
+        }
+        Err(contended())
+    }
+
+    /// Update: reports `used_s` (cumulative) and asks for `req.seconds` more beyond it.
+    pub async fn renew(
+        &self,
+        account_id: &str,
+        lease_id: &str,
+        used_s: i64,
+        req: &LeaseRequest,
+        key: Option<&str>,
+    ) -> Result<Grant, StoreError> {
+        let op = format!("renew:{lease_id}");
+        if let Some(r) = self.replay(account_id, key, &op).await? {
+            return self.replayed(account_id, r).await;
+        }
+        for _ in 0..ATTEMPTS {
+            let now = now_ms();
+            let lease = self.open_lease(account_id, lease_id).await?;
+            let row = self.read_balance(account_id, now).await?;
+            let used = used_s.clamp(lease.used_seconds, lease.granted_seconds);
+            let extra = (used + req.seconds.max(0) - lease.granted_seconds).max(0);
+            let (seconds, free, money, cut) = if extra > 0 {
+                grant(&row, extra)
+            } else {
+                (0, 0, 0, false)
+            };
+            let mut tx = self.writer().begin().await?;
+            let updated = sqlx::query(
+                "UPDATE leases SET granted_s = granted_s + $1, used_s = $2, held = held + $3, \
+                 free_held = free_held + $4, final_units = $5, validity_s = $6, \
+                 expires_at = $7, updated_at = $8 WHERE id = $9 AND state = 'open' \
+                 AND granted_s = $10 AND used_s = $11",
+            )
+            .bind(seconds)
+            .bind(used)
+            .bind(money)
+            .bind(free)
+            .bind(i64::from(cut))
+            .bind(req.validity_s)
+            .bind(now + req.validity_s * 1000)
+            .bind(now)
+            .bind(lease_id)
+            .bind(lease.granted_seconds)
+            .bind(lease.used_seconds)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                // Renewed, released or expired since it was read.
+                continue;
+            }
+            ledger(
+                &mut tx,
+                account_id,
+                Some(lease_id),
+                "reserve",
+                0,
+                money,
+                now,
+            )
+            .await?;
+            let replay = Replay {
+                lease_id: Some(lease_id.to_string()),
+                granted_now: seconds,
+            };
+            if let Remembered::Duplicate =
+                remember(&mut tx, account_id, key, &op, &replay, now).await?
+            {
+                drop(tx);
+                return self.replay_now(account_id, key, &op).await;
+            }
+            if !hold(&mut tx, account_id, money, free, now).await? {
+                continue;
+            }
+            tx.commit().await?;
+            return Ok(Grant {
+                lease: self.lease(account_id, lease_id).await?,
+                granted_now: seconds,
+            });
+        }
+        Err(contended())
+    }
+
+    /// Terminate: the final usage is settled and the rest of the hold returned.
+    pub async fn release(
+        &self,
+        account_id: &str,
+        lease_id: &str,
+        used_s: i64,
+        key: Option<&str>,
+    ) -> Result<Lease, StoreError> {
+        let op = format!("release:{lease_id}");
+        if self.replay(account_id, key, &op).await?.is_some() {
+            return self.lease(account_id, lease_id).await;
+        }
+        for _ in 0..ATTEMPTS {
+            let now = now_ms();
+            let lease = self.open_lease(account_id, lease_id).await?;
+            let row = self.read_balance(account_id, now).await?;
+            let used = used_s.clamp(lease.used_seconds, lease.granted_seconds);
+            let mut tx = self.writer().begin().await?;
+            if !settle(&mut tx, &row, &lease, used, LeaseState::Released, now).await? {
+                continue;
+            }
+            let replay = Replay {
+                lease_id: Some(lease_id.to_string()),
+                granted_now: 0,
+            };
+            if let Remembered::Duplicate =
+                remember(&mut tx, account_id, key, &op, &replay, now).await?
+            {
+                drop(tx);
+                return self.lease(account_id, lease_id).await;
+            }
+            tx.commit().await?;
+            return self.lease(account_id, lease_id).await;
+        }
+        Err(contended())
+    }
+
+    /// Settles every open lease whose validity has passed at the last reported usage plus
+    /// one increment; returns how many. Nodes may sweep at once: each lease settles once.
+    pub async fn expire_due(&self, now: i64) -> Result<usize, StoreError> {
+        let due = sqlx::query(
+            "SELECT id, account_id FROM leases WHERE state = 'open' AND expires_at <= $1 \
+             ORDER BY expires_at LIMIT 500",
+        )
+        .bind(now)
+        .fetch_all(self.reader())
+        .await?;
+        let mut expired = 0;
+        for r in due {
+            let (id, account): (String, String) = (r.try_get("id")?, r.try_get("account_id")?);
+            let lease = self.lease(&account, &id).await?;
+            if lease.state != LeaseState::Open || lease.expires_at > now {
+                continue;
+            }
+            let row = self.read_balance(&account, now).await?;
+            let used =
+                (lease.used_seconds + row.plan.increment_s.max(1)).min(lease.granted_seconds);
+            let mut tx = self.writer().begin().await?;
+            // Renewed or released since it was read: not this sweep's.
+            if settle(&mut tx, &row, &lease, used, LeaseState::Expired, now).await? {
+                tx.commit().await?;
+                tracing::warn!(lease = %id, account = %account, used_s = used, "lease expired unrenewed; settled");
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// The lease, which must still be open.
+    async fn open_lease(&self, account_id: &str, lease_id: &str) -> Result<Lease, StoreError> {
+        let lease = self.lease(account_id, lease_id).await?;
+        match lease.state {
+            LeaseState::Open => Ok(lease),
+            other => Err(StoreError::Conflict(format!(
+                "the lease is {}",
+                other.as_str()
+            ))),
+        }
+    }
+
+    async fn replayed(&self, account_id: &str, r: Replay) -> Result<Grant, StoreError> {
+        let id = r.lease_id.ok_or(StoreError::NotFound("lease"))?;
+        Ok(Grant {
+            lease: self.lease(account_id, &id).await?,
+            granted_now: r.granted_now,
+        })
+    }
+
+    /// The answer a concurrent request with the same key stored.
+    async fn replay_now(
+        &self,
+        account_id: &str,
+        key: Option<&str>,
+        op: &str,
+    ) -> Result<Grant, StoreError> {
+        match self.replay(account_id, key, op).await? {
+            Some(r) => self.replayed(account_id, r).await,
+            None => Err(contended()),
+        }
+    }
+
+    /// A lease of `account_id`.
+    pub async fn lease(&self, account_id: &str, lease_id: &str) -> Result<Lease, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {LEASE_COLUMNS} FROM leases WHERE id = $1 AND account_id = $2"
+        ))
+        .bind(lease_id)
+        .bind(account_id)
+        .fetch_optional(self.writer())
+        .await?
+        .ok_or(StoreError::NotFound("lease"))?;
+        Ok(lease_from(&row)?)
+    }
+
+    /// The account a lease belongs to (for the operator's keys, which act on any account).
+    pub async fn lease_account(&self, lease_id: &str) -> Result<String, StoreError> {
+        let row = sqlx::query("SELECT account_id FROM leases WHERE id = $1")
+            .bind(lease_id)
+            .fetch_optional(self.reader())
+            .await?
+            .ok_or(StoreError::NotFound("lease"))?;
+        Ok(row.try_get("account_id")?)
+    }
+
+    /// The ledger summed: (sum of amounts, sum of holds), which must equal the balance row's
+    /// balance and reserved.
+    pub async fn ledger_sums(&self, account_id: &str) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS amount, \
+             CAST(COALESCE(SUM(hold), 0) AS BIGINT) AS hold FROM ledger WHERE account_id = $1",
+        )
+        .bind(account_id)
+        .fetch_one(self.writer())
+        .await?;
+        Ok((int(&row, "amount")?, int(&row, "hold")?))
+    }
+}
+
+/// Closes `lease` as `state`, charging `used` seconds and returning the rest of its hold;
+/// false when the lease changed since it was read (the caller starts again).
+async fn settle(
+    tx: &mut Tx,
+    row: &BalanceRow,
+    lease: &Lease,
+    used: i64,
+    state: LeaseState,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let inc = row.plan.increment_s.max(1);
+    let billable = round_up(used, inc).min(lease.granted_seconds);
+    let free = billable.min(lease.free_seconds_held);
+    let money = cost(billable - free, row.plan.rate_per_minute).min(lease.held);
+    let closed = sqlx::query(
+        "UPDATE leases SET state = $1, used_s = $2, held = 0, free_held = 0, cost = $3, \
+         free_charged = $4, updated_at = $5 WHERE id = $6 AND state = 'open' AND held = $7 \
+         AND free_held = $8 AND granted_s = $9",
+    )
+    .bind(state.as_str())
+    .bind(used)
+    .bind(money)
+    .bind(free)
+    .bind(now)
+    .bind(&lease.id)
+    .bind(lease.held)
+    .bind(lease.free_seconds_held)
+    .bind(lease.granted_seconds)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if closed == 0 {
+        return Ok(false);
+    }
+    let (account, id) = (lease.account_id.as_str(), Some(lease.id.as_str()));
+    let kind = if state == LeaseState::Expired {
+        "expire"
+    } else {
+        "settle"
+    };
+    let rest = lease.held - money;
+    ledger(tx, account, id, kind, -money, -money, now).await?;
+    ledger(tx, account, id, "release", 0, -rest, now).await?;
+    adjust(
+        tx,
+        account,
+        -money,
+        -lease.held,
+        free,
+        -lease.free_seconds_held,
+        now,
+    )
+    .await?;
+    Ok(true)
+}
