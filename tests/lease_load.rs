@@ -89,7 +89,7 @@ fn lease_operations_per_second() {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     n += 1;
-                    let mut timed = |path: String, body: String, idem: String| {
+                    let timed = |path: String, body: String, idem: String| {
                         let req = http
                             .post(format!("{base}{path}"))
                             .bearer_auth(&key)

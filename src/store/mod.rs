@@ -16,6 +16,7 @@ pub mod clock;
 mod migrate;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -57,6 +58,17 @@ pub struct Store {
     write: AnyPool,
     /// Reads (the same pool on PostgreSQL).
     read: AnyPool,
+    /// Turns on accounts' balance rows (see [`Store::hot_row`]).
+    hot_rows: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+/// Striped locks for [`Store::hot_row`]: enough that unrelated accounts rarely share one.
+const HOT_ROW_STRIPES: usize = 256;
+
+fn hot_rows() -> Arc<[tokio::sync::Mutex<()>]> {
+    (0..HOT_ROW_STRIPES)
+        .map(|_| tokio::sync::Mutex::new(()))
+        .collect()
 }
 
 /// Milliseconds since the Unix epoch, the store's time.
@@ -108,6 +120,7 @@ impl Store {
                     backend,
                     write,
                     read,
+                    hot_rows: hot_rows(),
                 }
             }
             Backend::Postgres => {
@@ -120,6 +133,7 @@ impl Store {
                     backend,
                     write: pool.clone(),
                     read: pool,
+                    hot_rows: hot_rows(),
                 }
             }
         };
@@ -138,6 +152,19 @@ impl Store {
 
     pub(crate) fn reader(&self) -> &AnyPool {
         &self.read
+    }
+
+    /// This node's turn on an account's balance row, taken just before the statement that
+    /// updates the row and held until the commit. The database's own lock keeps the row
+    /// right across nodes; this keeps a node's concurrent calls of one account from piling
+    /// up as waiters on that lock (on PostgreSQL each commit wakes them all, and that herd
+    /// cost more CPU than the work itself: docs/benchmarks.md). Release it before taking
+    /// another connection: the tasks waiting for it may hold the rest of the pool.
+    pub(crate) fn hot_row(&self, account_id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        account_id.hash(&mut h);
+        &self.hot_rows[h.finish() as usize % self.hot_rows.len()]
     }
 
     /// True when the database answers (for /readyz).

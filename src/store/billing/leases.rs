@@ -77,6 +77,7 @@ impl Store {
                 remember(&mut tx, account_id, key, "topup", &replay, now).await?
             {
                 ledger(&mut tx, account_id, None, "topup", amount, 0, now).await?;
+                let _turn = self.hot_row(account_id).lock().await;
                 adjust(&mut tx, account_id, amount, 0, 0, 0, now).await?;
                 tx.commit().await?;
             }
@@ -105,11 +106,12 @@ impl Store {
             }
             let id = random_id("lse_", 20);
             let mut tx = self.writer().begin().await?;
-            sqlx::query(
+            let inserted = sqlx::query(&format!(
                 "INSERT INTO leases (id, account_id, call_id, state, granted_s, used_s, held, \
                  free_held, final_units, validity_s, expires_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'open', $4, 0, $5, $6, $7, $8, $9, $10, $11)",
-            )
+                 VALUES ($1, $2, $3, 'open', $4, 0, $5, $6, $7, $8, $9, $10, $11) \
+                 RETURNING {LEASE_COLUMNS}",
+            ))
             .bind(&id)
             .bind(account_id)
             .bind(req.call_id.as_deref())
@@ -121,8 +123,9 @@ impl Store {
             .bind(now + req.validity_s * 1000)
             .bind(now)
             .bind(now)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            let lease = lease_from(&inserted)?;
             ledger(&mut tx, account_id, Some(&id), "reserve", 0, money, now).await?;
             let replay = Replay {
                 lease_id: Some(id.clone()),
@@ -134,12 +137,13 @@ impl Store {
                 drop(tx);
                 return self.replay_now(account_id, key, op).await;
             }
+            let _turn = self.hot_row(account_id).lock().await;
             if !hold(&mut tx, account_id, money, free, now).await? {
                 continue;
             }
             tx.commit().await?;
             return Ok(Grant {
-                lease: self.lease(account_id, &id).await?,
+                lease,
                 granted_now: seconds,
             });
         }
@@ -171,12 +175,12 @@ impl Store {
                 (0, 0, 0, false)
             };
             let mut tx = self.writer().begin().await?;
-            let updated = sqlx::query(
+            let updated = sqlx::query(&format!(
                 "UPDATE leases SET granted_s = granted_s + $1, used_s = $2, held = held + $3, \
                  free_held = free_held + $4, final_units = $5, validity_s = $6, \
                  expires_at = $7, updated_at = $8 WHERE id = $9 AND state = 'open' \
-                 AND granted_s = $10 AND used_s = $11",
-            )
+                 AND granted_s = $10 AND used_s = $11 RETURNING {LEASE_COLUMNS}",
+            ))
             .bind(seconds)
             .bind(used)
             .bind(money)
@@ -188,13 +192,11 @@ impl Store {
             .bind(lease_id)
             .bind(lease.granted_seconds)
             .bind(lease.used_seconds)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                // Renewed, released or expired since it was read.
-                continue;
-            }
+            .fetch_optional(&mut *tx)
+            .await?;
+            // None: renewed, released or expired since it was read.
+            let Some(updated) = updated else { continue };
+            let renewed = lease_from(&updated)?;
             ledger(
                 &mut tx,
                 account_id,
@@ -215,12 +217,13 @@ impl Store {
                 drop(tx);
                 return self.replay_now(account_id, key, &op).await;
             }
+            let _turn = self.hot_row(account_id).lock().await;
             if !hold(&mut tx, account_id, money, free, now).await? {
                 continue;
             }
             tx.commit().await?;
             return Ok(Grant {
-                lease: self.lease(account_id, lease_id).await?,
+                lease: renewed,
                 granted_now: seconds,
             });
         }
@@ -245,9 +248,11 @@ impl Store {
             let row = self.read_balance(account_id, now).await?;
             let used = used_s.clamp(lease.used_seconds, lease.granted_seconds);
             let mut tx = self.writer().begin().await?;
-            if !settle(&mut tx, &row, &lease, used, LeaseState::Released, now).await? {
+            let Some(settled) =
+                close_lease(&mut tx, &row, &lease, used, LeaseState::Released, now).await?
+            else {
                 continue;
-            }
+            };
             let replay = Replay {
                 lease_id: Some(lease_id.to_string()),
                 granted_now: 0,
@@ -258,7 +263,12 @@ impl Store {
                 drop(tx);
                 return self.lease(account_id, lease_id).await;
             }
+            let turn = self.hot_row(account_id).lock().await;
+            settled.apply(&mut tx, account_id, now).await?;
             tx.commit().await?;
+            // Before anything else takes a connection: the tasks waiting for this turn hold
+            // theirs.
+            drop(turn);
             return self.lease(account_id, lease_id).await;
         }
         Err(contended())
@@ -286,7 +296,11 @@ impl Store {
                 (lease.used_seconds + row.plan.increment_s.max(1)).min(lease.granted_seconds);
             let mut tx = self.writer().begin().await?;
             // Renewed or released since it was read: not this sweep's.
-            if settle(&mut tx, &row, &lease, used, LeaseState::Expired, now).await? {
+            if let Some(settled) =
+                close_lease(&mut tx, &row, &lease, used, LeaseState::Expired, now).await?
+            {
+                let _turn = self.hot_row(&account).lock().await;
+                settled.apply(&mut tx, &account, now).await?;
                 tx.commit().await?;
                 tracing::warn!(lease = %id, account = %account, used_s = used, "lease expired unrenewed; settled");
                 expired += 1;
@@ -335,7 +349,7 @@ impl Store {
         ))
         .bind(lease_id)
         .bind(account_id)
-        .fetch_optional(self.writer())
+        .fetch_optional(self.reader())
         .await?
         .ok_or(StoreError::NotFound("lease"))?;
         Ok(lease_from(&row)?)
@@ -365,16 +379,40 @@ impl Store {
     }
 }
 
-/// Closes `lease` as `state`, charging `used` seconds and returning the rest of its hold;
-/// false when the lease changed since it was read (the caller starts again).
-async fn settle(
+/// The balance change that closing a lease makes: its cost is charged, its holds returned.
+struct Settlement {
+    money: i64,
+    held: i64,
+    free: i64,
+    free_held: i64,
+}
+
+impl Settlement {
+    /// The balance row's side, last before the commit (see [`Store::hot_row`]).
+    async fn apply(&self, tx: &mut Tx, account_id: &str, now: i64) -> Result<(), StoreError> {
+        adjust(
+            tx,
+            account_id,
+            -self.money,
+            -self.held,
+            self.free,
+            -self.free_held,
+            now,
+        )
+        .await
+    }
+}
+
+/// Closes `lease` as `state`, charging `used` seconds, with its ledger rows; None when the
+/// lease changed since it was read (the caller starts again).
+async fn close_lease(
     tx: &mut Tx,
     row: &BalanceRow,
     lease: &Lease,
     used: i64,
     state: LeaseState,
     now: i64,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Settlement>, StoreError> {
     let inc = row.plan.increment_s.max(1);
     let billable = round_up(used, inc).min(lease.granted_seconds);
     let free = billable.min(lease.free_seconds_held);
@@ -397,7 +435,7 @@ async fn settle(
     .await?
     .rows_affected();
     if closed == 0 {
-        return Ok(false);
+        return Ok(None);
     }
     let (account, id) = (lease.account_id.as_str(), Some(lease.id.as_str()));
     let kind = if state == LeaseState::Expired {
@@ -405,18 +443,12 @@ async fn settle(
     } else {
         "settle"
     };
-    let rest = lease.held - money;
     ledger(tx, account, id, kind, -money, -money, now).await?;
-    ledger(tx, account, id, "release", 0, -rest, now).await?;
-    adjust(
-        tx,
-        account,
-        -money,
-        -lease.held,
+    ledger(tx, account, id, "release", 0, -(lease.held - money), now).await?;
+    Ok(Some(Settlement {
+        money,
+        held: lease.held,
         free,
-        -lease.free_seconds_held,
-        now,
-    )
-    .await?;
-    Ok(true)
+        free_held: lease.free_seconds_held,
+    }))
 }

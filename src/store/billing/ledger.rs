@@ -75,7 +75,7 @@ impl Store {
              free_used, free_held, free_resets_at FROM balances WHERE account_id = $1",
         )
         .bind(account_id)
-        .fetch_optional(self.writer())
+        .fetch_optional(self.reader())
         .await?;
         let Some(r) = r else { return Ok(None) };
         Ok(Some(BalanceRow {
