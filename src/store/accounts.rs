@@ -76,6 +76,46 @@ pub struct Principal {
     pub operator: bool,
 }
 
+/// How long a checked key is trusted without asking the database again. A revocation
+/// applies at once on the node that made it and within this long on the others.
+const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Checked keys remembered at most (the cache is emptied when it is full).
+const AUTH_CACHE_MAX: usize = 10_000;
+
+/// Recently checked keys, by the hash of the presented key: a busy client's every request
+/// would otherwise cost a database query.
+#[derive(Debug, Default)]
+pub struct AuthCache(
+    std::sync::Mutex<std::collections::HashMap<String, (Principal, std::time::Instant)>>,
+);
+
+impl AuthCache {
+    fn get(&self, hash: &str) -> Option<Principal> {
+        let map = self.0.lock().ok()?;
+        let (p, at) = map.get(hash)?;
+        (at.elapsed() < AUTH_CACHE_TTL).then(|| p.clone())
+    }
+
+    fn put(&self, hash: String, p: Principal) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= AUTH_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(hash, (p, std::time::Instant::now()));
+        }
+    }
+
+    /// Forgets a key (revoked) or, with None, every key.
+    fn forget(&self, key_id: Option<&str>) {
+        if let Ok(mut map) = self.0.lock() {
+            match key_id {
+                Some(id) => map.retain(|_, (p, _)| p.key_id != id),
+                None => map.clear(),
+            }
+        }
+    }
+}
+
 /// The id under which the configured admin key is stored.
 const CONFIG_KEY_ID: &str = "config";
 /// The operator's account, made at first start.
@@ -183,12 +223,17 @@ impl Store {
             }
         };
         tx.commit().await?;
+        self.auth_cache.forget(None);
         Ok(made)
     }
 
     /// Checks a presented key: the principal it stands for, or None (unknown, wrong or
     /// revoked; the caller cannot tell which).
     pub async fn authenticate(&self, key: &str) -> Result<Option<Principal>, StoreError> {
+        let presented = hash(key);
+        if let Some(p) = self.auth_cache.get(&presented) {
+            return Ok(Some(p));
+        }
         let row = sqlx::query(
             "SELECT k.account_id, k.scope, k.hash, a.operator FROM api_keys k \
              JOIN accounts a ON a.id = k.account_id WHERE k.id = $1 AND k.revoked_at IS NULL",
@@ -196,7 +241,6 @@ impl Store {
         .bind(key_id(key))
         .fetch_optional(self.reader())
         .await?;
-        let presented = hash(key);
         let Some(row) = row else {
             // Same work as a found key, so timing does not tell unknown ids apart.
             let _ = presented.as_bytes().ct_eq(hash("").as_bytes());
@@ -207,12 +251,14 @@ impl Store {
             return Ok(None);
         }
         let scope: String = row.try_get("scope")?;
-        Ok(Some(Principal {
+        let principal = Principal {
             account_id: row.try_get("account_id")?,
             key_id: key_id(key).to_string(),
             scope: Scope::parse(&scope).unwrap_or(Scope::Read),
             operator: int(&row, "operator")? != 0,
-        }))
+        };
+        self.auth_cache.put(presented, principal.clone());
+        Ok(Some(principal))
     }
 
     pub async fn create_account(&self, name: &str) -> Result<Account, StoreError> {
@@ -297,6 +343,7 @@ impl Store {
         .bind(account_id)
         .execute(self.writer())
         .await?;
+        self.auth_cache.forget(Some(key_id));
         let row = sqlx::query(
             "SELECT id, account_id, name, scope, prefix, created_at, revoked_at FROM api_keys \
              WHERE id = $1 AND account_id = $2",

@@ -57,6 +57,8 @@ const BILLING: &str = "CREATE TABLE balances (
         cost BIGINT NOT NULL DEFAULT 0,
         free_charged BIGINT NOT NULL DEFAULT 0,
         final_units BIGINT NOT NULL DEFAULT 0,
+        rate_per_minute BIGINT NOT NULL,
+        increment_s BIGINT NOT NULL,
         validity_s BIGINT NOT NULL,
         expires_at BIGINT NOT NULL,
         created_at BIGINT NOT NULL,

@@ -60,6 +60,8 @@ pub struct Store {
     read: AnyPool,
     /// Turns on accounts' balance rows (see [`Store::hot_row`]).
     hot_rows: Arc<[tokio::sync::Mutex<()>]>,
+    /// Keys checked lately (see [`Store::authenticate`]).
+    pub(crate) auth_cache: Arc<accounts::AuthCache>,
 }
 
 /// Striped locks for [`Store::hot_row`]: enough that unrelated accounts rarely share one.
@@ -121,6 +123,7 @@ impl Store {
                     write,
                     read,
                     hot_rows: hot_rows(),
+                    auth_cache: Arc::default(),
                 }
             }
             Backend::Postgres => {
@@ -134,6 +137,7 @@ impl Store {
                     write: pool.clone(),
                     read: pool,
                     hot_rows: hot_rows(),
+                    auth_cache: Arc::default(),
                 }
             }
         };

@@ -4,10 +4,12 @@
 
 use sqlx::Row;
 
-use super::ledger::{adjust, hold, ledger, remember, Remembered, Replay, Tx, ATTEMPTS};
+use super::ledger::{
+    adjust, hold, ledger, ledger_rows, remember, Remembered, Replay, Tx, ATTEMPTS,
+};
 use super::{
-    cost, grant, lease_from, round_up, Balance, BalanceRow, Grant, Lease, LeaseRequest, LeaseState,
-    Plan, LEASE_COLUMNS,
+    cost, grant, lease_from, round_up, Balance, Grant, Lease, LeaseRequest, LeaseState, Plan,
+    LEASE_COLUMNS,
 };
 use crate::store::clock::add_months;
 use crate::store::{int, now_ms, random_id, Store, StoreError};
@@ -66,20 +68,23 @@ impl Store {
     ) -> Result<Balance, StoreError> {
         let now = now_ms();
         self.read_balance(account_id, now).await?;
-        if self.replay(account_id, key, "topup").await?.is_none() {
-            let mut tx = self.writer().begin().await?;
-            let replay = Replay {
-                lease_id: None,
-                granted_now: 0,
-            };
-            // A duplicate of a concurrent top-up under the same key credits nothing.
-            if let Remembered::Stored =
-                remember(&mut tx, account_id, key, "topup", &replay, now).await?
-            {
+        let mut tx = self.writer().begin().await?;
+        let replay = Replay {
+            lease_id: None,
+            granted_now: 0,
+        };
+        match remember(&mut tx, account_id, key, "topup", &replay, now).await? {
+            Remembered::Stored => {
                 ledger(&mut tx, account_id, None, "topup", amount, 0, now).await?;
-                let _turn = self.hot_row(account_id).lock().await;
+                let turn = self.hot_row(account_id).lock().await;
                 adjust(&mut tx, account_id, amount, 0, 0, 0, now).await?;
                 tx.commit().await?;
+                drop(turn);
+            }
+            // Credited already, by the first request with this key.
+            Remembered::Duplicate => {
+                drop(tx);
+                self.replay(account_id, key, "topup").await?;
             }
         }
         self.balance(account_id).await
@@ -94,39 +99,14 @@ impl Store {
         key: Option<&str>,
     ) -> Result<Grant, StoreError> {
         let op = "reserve";
-        if let Some(r) = self.replay(account_id, key, op).await? {
-            return self.replayed(account_id, r).await;
-        }
         for _ in 0..ATTEMPTS {
             let now = now_ms();
             let row = self.read_balance(account_id, now).await?;
             let (seconds, free, money, cut) = grant(&row, req.seconds);
-            if seconds == 0 {
-                return Err(StoreError::Insufficient);
-            }
             let id = random_id("lse_", 20);
             let mut tx = self.writer().begin().await?;
-            let inserted = sqlx::query(&format!(
-                "INSERT INTO leases (id, account_id, call_id, state, granted_s, used_s, held, \
-                 free_held, final_units, validity_s, expires_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'open', $4, 0, $5, $6, $7, $8, $9, $10, $11) \
-                 RETURNING {LEASE_COLUMNS}",
-            ))
-            .bind(&id)
-            .bind(account_id)
-            .bind(req.call_id.as_deref())
-            .bind(seconds)
-            .bind(money)
-            .bind(free)
-            .bind(i64::from(cut))
-            .bind(req.validity_s)
-            .bind(now + req.validity_s * 1000)
-            .bind(now)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            let lease = lease_from(&inserted)?;
-            ledger(&mut tx, account_id, Some(&id), "reserve", 0, money, now).await?;
+            // The key first: a retry of an earlier reserve gets its answer, not a second
+            // lease (and not a refusal because the first took the money).
             let replay = Replay {
                 lease_id: Some(id.clone()),
                 granted_now: seconds,
@@ -137,11 +117,39 @@ impl Store {
                 drop(tx);
                 return self.replay_now(account_id, key, op).await;
             }
-            let _turn = self.hot_row(account_id).lock().await;
+            if seconds == 0 {
+                return Err(StoreError::Insufficient);
+            }
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO leases (id, account_id, call_id, state, granted_s, used_s, held, \
+                 free_held, final_units, rate_per_minute, increment_s, validity_s, expires_at, \
+                 created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'open', $4, 0, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 RETURNING {LEASE_COLUMNS}",
+            ))
+            .bind(&id)
+            .bind(account_id)
+            .bind(req.call_id.as_deref())
+            .bind(seconds)
+            .bind(money)
+            .bind(free)
+            .bind(i64::from(cut))
+            .bind(row.plan.rate_per_minute)
+            .bind(row.plan.increment_s)
+            .bind(req.validity_s)
+            .bind(now + req.validity_s * 1000)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let lease = lease_from(&inserted)?;
+            ledger(&mut tx, account_id, Some(&id), "reserve", 0, money, now).await?;
+            let turn = self.hot_row(account_id).lock().await;
             if !hold(&mut tx, account_id, money, free, now).await? {
                 continue;
             }
             tx.commit().await?;
+            drop(turn);
             return Ok(Grant {
                 lease,
                 granted_now: seconds,
@@ -160,13 +168,23 @@ impl Store {
         key: Option<&str>,
     ) -> Result<Grant, StoreError> {
         let op = format!("renew:{lease_id}");
-        if let Some(r) = self.replay(account_id, key, &op).await? {
-            return self.replayed(account_id, r).await;
-        }
         for _ in 0..ATTEMPTS {
             let now = now_ms();
-            let lease = self.open_lease(account_id, lease_id).await?;
-            let row = self.read_balance(account_id, now).await?;
+            let lease = match self.open_lease(account_id, lease_id).await {
+                Ok(lease) => lease,
+                // A retry of the renewal that came just before the lease closed.
+                Err(e @ StoreError::Conflict(_)) => {
+                    return match self.replay(account_id, key, &op).await? {
+                        Some(r) => self.replayed(account_id, r).await,
+                        None => Err(e),
+                    };
+                }
+                Err(e) => return Err(e),
+            };
+            let mut row = self.read_balance(account_id, now).await?;
+            // Extensions are priced as the lease was.
+            row.plan.rate_per_minute = lease.rate_per_minute;
+            row.plan.increment_s = lease.increment_s;
             let used = used_s.clamp(lease.used_seconds, lease.granted_seconds);
             let extra = (used + req.seconds.max(0) - lease.granted_seconds).max(0);
             let (seconds, free, money, cut) = if extra > 0 {
@@ -175,6 +193,16 @@ impl Store {
                 (0, 0, 0, false)
             };
             let mut tx = self.writer().begin().await?;
+            let replay = Replay {
+                lease_id: Some(lease_id.to_string()),
+                granted_now: seconds,
+            };
+            if let Remembered::Duplicate =
+                remember(&mut tx, account_id, key, &op, &replay, now).await?
+            {
+                drop(tx);
+                return self.replay_now(account_id, key, &op).await;
+            }
             let updated = sqlx::query(&format!(
                 "UPDATE leases SET granted_s = granted_s + $1, used_s = $2, held = held + $3, \
                  free_held = free_held + $4, final_units = $5, validity_s = $6, \
@@ -207,21 +235,12 @@ impl Store {
                 now,
             )
             .await?;
-            let replay = Replay {
-                lease_id: Some(lease_id.to_string()),
-                granted_now: seconds,
-            };
-            if let Remembered::Duplicate =
-                remember(&mut tx, account_id, key, &op, &replay, now).await?
-            {
-                drop(tx);
-                return self.replay_now(account_id, key, &op).await;
-            }
-            let _turn = self.hot_row(account_id).lock().await;
+            let turn = self.hot_row(account_id).lock().await;
             if !hold(&mut tx, account_id, money, free, now).await? {
                 continue;
             }
             tx.commit().await?;
+            drop(turn);
             return Ok(Grant {
                 lease: renewed,
                 granted_now: seconds,
@@ -239,20 +258,21 @@ impl Store {
         key: Option<&str>,
     ) -> Result<Lease, StoreError> {
         let op = format!("release:{lease_id}");
-        if self.replay(account_id, key, &op).await?.is_some() {
-            return self.lease(account_id, lease_id).await;
-        }
         for _ in 0..ATTEMPTS {
             let now = now_ms();
-            let lease = self.open_lease(account_id, lease_id).await?;
-            let row = self.read_balance(account_id, now).await?;
+            let lease = match self.open_lease(account_id, lease_id).await {
+                Ok(lease) => lease,
+                // A retry of the release that closed it: the lease as it closed.
+                Err(e @ StoreError::Conflict(_)) => {
+                    return match self.replay(account_id, key, &op).await? {
+                        Some(_) => self.lease(account_id, lease_id).await,
+                        None => Err(e),
+                    };
+                }
+                Err(e) => return Err(e),
+            };
             let used = used_s.clamp(lease.used_seconds, lease.granted_seconds);
             let mut tx = self.writer().begin().await?;
-            let Some(settled) =
-                close_lease(&mut tx, &row, &lease, used, LeaseState::Released, now).await?
-            else {
-                continue;
-            };
             let replay = Replay {
                 lease_id: Some(lease_id.to_string()),
                 granted_now: 0,
@@ -261,8 +281,14 @@ impl Store {
                 remember(&mut tx, account_id, key, &op, &replay, now).await?
             {
                 drop(tx);
+                self.replay(account_id, key, &op).await?;
                 return self.lease(account_id, lease_id).await;
             }
+            let Some(settled) =
+                close_lease(&mut tx, &lease, used, LeaseState::Released, now).await?
+            else {
+                continue;
+            };
             let turn = self.hot_row(account_id).lock().await;
             settled.apply(&mut tx, account_id, now).await?;
             tx.commit().await?;
@@ -291,17 +317,16 @@ impl Store {
             if lease.state != LeaseState::Open || lease.expires_at > now {
                 continue;
             }
-            let row = self.read_balance(&account, now).await?;
-            let used =
-                (lease.used_seconds + row.plan.increment_s.max(1)).min(lease.granted_seconds);
+            let used = (lease.used_seconds + lease.increment_s.max(1)).min(lease.granted_seconds);
             let mut tx = self.writer().begin().await?;
             // Renewed or released since it was read: not this sweep's.
             if let Some(settled) =
-                close_lease(&mut tx, &row, &lease, used, LeaseState::Expired, now).await?
+                close_lease(&mut tx, &lease, used, LeaseState::Expired, now).await?
             {
-                let _turn = self.hot_row(&account).lock().await;
+                let turn = self.hot_row(&account).lock().await;
                 settled.apply(&mut tx, &account, now).await?;
                 tx.commit().await?;
+                drop(turn);
                 tracing::warn!(lease = %id, account = %account, used_s = used, "lease expired unrenewed; settled");
                 expired += 1;
             }
@@ -407,16 +432,15 @@ impl Settlement {
 /// lease changed since it was read (the caller starts again).
 async fn close_lease(
     tx: &mut Tx,
-    row: &BalanceRow,
     lease: &Lease,
     used: i64,
     state: LeaseState,
     now: i64,
 ) -> Result<Option<Settlement>, StoreError> {
-    let inc = row.plan.increment_s.max(1);
+    let inc = lease.increment_s.max(1);
     let billable = round_up(used, inc).min(lease.granted_seconds);
     let free = billable.min(lease.free_seconds_held);
-    let money = cost(billable - free, row.plan.rate_per_minute).min(lease.held);
+    let money = cost(billable - free, lease.rate_per_minute).min(lease.held);
     let closed = sqlx::query(
         "UPDATE leases SET state = $1, used_s = $2, held = 0, free_held = 0, cost = $3, \
          free_charged = $4, updated_at = $5 WHERE id = $6 AND state = 'open' AND held = $7 \
@@ -443,8 +467,11 @@ async fn close_lease(
     } else {
         "settle"
     };
-    ledger(tx, account, id, kind, -money, -money, now).await?;
-    ledger(tx, account, id, "release", 0, -(lease.held - money), now).await?;
+    let rows = [
+        (kind, -money, -money),
+        ("release", 0, -(lease.held - money)),
+    ];
+    ledger_rows(tx, account, id, &rows, now).await?;
     Ok(Some(Settlement {
         money,
         held: lease.held,

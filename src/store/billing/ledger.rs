@@ -163,21 +163,51 @@ pub(super) async fn ledger(
     hold: i64,
     now: i64,
 ) -> Result<(), StoreError> {
-    if amount == 0 && hold == 0 {
+    ledger_rows(tx, account_id, lease_id, &[(kind, amount, hold)], now).await
+}
+
+/// Ledger rows of one operation, `(kind, amount, hold)`, in one statement; changes of
+/// nothing are left out.
+pub(super) async fn ledger_rows(
+    tx: &mut Tx,
+    account_id: &str,
+    lease_id: Option<&str>,
+    rows: &[(&str, i64, i64)],
+    now: i64,
+) -> Result<(), StoreError> {
+    let rows: Vec<_> = rows.iter().filter(|(_, a, h)| *a != 0 || *h != 0).collect();
+    if rows.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO ledger (account_id, lease_id, kind, amount, hold, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(account_id)
-    .bind(lease_id)
-    .bind(kind)
-    .bind(amount)
-    .bind(hold)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    let mut sql = String::from(
+        "INSERT INTO ledger (account_id, lease_id, kind, amount, hold, created_at) VALUES ",
+    );
+    for i in 0..rows.len() {
+        let n = i * 6;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6
+        ));
+    }
+    let mut q = sqlx::query(&sql);
+    for (kind, amount, hold) in rows {
+        q = q
+            .bind(account_id)
+            .bind(lease_id)
+            .bind(*kind)
+            .bind(*amount)
+            .bind(*hold)
+            .bind(now);
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -110,6 +110,9 @@ pub struct Lease {
     pub free_seconds_charged: i64,
     /// The last grant was cut short: end the call when it is used.
     pub final_unit_indication: bool,
+    /// The plan's price when the lease was made: the call is billed at it throughout.
+    pub rate_per_minute: i64,
+    pub increment_s: i64,
     pub validity_seconds: i64,
     #[serde(serialize_with = "ser_time")]
     pub expires_at: i64,
@@ -200,6 +203,8 @@ pub(super) fn lease_from(row: &AnyRow) -> Result<Lease, sqlx::Error> {
         cost: int(row, "cost")?,
         free_seconds_charged: int(row, "free_charged")?,
         final_unit_indication: int(row, "final_units")? != 0,
+        rate_per_minute: int(row, "rate_per_minute")?,
+        increment_s: int(row, "increment_s")?,
         validity_seconds: int(row, "validity_s")?,
         expires_at: int(row, "expires_at")?,
         created_at: int(row, "created_at")?,
@@ -208,7 +213,8 @@ pub(super) fn lease_from(row: &AnyRow) -> Result<Lease, sqlx::Error> {
 
 pub(super) const LEASE_COLUMNS: &str =
     "id, account_id, call_id, state, granted_s, used_s, held, free_held, \
-     cost, free_charged, final_units, validity_s, expires_at, created_at";
+     cost, free_charged, final_units, rate_per_minute, increment_s, validity_s, expires_at, \
+     created_at";
 
 mod leases;
 mod ledger;
