@@ -149,19 +149,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         vad = engine.vad_enabled(),
         "media engine started"
     );
-    let engine_stats = engine.stats.clone();
-    let agent = call_agent(&config, &metrics).await?;
-    let ctx = Arc::new(CallContext {
-        engine,
-        config: config.clone(),
-        sip: sip.clone(),
-        ports,
-        metrics: metrics.clone(),
-        greeting,
-        agent,
-    });
-    tokio::spawn(CallManager::new(ctx).run(events_rx));
-
     let store = crate::store::Store::open(&config.database.url, &config.data_dir)
         .await
         .context("cannot open the database (database.url)")?;
@@ -174,6 +161,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         println!("parley: the operator's admin API key (shown once, keep it): {key}");
         tracing::warn!("made the operator's first admin API key; it was printed to stdout once");
     }
+    let engine_stats = engine.stats.clone();
+    let agent = call_agent(&config, &metrics).await?;
+    let ctx = Arc::new(CallContext {
+        engine,
+        config: config.clone(),
+        sip: sip.clone(),
+        ports,
+        metrics: metrics.clone(),
+        greeting,
+        agent,
+        store: store.clone(),
+    });
+    tokio::spawn(CallManager::new(ctx).run(events_rx));
+
     tokio::spawn(sweep_leases(store.clone()));
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await

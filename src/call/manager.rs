@@ -13,6 +13,7 @@ use crate::agent::menu::{self, Menu};
 use crate::agent::session::{
     self as agent_session, sleep_until, AgentIo, AgentRuntime, FromAgent, ToAgent,
 };
+use crate::call::lease::CallLease;
 use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
 use crate::config::Config;
@@ -21,6 +22,7 @@ use crate::sip::endpoint::{CallRef, Event};
 use crate::sip::message::Request;
 use crate::sip::runtime::{Command, SipHandle};
 use crate::sip::sdp::{self, Direction, LocalCaps, Negotiated, Origin, SessionDescription};
+use crate::store::StoreError;
 use parley_media::engine::MediaEngine;
 use parley_media::session::MediaEvent;
 
@@ -35,6 +37,8 @@ pub struct CallContext {
     pub greeting: Option<Arc<Vec<i16>>>,
     /// Who answers calls (`agent.mode`); `None`: nobody (mode `off`).
     pub agent: Option<CallAgent>,
+    /// Billing leases (and, as the control plane grows, routing and records).
+    pub store: crate::store::Store,
 }
 
 /// The agent every call gets.
@@ -280,6 +284,36 @@ impl Session {
                 }
             }
         }
+        // No answer without a grant. Until numbers route calls to accounts, every call is
+        // the operator's (whose default plan is free).
+        let heartbeat = Duration::from_secs(ctx.config.billing.heartbeat_s);
+        let account = crate::store::accounts::OPERATOR_ACCOUNT;
+        let mut lease = match CallLease::reserve(&ctx.store, account, &self.call_id, heartbeat)
+            .await
+        {
+            Ok(lease) => lease,
+            Err(StoreError::Insufficient) => {
+                tracing::info!(account, "no credit for the call, rejecting with 402");
+                Metrics::inc(&ctx.metrics.calls_rejected_credit);
+                ctx.sip.send(Command::Respond {
+                    call,
+                    code: 402,
+                    sdp: None,
+                    extra: vec![("Warning", "399 parley \"the account has no credit\"".into())],
+                });
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reserve the call's billing lease, rejecting with 503");
+                ctx.sip.send(Command::Respond {
+                    call,
+                    code: 503,
+                    sdp: None,
+                    extra: vec![("Retry-After", ctx.config.sip.retry_after_s.to_string())],
+                });
+                return;
+            }
+        };
         let (sdp_body, params) = match &self.media {
             Offer::Answered { answer, negotiated } => (
                 answer.to_string().into_bytes(),
@@ -320,6 +354,7 @@ impl Session {
             Err(e) => {
                 tracing::error!(error = %e, "cannot start media, rejecting with 503");
                 Metrics::inc(&ctx.metrics.calls_rejected_media);
+                lease.release(tokio::time::Instant::now()).await;
                 ctx.sip.send(Command::Respond {
                     call,
                     code: 503,
@@ -336,6 +371,9 @@ impl Session {
             extra: vec![],
         });
         Metrics::inc(&ctx.metrics.calls_answered);
+        let answered = tokio::time::Instant::now();
+        lease.answered(answered);
+        let mut next_beat = lease.next_heartbeat(answered);
         let mut agent = None;
         match (ctx.agent.clone(), agent_audio) {
             (Some(who), Some(audio)) => {
@@ -470,6 +508,28 @@ impl Session {
                     }
                     FromAgent::Turn(times) => turns.push(times),
                 },
+                _ = tokio::time::sleep_until(next_beat) => {
+                    let now = tokio::time::Instant::now();
+                    next_beat = lease.next_heartbeat(now);
+                    match lease.renew(now).await {
+                        Ok(()) if lease.final_units() => {
+                            tracing::info!("final units granted: the call ends when they run out");
+                        }
+                        Ok(()) => {}
+                        Err(StoreError::Conflict(e)) if !hung_up => {
+                            tracing::warn!(error = %e, "the billing lease is closed, hanging up");
+                            hung_up = true;
+                            ctx.sip.send(Command::Hangup { call });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot renew the billing lease"),
+                    }
+                }
+                _ = sleep_until(lease.runs_out_at()), if !hung_up => {
+                    tracing::info!("the call's credit ran out, hanging up");
+                    Metrics::inc(&ctx.metrics.calls_ended_credit);
+                    hung_up = true;
+                    ctx.sip.send(Command::Hangup { call });
+                }
                 _ = &mut limit, if !hung_up => {
                     tracing::info!(max_duration_s = max, "maximum call duration reached, hanging up");
                     hung_up = true;
@@ -481,6 +541,7 @@ impl Session {
             drop(a.events);
             let _ = tokio::time::timeout(Duration::from_secs(2), a.task).await;
         }
+        lease.release(tokio::time::Instant::now()).await;
         let stats = media.stop().await;
         let v2v: Vec<u64> = turns
             .iter()

@@ -1,5 +1,6 @@
 //! Where SIP, media and (later) the agent meet: admission, per-call sessions, RTP ports.
 
+pub mod lease;
 pub mod manager;
 pub mod media;
 pub mod outbound;

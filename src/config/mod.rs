@@ -160,6 +160,18 @@ impl MediaConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct BillingConfig {
+    /// How often a call renews its billing lease (it reserves two of these ahead).
+    pub heartbeat_s: u64,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig { heartbeat_s: 30 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct CallConfig {
     /// 0 = unlimited. When reached, Parley ends the call with BYE.
     pub max_duration_s: u64,
@@ -199,6 +211,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub api: ApiConfig,
+    pub billing: BillingConfig,
     /// `[stt]`, `[llm]`, `[tts]` and `[agent]`: the default agent.
     pub ai: agent::AiConfig,
 }
@@ -243,6 +256,7 @@ impl Default for Config {
             },
             database: DatabaseConfig::default(),
             api: ApiConfig::default(),
+            billing: BillingConfig::default(),
             ai: agent::AiConfig::default(),
         }
     }
@@ -379,6 +393,7 @@ impl Config {
             "media.keepalive_ms" => self.media.keepalive_ms = v.int_in(0, 300_000)?,
             "call.max_duration_s" => self.call.max_duration_s = v.int_in(0, 7 * 86_400)?,
             "http.listen" => self.http.listen = v.parsed("an address like \"127.0.0.1:8080\"")?,
+            "billing.heartbeat_s" => self.billing.heartbeat_s = v.int_in(1, 3600)?,
             "database.url" => {
                 let url = v.string()?;
                 let known = ["sqlite:", "postgres:", "postgresql:"];
@@ -491,10 +506,11 @@ pub const KEYS: &[&str] = &[
     "http.listen",
     "database.url",
     "api.admin_key",
+    "billing.heartbeat_s",
 ];
 
 const SECTIONS: &[&str] = &[
-    "sip", "media", "call", "http", "database", "api", "stt", "llm", "tts", "agent",
+    "sip", "media", "call", "http", "database", "api", "billing", "stt", "llm", "tts", "agent",
 ];
 
 /// [`KEYS`] and the agent sections' [`agent::AGENT_KEYS`].

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub calls_answered: AtomicU64,
     pub calls_rejected_capacity: AtomicU64,
     pub calls_rejected_media: AtomicU64,
+    /// Calls refused because the account could not cover a first grant.
+    pub calls_rejected_credit: AtomicU64,
+    /// Calls ended because their account's credit ran out.
+    pub calls_ended_credit: AtomicU64,
     pub calls_rtp_timeout: AtomicU64,
     pub rtp_ports_in_use: AtomicI64,
     /// Media events lost because a call's event channel was full.
@@ -84,6 +88,18 @@ impl Metrics {
             "counter",
             "Calls refused for SDP (488) or RTP port exhaustion (503).",
             get(&self.calls_rejected_media),
+        );
+        metric(
+            "parley_calls_rejected_credit_total",
+            "counter",
+            "Calls refused with 402 because the account could not cover a first grant.",
+            get(&self.calls_rejected_credit),
+        );
+        metric(
+            "parley_calls_ended_credit_total",
+            "counter",
+            "Calls ended because the account's credit ran out (final units used).",
+            get(&self.calls_ended_credit),
         );
         metric(
             "parley_calls_rtp_timeout_total",
