@@ -109,3 +109,56 @@ async fn reopening_applies_no_migration_twice_and_keeps_the_data() {
         Err(StoreError::UnsupportedUrl(_))
     ));
 }
+
+#[tokio::test]
+async fn calls_route_by_number_with_the_catch_all_rule() {
+    on_each_backend(|store, _| async move {
+        store.bootstrap(None).await.unwrap();
+        // No number configured yet: everything reaches the operator's default agent, unless
+        // sip.catch_all = false says otherwise.
+        let fresh = store
+            .route(Some("+15550000001"), None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fresh.account_id, OPERATOR_ACCOUNT);
+        assert_eq!(store.route(None, Some(false)).await.unwrap(), None);
+        let a = store.create_account("A").await.unwrap();
+        let agent = store
+            .create_agent(&a.id, "Reception", &serde_json::json!({"language": "auto"}))
+            .await
+            .unwrap();
+        store
+            .create_number(&a.id, "+15550000001", Some(&agent.id))
+            .await
+            .unwrap();
+        let routed = store
+            .route(Some("+15550000001"), None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (routed.account_id.as_str(), routed.agent_id.as_deref()),
+            (a.id.as_str(), Some(agent.id.as_str()))
+        );
+        assert_eq!(store.route(Some("+15550000002"), None).await.unwrap(), None);
+        assert_eq!(
+            store
+                .route(Some("+15550000002"), Some(true))
+                .await
+                .unwrap()
+                .unwrap()
+                .account_id,
+            OPERATOR_ACCOUNT
+        );
+        assert!(matches!(
+            store.create_number(&a.id, "+15550000001", None).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.delete_agent(&a.id, &agent.id).await,
+            Err(StoreError::Conflict(_))
+        ));
+    })
+    .await;
+}

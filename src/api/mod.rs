@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 pub mod billing;
 pub mod body;
+pub mod directory;
 pub mod error;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .merge(accounts::routes())
         .merge(billing::routes())
+        .merge(directory::routes())
         .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state)
 }

@@ -22,6 +22,7 @@ use crate::sip::endpoint::{CallRef, Event};
 use crate::sip::message::Request;
 use crate::sip::runtime::{Command, SipHandle};
 use crate::sip::sdp::{self, Direction, LocalCaps, Negotiated, Origin, SessionDescription};
+use crate::store::directory::dialled;
 use crate::store::StoreError;
 use parley_media::engine::MediaEngine;
 use parley_media::session::MediaEvent;
@@ -190,12 +191,15 @@ impl CallManager {
         let guard = ActiveGuard(ctx.metrics.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         self.calls.insert(call, tx);
+        let dialled =
+            dialled(&request.uri).or_else(|| request.core().ok().and_then(|c| dialled(&c.to.uri)));
         let session = Session {
             ctx: ctx.clone(),
             call,
             call_id: call_id.clone(),
             origin,
             media,
+            dialled,
             _guard: guard,
         };
         let span = tracing::info_span!("call", call_id = %call_id);
@@ -238,6 +242,8 @@ struct Session {
     call_id: String,
     origin: Origin,
     media: Offer,
+    /// The number called (Request-URI, else To), as E.164.
+    dialled: Option<String>,
     _guard: ActiveGuard,
 }
 
@@ -284,10 +290,40 @@ impl Session {
                 }
             }
         }
-        // No answer without a grant. Until numbers route calls to accounts, every call is
-        // the operator's (whose default plan is free).
+        // The number called decides the account (and agent); an unknown one gets 404 and
+        // nothing is set up for it.
+        let route = match ctx
+            .store
+            .route(self.dialled.as_deref(), ctx.config.sip.catch_all)
+            .await
+        {
+            Ok(Some(route)) => route,
+            Ok(None) => {
+                tracing::info!(dialled = ?self.dialled, "no such number, rejecting with 404");
+                Metrics::inc(&ctx.metrics.calls_rejected_number);
+                ctx.sip.send(Command::Respond {
+                    call,
+                    code: 404,
+                    sdp: None,
+                    extra: vec![],
+                });
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot route the call, rejecting with 503");
+                ctx.sip.send(Command::Respond {
+                    call,
+                    code: 503,
+                    sdp: None,
+                    extra: vec![("Retry-After", ctx.config.sip.retry_after_s.to_string())],
+                });
+                return;
+            }
+        };
+        tracing::info!(account = %route.account_id, agent = ?route.agent_id, number = ?route.number, "routed");
+        // No answer without a grant.
         let heartbeat = Duration::from_secs(ctx.config.billing.heartbeat_s);
-        let account = crate::store::accounts::OPERATOR_ACCOUNT;
+        let account = route.account_id.as_str();
         let mut lease = match CallLease::reserve(&ctx.store, account, &self.call_id, heartbeat)
             .await
         {

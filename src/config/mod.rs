@@ -105,6 +105,9 @@ pub struct SipConfig {
     pub retry_after_s: u32,
     /// Server / User-Agent header value.
     pub user_agent: String,
+    /// Calls to numbers that are not configured reach the default agent (true) or get 404
+    /// (false); None: true while no number is configured at all.
+    pub catch_all: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -230,6 +233,7 @@ impl Default for Config {
                 external_ip: None,
                 retry_after_s: 5,
                 user_agent: format!("Parley/{}", env!("CARGO_PKG_VERSION")),
+                catch_all: None,
             },
             media: MediaConfig {
                 rtp_ports: PortRange {
@@ -372,6 +376,18 @@ impl Config {
             }
             "sip.retry_after_s" => self.sip.retry_after_s = v.int_in(1, 86_400)? as u32,
             "sip.user_agent" => self.sip.user_agent = v.string()?,
+            "sip.catch_all" => {
+                self.sip.catch_all = match v.string_or_bool()?.as_str() {
+                    "auto" => None,
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    other => {
+                        return Err(
+                            v.err(format!("expected true, false or \"auto\", got {other:?}"))
+                        )
+                    }
+                }
+            }
             "media.rtp_ports" => self.media.rtp_ports = v.parsed_with(|s| s.parse())?,
             "media.rtp_timeout_s" => self.media.rtp_timeout_s = v.int_in(1, 86_400)?,
             "media.greeting" => {
@@ -488,6 +504,7 @@ pub const KEYS: &[&str] = &[
     "sip.external_ip",
     "sip.retry_after_s",
     "sip.user_agent",
+    "sip.catch_all",
     "media.rtp_ports",
     "media.rtp_timeout_s",
     "media.greeting",
@@ -563,6 +580,14 @@ impl Value<'_> {
                 other.type_str(),
                 other
             ))),
+        }
+    }
+
+    /// A boolean or a string, as text (for keys that take `true`, `false` or a word).
+    fn string_or_bool(&self) -> Result<String, ConfigError> {
+        match &self.raw {
+            Raw::Toml(toml::Value::Boolean(b)) => Ok(b.to_string()),
+            _ => self.string(),
         }
     }
 

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub calls_answered: AtomicU64,
     pub calls_rejected_capacity: AtomicU64,
     pub calls_rejected_media: AtomicU64,
+    /// Calls refused with 404: the number called is not configured.
+    pub calls_rejected_number: AtomicU64,
     /// Calls refused because the account could not cover a first grant.
     pub calls_rejected_credit: AtomicU64,
     /// Calls ended because their account's credit ran out.
@@ -88,6 +90,12 @@ impl Metrics {
             "counter",
             "Calls refused for SDP (488) or RTP port exhaustion (503).",
             get(&self.calls_rejected_media),
+        );
+        metric(
+            "parley_calls_rejected_number_total",
+            "counter",
+            "Calls refused with 404 because the number called is not configured.",
+            get(&self.calls_rejected_number),
         );
         metric(
             "parley_calls_rejected_credit_total",

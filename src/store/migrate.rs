@@ -110,6 +110,27 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX api_keys_account ON api_keys (account_id);",
     ),
     both(2, "billing", BILLING),
+    both(
+        3,
+        "agents and numbers",
+        "CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        config TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX agents_account ON agents (account_id);
+    CREATE TABLE numbers (
+        number TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        agent_id TEXT REFERENCES agents(id),
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX numbers_account ON numbers (account_id);
+    CREATE INDEX numbers_agent ON numbers (agent_id)",
+    ),
 ];
 
 /// Written in place of `SERIAL_ID`: an ever-increasing integer key, the one column type the

@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod billing;
 pub mod clock;
+pub mod directory;
 mod migrate;
 
 use std::path::Path;

@@ -1,0 +1,245 @@
+//! `/v1/agents` and `/v1/numbers`: an account's agents (the conversation's settings) and its
+//! phone numbers (E.164 DIDs, each answered by one of its agents). A key acts on its own
+//! account; the operator's admin keys name another with `account_id` (in the body when
+//! creating, in the query when listing).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use super::auth::Auth;
+use super::body::Body;
+use super::error::ApiError;
+use super::ApiState;
+use crate::store::accounts::Scope;
+use crate::store::directory::{e164, Owned};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/agents", get(list_agents).post(create_agent))
+        .route(
+            "/v1/agents/{id}",
+            get(get_agent).put(update_agent).delete(delete_agent),
+        )
+        .route("/v1/numbers", get(list_numbers).post(create_number))
+        .route(
+            "/v1/numbers/{number}",
+            get(get_number).put(update_number).delete(delete_number),
+        )
+}
+
+/// The agent settings an API client may set, checked one by one.
+const AGENT_FIELDS: &[&str] = &[
+    "name",
+    "account_id",
+    "prompt",
+    "greeting",
+    "language",
+    "voice",
+    "max_duration_s",
+];
+
+/// The body's agent settings as the stored JSON object.
+fn agent_config(body: &Body) -> Result<(String, Value), ApiError> {
+    body.only(AGENT_FIELDS)?;
+    let name = body.required_string("name")?;
+    let mut config = Map::new();
+    for field in ["prompt", "greeting", "voice"] {
+        if let Some(v) = body.string(field)? {
+            config.insert(field.into(), json!(v));
+        }
+    }
+    if let Some(language) = body.string("language")? {
+        let ok = language == "auto"
+            || (language.len() >= 2
+                && language.len() <= 8
+                && language
+                    .chars()
+                    .all(|c| c.is_ascii_alphabetic() || c == '-'));
+        if !ok {
+            return Err(ApiError::field(
+                "language",
+                "must be \"auto\" or a language code such as \"en\" or \"es\"",
+            ));
+        }
+        config.insert("language".into(), json!(language));
+    }
+    if let Some(max) = body.int("max_duration_s")? {
+        if !(0..=7 * 86_400).contains(&max) {
+            return Err(ApiError::field("max_duration_s", "must be 0 to 604800"));
+        }
+        config.insert("max_duration_s".into(), json!(max));
+    }
+    Ok((name, Value::Object(config)))
+}
+
+/// The account a request names (`account_id`) or the key's own, checked for `scope`.
+fn target(auth: &Auth, named: Option<String>, scope: Scope) -> Result<String, ApiError> {
+    let account = named.unwrap_or_else(|| auth.0.account_id.clone());
+    auth.on_account(&account, scope, "account")?;
+    Ok(account)
+}
+
+/// The account that owns `id`, as the key may see it.
+async fn owner(state: &ApiState, auth: &Auth, what: Owned, id: &str) -> Result<String, ApiError> {
+    if auth.operator_admin().is_ok() {
+        Ok(state.store.owner(what, id).await?)
+    } else {
+        Ok(auth.0.account_id.clone())
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct AccountQuery {
+    account_id: Option<String>,
+}
+
+async fn create_agent(
+    State(state): State<ApiState>,
+    auth: Auth,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let account = target(&auth, body.string("account_id")?, Scope::Write)?;
+    let (name, config) = agent_config(&body)?;
+    let agent = state.store.create_agent(&account, &name, &config).await?;
+    Ok((StatusCode::CREATED, Json(json!(agent))))
+}
+
+async fn list_agents(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Query(q): Query<AccountQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let account = target(&auth, q.account_id, Scope::Read)?;
+    Ok(Json(json!({ "data": state.store.agents(&account).await? })))
+}
+
+async fn get_agent(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let account = owner(&state, &auth, Owned::Agent, &id).await?;
+    auth.on_account(&account, Scope::Read, "agent")?;
+    Ok(Json(json!(state.store.agent(&account, &id).await?)))
+}
+
+async fn update_agent(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let account = owner(&state, &auth, Owned::Agent, &id).await?;
+    auth.on_account(&account, Scope::Write, "agent")?;
+    let (name, config) = agent_config(&body)?;
+    Ok(Json(json!(
+        state
+            .store
+            .update_agent(&account, &id, &name, &config)
+            .await?
+    )))
+}
+
+async fn delete_agent(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = owner(&state, &auth, Owned::Agent, &id).await?;
+    auth.on_account(&account, Scope::Write, "agent")?;
+    state.store.delete_agent(&account, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A number from the body or the path, as E.164.
+fn number_field(raw: &str, field: &str) -> Result<String, ApiError> {
+    e164(raw).ok_or_else(|| {
+        ApiError::field(
+            field,
+            format!("{raw:?} is not an E.164 number (e.g. +15551234567)"),
+        )
+    })
+}
+
+async fn create_number(
+    State(state): State<ApiState>,
+    auth: Auth,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body.only(&["number", "agent_id", "account_id"])?;
+    let account = target(&auth, body.string("account_id")?, Scope::Write)?;
+    let number = number_field(&body.required_string("number")?, "number")?;
+    let agent = body.string("agent_id")?;
+    let created = state
+        .store
+        .create_number(&account, &number, agent.as_deref())
+        .await
+        .map_err(|e| agent_field(e, agent.is_some()))?;
+    Ok((StatusCode::CREATED, Json(json!(created))))
+}
+
+/// An agent that is not the account's is a wrong `agent_id`, not a missing route.
+fn agent_field(e: crate::store::StoreError, had_agent: bool) -> ApiError {
+    match e {
+        crate::store::StoreError::NotFound("agent") if had_agent => {
+            ApiError::field("agent_id", "no such agent in this account")
+        }
+        other => other.into(),
+    }
+}
+
+async fn list_numbers(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Query(q): Query<AccountQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let account = target(&auth, q.account_id, Scope::Read)?;
+    Ok(Json(
+        json!({ "data": state.store.numbers(&account).await? }),
+    ))
+}
+
+async fn get_number(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let number = e164(&raw).ok_or_else(|| ApiError::not_found("number"))?;
+    let account = owner(&state, &auth, Owned::Number, &number).await?;
+    auth.on_account(&account, Scope::Read, "number")?;
+    Ok(Json(json!(state.store.number(&account, &number).await?)))
+}
+
+async fn update_number(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Path(raw): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    body.only(&["agent_id"])?;
+    let number = e164(&raw).ok_or_else(|| ApiError::not_found("number"))?;
+    let account = owner(&state, &auth, Owned::Number, &number).await?;
+    auth.on_account(&account, Scope::Write, "number")?;
+    let agent = body.string("agent_id")?;
+    let updated = state
+        .store
+        .update_number(&account, &number, agent.as_deref())
+        .await
+        .map_err(|e| agent_field(e, agent.is_some()))?;
+    Ok(Json(json!(updated)))
+}
+
+async fn delete_number(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let number = e164(&raw).ok_or_else(|| ApiError::not_found("number"))?;
+    let account = owner(&state, &auth, Owned::Number, &number).await?;
+    auth.on_account(&account, Scope::Write, "number")?;
+    state.store.delete_number(&account, &number).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
