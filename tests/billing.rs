@@ -198,16 +198,21 @@ async fn unrenewed_leases_are_settled_at_the_last_usage_plus_an_increment() {
     .await;
 }
 
+/// An account with ten minutes of money at a per-second rate, its store shared by tasks.
+async fn ten_minutes(store: Store) -> (Arc<Store>, String) {
+    let plan = Plan {
+        rate_per_minute: RATE,
+        increment_s: 1,
+        ..Plan::default()
+    };
+    let acc = funded(&store, 6_000_000, plan).await;
+    (Arc::new(store), acc)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retries_with_one_idempotency_key_racing_each_other_hold_once() {
     on_each_backend(|store, _| async move {
-        let plan = Plan {
-            rate_per_minute: RATE,
-            increment_s: 1,
-            ..Plan::default()
-        };
-        let acc = funded(&store, 6_000_000, plan).await;
-        let store = Arc::new(store);
+        let (store, acc) = ten_minutes(store).await;
         let mut tries = tokio::task::JoinSet::new();
         for _ in 0..10 {
             let (store, acc) = (store.clone(), acc.clone());
@@ -229,14 +234,7 @@ async fn retries_with_one_idempotency_key_racing_each_other_hold_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_calls_racing_on_ten_minutes_never_overspend() {
     on_each_backend(|store, _| async move {
-        let plan = Plan {
-            rate_per_minute: RATE,
-            increment_s: 1,
-            ..Plan::default()
-        };
-        // Ten minutes of money.
-        let acc = funded(&store, 6_000_000, plan).await;
-        let store = Arc::new(store);
+        let (store, acc) = ten_minutes(store).await;
         let mut calls = tokio::task::JoinSet::new();
         for i in 0..100i64 {
             let (store, acc) = (store.clone(), acc.clone());

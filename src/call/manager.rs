@@ -301,23 +301,11 @@ impl Session {
             Ok(None) => {
                 tracing::info!(dialled = ?self.dialled, "no such number, rejecting with 404");
                 Metrics::inc(&ctx.metrics.calls_rejected_number);
-                ctx.sip.send(Command::Respond {
-                    call,
-                    code: 404,
-                    sdp: None,
-                    extra: vec![],
-                });
-                return;
+                return self.refuse(404, vec![]);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot route the call, rejecting with 503");
-                ctx.sip.send(Command::Respond {
-                    call,
-                    code: 503,
-                    sdp: None,
-                    extra: vec![("Retry-After", ctx.config.sip.retry_after_s.to_string())],
-                });
-                return;
+                return self.refuse_for_now();
             }
         };
         tracing::info!(account = %route.account_id, agent = ?route.agent_id, number = ?route.number, "routed");
@@ -331,23 +319,12 @@ impl Session {
             Err(StoreError::Insufficient) => {
                 tracing::info!(account, "no credit for the call, rejecting with 402");
                 Metrics::inc(&ctx.metrics.calls_rejected_credit);
-                ctx.sip.send(Command::Respond {
-                    call,
-                    code: 402,
-                    sdp: None,
-                    extra: vec![("Warning", "399 parley \"the account has no credit\"".into())],
-                });
-                return;
+                let warning = "399 parley \"the account has no credit\"".to_string();
+                return self.refuse(402, vec![("Warning", warning)]);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot reserve the call's billing lease, rejecting with 503");
-                ctx.sip.send(Command::Respond {
-                    call,
-                    code: 503,
-                    sdp: None,
-                    extra: vec![("Retry-After", ctx.config.sip.retry_after_s.to_string())],
-                });
-                return;
+                return self.refuse_for_now();
             }
         };
         let (sdp_body, params) = match &self.media {
@@ -391,13 +368,7 @@ impl Session {
                 tracing::error!(error = %e, "cannot start media, rejecting with 503");
                 Metrics::inc(&ctx.metrics.calls_rejected_media);
                 lease.release(tokio::time::Instant::now()).await;
-                ctx.sip.send(Command::Respond {
-                    call,
-                    code: 503,
-                    sdp: None,
-                    extra: vec![("Retry-After", ctx.config.sip.retry_after_s.to_string())],
-                });
-                return;
+                return self.refuse_for_now();
             }
         };
         ctx.sip.send(Command::Respond {
@@ -584,6 +555,22 @@ impl Session {
             .filter_map(|t| t.voice_to_voice().map(|d| d.as_millis() as u64))
             .collect();
         tracing::info!(?reason, ?stats, turns = turns.len(), voice_to_voice_ms = ?v2v, "call ended");
+    }
+
+    /// Answers the INVITE with a final refusal.
+    fn refuse(&self, code: u16, extra: Vec<(&'static str, String)>) {
+        self.ctx.sip.send(Command::Respond {
+            call: self.call,
+            code,
+            sdp: None,
+            extra,
+        });
+    }
+
+    /// 503 with Retry-After: something Parley needs failed; the caller may try again.
+    fn refuse_for_now(&self) {
+        let retry = self.ctx.config.sip.retry_after_s.to_string();
+        self.refuse(503, vec![("Retry-After", retry)]);
     }
 
     fn on_ack(&mut self, body: &[u8], media: &CallMedia) {
