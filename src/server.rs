@@ -172,6 +172,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         greeting,
         agent,
         store: store.clone(),
+        cdrs: crate::store::cdr::CdrWriter::start(store.clone()),
     });
     tokio::spawn(CallManager::new(ctx).run(events_rx));
 

@@ -162,3 +162,51 @@ async fn calls_route_by_number_with_the_catch_all_rule() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn call_records_page_newest_first_on_both_backends() {
+    use parley::store::cdr::CdrQuery;
+    on_each_backend(|store, _| async move {
+        let a = store.create_account("A").await.unwrap();
+        for i in 0..5i64 {
+            let mut r = parley::call::record::CallRecord::inbound(
+                &format!("call-{i}"),
+                "sip:caller@example.com",
+                "sip:+15550000001@parley",
+            )
+            .refused(402);
+            r.account_id = a.id.clone();
+            r.started_at = 1_000 + i;
+            r.mos = Some(4.25);
+            r.loss_percent = 1.5;
+            store.insert_cdr(&r).await.unwrap();
+        }
+        let mut q = CdrQuery {
+            account_id: a.id.clone(),
+            limit: 2,
+            ..CdrQuery::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = store.cdrs(&q).await.unwrap();
+            seen.extend(page.iter().map(|c| c.started_at));
+            if page.len() < 2 {
+                break;
+            }
+            let last = page.last().unwrap();
+            q.after = Some((last.started_at, last.id.clone()));
+        }
+        assert_eq!(seen, vec![1_004, 1_003, 1_002, 1_001, 1_000]);
+        let one = store.cdrs(&CdrQuery { from: Some(1_003), limit: 10, ..q.clone() }).await;
+        let one = one.unwrap();
+        assert_eq!(one.len(), 0, "after the last page's cursor nothing is newer");
+        let newest = store
+            .cdrs(&CdrQuery { account_id: a.id.clone(), from: Some(1_003), limit: 10, ..CdrQuery::default() })
+            .await
+            .unwrap();
+        assert_eq!(newest.len(), 2);
+        assert_eq!((newest[0].mos, newest[0].loss_percent, newest[0].final_code), (Some(4.25), 1.5, 402));
+        assert!(matches!(store.cdr("acc_other", &newest[0].id).await, Err(StoreError::NotFound(_))));
+    })
+    .await;
+}

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 pub mod billing;
 pub mod body;
+pub mod cdrs;
 pub mod directory;
 pub mod error;
 
@@ -38,6 +39,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(accounts::routes())
         .merge(billing::routes())
         .merge(directory::routes())
+        .merge(cdrs::routes())
         .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state)
 }

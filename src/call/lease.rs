@@ -98,24 +98,28 @@ impl CallLease {
         Ok(())
     }
 
-    /// Settles the call with its final usage.
-    pub async fn release(self, now: Instant) {
+    /// Settles the call with its final usage; the settled lease, when the store took it.
+    pub async fn release(self, now: Instant) -> Option<crate::store::billing::Lease> {
         let used = self.used_s(now);
         let key = key(&self.id, "release");
-        match self
+        let released = self
             .store
             .release(&self.account, &self.id, used, Some(&key))
-            .await
-        {
-            Ok(lease) => tracing::info!(
-                lease = %lease.id,
-                used_s = lease.used_seconds,
-                cost = lease.cost,
-                "billing lease released"
-            ),
+            .await;
+        match released {
+            Ok(lease) => {
+                tracing::info!(
+                    lease = %lease.id,
+                    used_s = lease.used_seconds,
+                    cost = lease.cost,
+                    "billing lease released"
+                );
+                Some(lease)
+            }
             // The sweeper settles it at the last reported usage plus one increment.
             Err(e) => {
-                tracing::warn!(lease = %self.id, error = %e, "cannot release the billing lease")
+                tracing::warn!(lease = %self.id, error = %e, "cannot release the billing lease");
+                None
             }
         }
     }

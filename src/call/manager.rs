@@ -16,6 +16,7 @@ use crate::agent::session::{
 use crate::call::lease::CallLease;
 use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
+use crate::call::record::CallRecord;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sip::endpoint::{CallRef, Event};
@@ -38,8 +39,10 @@ pub struct CallContext {
     pub greeting: Option<Arc<Vec<i16>>>,
     /// Who answers calls (`agent.mode`); `None`: nobody (mode `off`).
     pub agent: Option<CallAgent>,
-    /// Billing leases (and, as the control plane grows, routing and records).
+    /// Routing and billing leases.
     pub store: crate::store::Store,
+    /// Where call detail records go.
+    pub cdrs: crate::store::cdr::CdrWriter,
 }
 
 /// The agent every call gets.
@@ -193,6 +196,10 @@ impl CallManager {
         self.calls.insert(call, tx);
         let dialled =
             dialled(&request.uri).or_else(|| request.core().ok().and_then(|c| dialled(&c.to.uri)));
+        let (from, to) = request
+            .core()
+            .map(|c| (c.from.uri, c.to.uri))
+            .unwrap_or_default();
         let session = Session {
             ctx: ctx.clone(),
             call,
@@ -200,6 +207,7 @@ impl CallManager {
             origin,
             media,
             dialled,
+            record: CallRecord::inbound(&call_id, &from, &to),
             _guard: guard,
         };
         let span = tracing::info_span!("call", call_id = %call_id);
@@ -244,6 +252,8 @@ struct Session {
     media: Offer,
     /// The number called (Request-URI, else To), as E.164.
     dialled: Option<String>,
+    /// The call's detail record, filled in as it goes.
+    record: CallRecord,
     _guard: ActiveGuard,
 }
 
@@ -263,7 +273,19 @@ pub fn recording_name(call_id: &str) -> String {
 }
 
 impl Session {
-    async fn run(mut self, ports: RtpPorts, mut events: mpsc::UnboundedReceiver<Event>) {
+    async fn run(self, ports: RtpPorts, events: mpsc::UnboundedReceiver<Event>) {
+        let ctx = self.ctx.clone();
+        if let Some(cdr) = self.answer(ports, events).await {
+            ctx.cdrs.write(cdr).await;
+        }
+    }
+
+    /// The call from routing to hang-up; its detail record when it reached an account.
+    async fn answer(
+        mut self,
+        ports: RtpPorts,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) -> Option<crate::store::cdr::Cdr> {
         let ctx = self.ctx.clone();
         let call = self.call;
         tracing::info!("incoming call");
@@ -282,9 +304,9 @@ impl Session {
                     ev = events.recv() => match ev {
                         Some(Event::Ended { reason, .. }) => {
                             tracing::info!(?reason, "call ended while ringing");
-                            return;
+                            return None;
                         }
-                        None => return,
+                        None => return None,
                         _ => {}
                     },
                 }
@@ -301,13 +323,16 @@ impl Session {
             Ok(None) => {
                 tracing::info!(dialled = ?self.dialled, "no such number, rejecting with 404");
                 Metrics::inc(&ctx.metrics.calls_rejected_number);
-                return self.refuse(404, vec![]);
+                self.refuse(404, vec![]);
+                return None;
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot route the call, rejecting with 503");
-                return self.refuse_for_now();
+                self.refuse_for_now();
+                return None;
             }
         };
+        self.record.routed(&route);
         tracing::info!(account = %route.account_id, agent = ?route.agent_id, number = ?route.number, "routed");
         // No answer without a grant.
         let heartbeat = Duration::from_secs(ctx.config.billing.heartbeat_s);
@@ -320,11 +345,13 @@ impl Session {
                 tracing::info!(account, "no credit for the call, rejecting with 402");
                 Metrics::inc(&ctx.metrics.calls_rejected_credit);
                 let warning = "399 parley \"the account has no credit\"".to_string();
-                return self.refuse(402, vec![("Warning", warning)]);
+                self.refuse(402, vec![("Warning", warning)]);
+                return Some(self.record.refused(402));
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot reserve the call's billing lease, rejecting with 503");
-                return self.refuse_for_now();
+                self.refuse_for_now();
+                return Some(self.record.refused(503));
             }
         };
         let (sdp_body, params) = match &self.media {
@@ -368,7 +395,8 @@ impl Session {
                 tracing::error!(error = %e, "cannot start media, rejecting with 503");
                 Metrics::inc(&ctx.metrics.calls_rejected_media);
                 lease.release(tokio::time::Instant::now()).await;
-                return self.refuse_for_now();
+                self.refuse_for_now();
+                return Some(self.record.refused(503));
             }
         };
         ctx.sip.send(Command::Respond {
@@ -378,6 +406,18 @@ impl Session {
             extra: vec![],
         });
         Metrics::inc(&ctx.metrics.calls_answered);
+        let codec = match &self.media {
+            Offer::Answered { negotiated, .. } => {
+                Some(media::session_params(negotiated).codec.name())
+            }
+            Offer::Ours(_) => None,
+        };
+        let recording = ctx
+            .config
+            .media
+            .record
+            .then(|| recording_name(&self.call_id));
+        self.record.answered(codec, recording);
         let answered = tokio::time::Instant::now();
         lease.answered(answered);
         let mut next_beat = lease.next_heartbeat(answered);
@@ -548,13 +588,17 @@ impl Session {
             drop(a.events);
             let _ = tokio::time::timeout(Duration::from_secs(2), a.task).await;
         }
-        lease.release(tokio::time::Instant::now()).await;
+        let settled = lease.release(tokio::time::Instant::now()).await;
         let stats = media.stop().await;
         let v2v: Vec<u64> = turns
             .iter()
             .filter_map(|t| t.voice_to_voice().map(|d| d.as_millis() as u64))
             .collect();
         tracing::info!(?reason, ?stats, turns = turns.len(), voice_to_voice_ms = ?v2v, "call ended");
+        Some(
+            self.record
+                .ended(reason.as_ref(), stats.as_deref(), &turns, settled.as_ref()),
+        )
     }
 
     /// Answers the INVITE with a final refusal.

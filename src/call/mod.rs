@@ -5,3 +5,4 @@ pub mod manager;
 pub mod media;
 pub mod outbound;
 pub mod ports;
+pub mod record;

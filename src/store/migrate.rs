@@ -131,6 +131,39 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX numbers_account ON numbers (account_id);
     CREATE INDEX numbers_agent ON numbers (agent_id)",
     ),
+    both(
+        4,
+        "call detail records",
+        "CREATE TABLE cdrs (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        agent_id TEXT,
+        call_id TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        from_uri TEXT NOT NULL,
+        to_uri TEXT NOT NULL,
+        number TEXT,
+        started_at BIGINT NOT NULL,
+        answered_at BIGINT,
+        ended_at BIGINT NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        billable_s BIGINT NOT NULL,
+        cost BIGINT NOT NULL,
+        hangup_cause TEXT NOT NULL,
+        hangup_side TEXT NOT NULL,
+        final_code BIGINT NOT NULL,
+        codec TEXT,
+        packets_lost BIGINT NOT NULL,
+        loss_percent DOUBLE PRECISION NOT NULL,
+        jitter_ms DOUBLE PRECISION NOT NULL,
+        mos DOUBLE PRECISION,
+        turns TEXT NOT NULL,
+        recording TEXT
+    );
+    CREATE INDEX cdrs_account_started ON cdrs (account_id, started_at, id);
+    CREATE INDEX cdrs_number ON cdrs (account_id, number, started_at)",
+    ),
 ];
 
 /// Written in place of `SERIAL_ID`: an ever-increasing integer key, the one column type the

@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod billing;
+pub mod cdr;
 pub mod clock;
 pub mod directory;
 mod migrate;

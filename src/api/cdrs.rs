@@ -1,0 +1,228 @@
+//! `/v1/cdrs`: call detail records, filtered by time range, number, agent and status, in
+//! pages with an opaque cursor; `/v1/cdrs/export` streams them all as CSV or NDJSON, one
+//! page of the database at a time.
+
+use axum::body::Body as HttpBody;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::auth::Auth;
+use super::error::ApiError;
+use super::ApiState;
+use crate::store::accounts::Scope;
+use crate::store::cdr::{Cdr, CdrQuery};
+use crate::store::clock::parse_rfc3339;
+use crate::store::directory::e164;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/cdrs", get(list))
+        .route("/v1/cdrs/export", get(export))
+        .route("/v1/cdrs/{id}", get(get_one))
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Filters {
+    account_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    number: Option<String>,
+    agent_id: Option<String>,
+    /// `answered` or `failed`.
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+    /// `csv` or `ndjson` (export).
+    format: Option<String>,
+}
+
+const PAGE: i64 = 100;
+/// Rows fetched per database round trip while exporting.
+const EXPORT_PAGE: i64 = 500;
+
+fn time(field: &str, raw: &Option<String>) -> Result<Option<i64>, ApiError> {
+    raw.as_deref()
+        .map(|s| {
+            parse_rfc3339(s).ok_or_else(|| {
+                ApiError::field(field, "must be an RFC 3339 time, e.g. 2026-12-03T00:00:00Z")
+            })
+        })
+        .transpose()
+}
+
+fn cursor_of(cdr: &Cdr) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}|{}", cdr.started_at, cdr.id))
+}
+
+fn parse_cursor(raw: &str) -> Result<(i64, String), ApiError> {
+    let bad = || ApiError::field("cursor", "not a cursor this API returned");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (at, id) = text.split_once('|').ok_or_else(bad)?;
+    Ok((at.parse().map_err(|_| bad())?, id.to_string()))
+}
+
+fn query(auth: &Auth, f: &Filters, limit: i64) -> Result<CdrQuery, ApiError> {
+    let account = f
+        .account_id
+        .clone()
+        .unwrap_or_else(|| auth.0.account_id.clone());
+    auth.on_account(&account, Scope::Read, "account")?;
+    let answered = match f.status.as_deref() {
+        None => None,
+        Some("answered") => Some(true),
+        Some("failed") => Some(false),
+        Some(_) => return Err(ApiError::field("status", "must be answered or failed")),
+    };
+    let number = match &f.number {
+        None => None,
+        Some(n) => Some(e164(n).ok_or_else(|| ApiError::field("number", "not an E.164 number"))?),
+    };
+    Ok(CdrQuery {
+        account_id: account,
+        from: time("from", &f.from)?,
+        to: time("to", &f.to)?,
+        number,
+        agent_id: f.agent_id.clone(),
+        answered,
+        after: f.cursor.as_deref().map(parse_cursor).transpose()?,
+        limit,
+    })
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Query(f): Query<Filters>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = f.limit.unwrap_or(PAGE);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be 1 to 1000"));
+    }
+    let q = query(&auth, &f, limit)?;
+    let page = state.store.cdrs(&q).await?;
+    let next = (page.len() as i64 == limit)
+        .then(|| page.last().map(cursor_of))
+        .flatten();
+    Ok(Json(json!({ "data": page, "next_cursor": next })))
+}
+
+async fn get_one(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(f): Query<Filters>,
+) -> Result<Json<Value>, ApiError> {
+    let account = f.account_id.unwrap_or_else(|| auth.0.account_id.clone());
+    auth.on_account(&account, Scope::Read, "call record")?;
+    Ok(Json(json!(state.store.cdr(&account, &id).await?)))
+}
+
+/// CSV columns, in order.
+const CSV_COLUMNS: &[&str] = &[
+    "id",
+    "account_id",
+    "agent_id",
+    "call_id",
+    "direction",
+    "channel",
+    "from_uri",
+    "to_uri",
+    "number",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "duration_ms",
+    "billable_seconds",
+    "cost",
+    "hangup_cause",
+    "hangup_side",
+    "final_code",
+    "codec",
+    "packets_lost",
+    "loss_percent",
+    "jitter_ms",
+    "mos",
+    "recording",
+];
+
+/// One CSV field, quoted when it must be (RFC 4180).
+fn csv_field(v: &Value) -> String {
+    let s = match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+fn csv_line(cdr: &Cdr) -> String {
+    let v = json!(cdr);
+    let mut line = CSV_COLUMNS
+        .iter()
+        .map(|c| csv_field(&v[*c]))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push_str("\r\n");
+    line
+}
+
+async fn export(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Query(f): Query<Filters>,
+) -> Result<Response, ApiError> {
+    let csv = match f.format.as_deref().unwrap_or("ndjson") {
+        "csv" => true,
+        "ndjson" => false,
+        _ => return Err(ApiError::field("format", "must be csv or ndjson")),
+    };
+    let q = query(&auth, &f, EXPORT_PAGE)?;
+    let header_line = csv.then(|| format!("{}\r\n", CSV_COLUMNS.join(",")));
+    // Page by page: the database hands over EXPORT_PAGE rows at a time, and each page is
+    // sent before the next is read.
+    let pages = futures_util::stream::unfold(Some(q), move |q| {
+        let store = state.store.clone();
+        async move {
+            let mut q = q?;
+            match store.cdrs(&q).await {
+                Ok(page) => {
+                    let done = (page.len() as i64) < q.limit;
+                    q.after = page.last().map(|c| (c.started_at, c.id.clone()));
+                    let mut chunk = String::new();
+                    for cdr in &page {
+                        if csv {
+                            chunk.push_str(&csv_line(cdr));
+                        } else {
+                            chunk.push_str(&json!(cdr).to_string());
+                            chunk.push('\n');
+                        }
+                    }
+                    let next = (!done && !page.is_empty()).then_some(q);
+                    Some((Ok::<_, std::io::Error>(chunk), next))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            }
+        }
+    });
+    let head = futures_util::stream::iter(header_line.map(Ok::<_, std::io::Error>));
+    let body = HttpBody::from_stream(futures_util::StreamExt::chain(head, pages));
+    let content_type = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/x-ndjson"
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}

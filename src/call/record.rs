@@ -1,0 +1,121 @@
+//! A call's detail record as the call session builds it: started when the session starts,
+//! filled in as the call is routed and answered, finished when it ends or is refused, then
+//! handed to the [`crate::store::cdr::CdrWriter`].
+
+use parley_media::session::SessionStats;
+use serde_json::{json, Value};
+
+use crate::agent::latency::TurnTimes;
+use crate::sip::endpoint::EndReason;
+use crate::store::billing::Lease;
+use crate::store::cdr::Cdr;
+use crate::store::directory::Route;
+use crate::store::{now_ms, random_id};
+
+pub struct CallRecord {
+    cdr: Cdr,
+}
+
+impl CallRecord {
+    pub fn inbound(call_id: &str, from_uri: &str, to_uri: &str) -> CallRecord {
+        let now = now_ms();
+        CallRecord {
+            cdr: Cdr {
+                id: random_id("cdr_", 20),
+                account_id: String::new(),
+                agent_id: None,
+                call_id: call_id.to_string(),
+                direction: "inbound".into(),
+                channel: "sip".into(),
+                from_uri: from_uri.to_string(),
+                to_uri: to_uri.to_string(),
+                number: None,
+                started_at: now,
+                answered_at: None,
+                ended_at: now,
+                duration_ms: 0,
+                billable_seconds: 0,
+                cost: 0,
+                hangup_cause: String::new(),
+                hangup_side: "none".into(),
+                final_code: 0,
+                codec: None,
+                packets_lost: 0,
+                loss_percent: 0.0,
+                jitter_ms: 0.0,
+                mos: None,
+                turns: Value::Array(vec![]),
+                recording: None,
+            },
+        }
+    }
+
+    pub fn routed(&mut self, route: &Route) {
+        self.cdr.account_id = route.account_id.clone();
+        self.cdr.agent_id = route.agent_id.clone();
+        self.cdr.number = route.number.clone();
+    }
+
+    pub fn answered(&mut self, codec: Option<&str>, recording: Option<String>) {
+        self.cdr.answered_at = Some(now_ms());
+        self.cdr.final_code = 200;
+        self.cdr.codec = codec.map(str::to_string);
+        self.cdr.recording = recording;
+    }
+
+    /// The call was refused with `code` before it was answered.
+    pub fn refused(mut self, code: u16) -> Cdr {
+        self.cdr.ended_at = now_ms();
+        self.cdr.final_code = i64::from(code);
+        self.cdr.hangup_cause = "rejected".into();
+        self.cdr
+    }
+
+    /// The call ended: how, its media quality, its turns and what it was billed.
+    pub fn ended(
+        mut self,
+        reason: Option<&EndReason>,
+        stats: Option<&SessionStats>,
+        turns: &[TurnTimes],
+        lease: Option<&Lease>,
+    ) -> Cdr {
+        let c = &mut self.cdr;
+        c.ended_at = now_ms();
+        c.duration_ms = c.answered_at.map_or(0, |a| (c.ended_at - a).max(0));
+        let (cause, side) = match reason {
+            Some(EndReason::RemoteBye) => ("remote_bye", "caller"),
+            Some(EndReason::LocalBye) => ("local_bye", "parley"),
+            Some(EndReason::Cancelled) => ("cancelled", "caller"),
+            Some(EndReason::AckTimeout) => ("ack_timeout", "parley"),
+            Some(EndReason::Rejected(_)) => ("rejected", "none"),
+            Some(EndReason::Failed(_)) => ("failed", "none"),
+            None => ("shutdown", "parley"),
+        };
+        c.hangup_cause = cause.into();
+        c.hangup_side = side.into();
+        if let Some(q) = stats.and_then(|s| s.quality.as_ref()) {
+            c.packets_lost = q.packets_lost as i64;
+            c.loss_percent = q.loss_percent;
+            c.jitter_ms = q.jitter_ms;
+            c.mos = (q.packets_received > 0).then_some(q.mos);
+        }
+        c.turns = Value::Array(
+            turns
+                .iter()
+                .map(|t| {
+                    let stages: serde_json::Map<String, Value> = t
+                        .stages()
+                        .into_iter()
+                        .map(|(name, d)| (format!("{name}_ms"), json!(d.as_millis() as u64)))
+                        .collect();
+                    Value::Object(stages)
+                })
+                .collect(),
+        );
+        if let Some(lease) = lease {
+            c.billable_seconds = lease.used_seconds;
+            c.cost = lease.cost;
+        }
+        self.cdr
+    }
+}
