@@ -162,6 +162,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("made the operator's first admin API key; it was printed to stdout once");
     }
     let engine_stats = engine.stats.clone();
+    let live = crate::call::registry::LiveCalls::default();
     let agent = call_agent(&config, &metrics).await?;
     let ctx = Arc::new(CallContext {
         engine,
@@ -173,6 +174,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         agent,
         store: store.clone(),
         cdrs: crate::store::cdr::CdrWriter::start(store.clone()),
+        live: live.clone(),
     });
     tokio::spawn(CallManager::new(ctx).run(events_rx));
 
@@ -191,6 +193,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sip: sip.stats.clone(),
         engine: engine_stats,
         store,
+        calls: live,
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

@@ -197,16 +197,37 @@ async fn call_records_page_newest_first_on_both_backends() {
             q.after = Some((last.started_at, last.id.clone()));
         }
         assert_eq!(seen, vec![1_004, 1_003, 1_002, 1_001, 1_000]);
-        let one = store.cdrs(&CdrQuery { from: Some(1_003), limit: 10, ..q.clone() }).await;
+        let one = store
+            .cdrs(&CdrQuery {
+                from: Some(1_003),
+                limit: 10,
+                ..q.clone()
+            })
+            .await;
         let one = one.unwrap();
-        assert_eq!(one.len(), 0, "after the last page's cursor nothing is newer");
+        assert_eq!(
+            one.len(),
+            0,
+            "after the last page's cursor nothing is newer"
+        );
         let newest = store
-            .cdrs(&CdrQuery { account_id: a.id.clone(), from: Some(1_003), limit: 10, ..CdrQuery::default() })
+            .cdrs(&CdrQuery {
+                account_id: a.id.clone(),
+                from: Some(1_003),
+                limit: 10,
+                ..CdrQuery::default()
+            })
             .await
             .unwrap();
         assert_eq!(newest.len(), 2);
-        assert_eq!((newest[0].mos, newest[0].loss_percent, newest[0].final_code), (Some(4.25), 1.5, 402));
-        assert!(matches!(store.cdr("acc_other", &newest[0].id).await, Err(StoreError::NotFound(_))));
+        assert_eq!(
+            (newest[0].mos, newest[0].loss_percent, newest[0].final_code),
+            (Some(4.25), 1.5, 402)
+        );
+        assert!(matches!(
+            store.cdr("acc_other", &newest[0].id).await,
+            Err(StoreError::NotFound(_))
+        ));
     })
     .await;
 }

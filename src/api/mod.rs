@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 pub mod billing;
 pub mod body;
+pub mod calls;
 pub mod cdrs;
 pub mod directory;
 pub mod error;
@@ -29,6 +30,8 @@ pub struct ApiState {
     pub sip: Arc<SipStats>,
     pub engine: Arc<EngineStats>,
     pub store: Store,
+    /// This node's calls in progress.
+    pub calls: crate::call::registry::LiveCalls,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -40,6 +43,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(billing::routes())
         .merge(directory::routes())
         .merge(cdrs::routes())
+        .merge(calls::routes())
         .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state)
 }

@@ -17,6 +17,7 @@ use crate::call::lease::CallLease;
 use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
 use crate::call::record::CallRecord;
+use crate::call::registry::{LiveCall, LiveCalls};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sip::endpoint::{CallRef, Event};
@@ -43,6 +44,8 @@ pub struct CallContext {
     pub store: crate::store::Store,
     /// Where call detail records go.
     pub cdrs: crate::store::cdr::CdrWriter,
+    /// The calls in progress, for the API.
+    pub live: LiveCalls,
 }
 
 /// The agent every call gets.
@@ -333,6 +336,20 @@ impl Session {
             }
         };
         self.record.routed(&route);
+        let cdr = self.record.cdr();
+        let (live, mut hangup_requests) = ctx.live.register(LiveCall {
+            id: cdr.id.clone(),
+            call_id: cdr.call_id.clone(),
+            account_id: cdr.account_id.clone(),
+            agent_id: cdr.agent_id.clone(),
+            number: cdr.number.clone(),
+            from_uri: cdr.from_uri.clone(),
+            to_uri: cdr.to_uri.clone(),
+            direction: cdr.direction.clone(),
+            state: "ringing".into(),
+            started_at: cdr.started_at,
+            answered_at: None,
+        });
         tracing::info!(account = %route.account_id, agent = ?route.agent_id, number = ?route.number, "routed");
         // No answer without a grant.
         let heartbeat = Duration::from_secs(ctx.config.billing.heartbeat_s);
@@ -418,6 +435,7 @@ impl Session {
             .record
             .then(|| recording_name(&self.call_id));
         self.record.answered(codec, recording);
+        live.answered(crate::store::now_ms());
         let answered = tokio::time::Instant::now();
         lease.answered(answered);
         let mut next_beat = lease.next_heartbeat(answered);
@@ -570,6 +588,11 @@ impl Session {
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot renew the billing lease"),
                     }
+                }
+                Some(()) = hangup_requests.recv(), if !hung_up => {
+                    tracing::info!("hanging up as the API asked");
+                    hung_up = true;
+                    ctx.sip.send(Command::Hangup { call });
                 }
                 _ = sleep_until(lease.runs_out_at()), if !hung_up => {
                     tracing::info!("the call's credit ran out, hanging up");

@@ -6,3 +6,4 @@ pub mod media;
 pub mod outbound;
 pub mod ports;
 pub mod record;
+pub mod registry;

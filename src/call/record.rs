@@ -50,6 +50,11 @@ impl CallRecord {
         }
     }
 
+    /// The record so far.
+    pub fn cdr(&self) -> &Cdr {
+        &self.cdr
+    }
+
     pub fn routed(&mut self, route: &Route) {
         self.cdr.account_id = route.account_id.clone();
         self.cdr.agent_id = route.agent_id.clone();
