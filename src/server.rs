@@ -163,6 +163,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let engine_stats = engine.stats.clone();
     let live = crate::call::registry::LiveCalls::default();
+    let events = crate::events::EventBus::default();
     let agent = call_agent(&config, &metrics).await?;
     let ctx = Arc::new(CallContext {
         engine,
@@ -175,6 +176,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         cdrs: crate::store::cdr::CdrWriter::start(store.clone()),
         live: live.clone(),
+        events: events.clone(),
     });
     tokio::spawn(CallManager::new(ctx).run(events_rx));
 
@@ -194,6 +196,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         engine: engine_stats,
         store,
         calls: live,
+        events,
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

@@ -61,6 +61,8 @@ fn parley_ends_the_call_when_the_credit_runs_out_and_settles_it() {
     // Renewals every second; 3 s of credit.
     let parley = Parley::start(&[("PARLEY_BILLING_HEARTBEAT_S", "1")]);
     let root = priced(&parley, 30_000);
+    let mut events = SseListener::open(&parley, &root);
+    events.until("text/event-stream", Duration::from_secs(5));
     let out = run_sipp("uac_parley_hangs_up", &parley, &[]);
     out.assert_success();
     assert!(
@@ -82,4 +84,11 @@ fn parley_ends_the_call_when_the_credit_runs_out_and_settles_it() {
     .expect("the lease was released");
     assert_eq!(settled["balance"].as_i64(), Some(0), "{settled}");
     assert!(parley.logs().contains("billing lease released"));
+    // Listeners were told before the end.
+    let seen = events.until("event: call.ended", Duration::from_secs(5));
+    let final_units = seen.find("event: lease.final_units").expect(seen);
+    assert!(
+        final_units < seen.find("event: call.ended").unwrap(),
+        "{seen}"
+    );
 }

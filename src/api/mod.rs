@@ -9,6 +9,7 @@ pub mod calls;
 pub mod cdrs;
 pub mod directory;
 pub mod error;
+pub mod events;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub struct ApiState {
     pub store: Store,
     /// This node's calls in progress.
     pub calls: crate::call::registry::LiveCalls,
+    pub events: crate::events::EventBus,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -44,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(directory::routes())
         .merge(cdrs::routes())
         .merge(calls::routes())
+        .merge(events::routes())
         .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state)
 }

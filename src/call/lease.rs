@@ -71,6 +71,15 @@ impl CallLease {
         Some(answered + Duration::from_secs(self.granted_s.max(0) as u64))
     }
 
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Seconds granted in all so far.
+    pub fn granted_s(&self) -> i64 {
+        self.granted_s
+    }
+
     /// The account could not cover what the last renewal asked: no more will come.
     pub fn final_units(&self) -> bool {
         self.final_units

@@ -19,6 +19,7 @@ use crate::call::ports::{PortPool, RtpPorts};
 use crate::call::record::CallRecord;
 use crate::call::registry::{LiveCall, LiveCalls};
 use crate::config::Config;
+use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::sip::endpoint::{CallRef, Event};
 use crate::sip::message::Request;
@@ -46,6 +47,7 @@ pub struct CallContext {
     pub cdrs: crate::store::cdr::CdrWriter,
     /// The calls in progress, for the API.
     pub live: LiveCalls,
+    pub events: EventBus,
 }
 
 /// The agent every call gets.
@@ -279,6 +281,8 @@ impl Session {
     async fn run(self, ports: RtpPorts, events: mpsc::UnboundedReceiver<Event>) {
         let ctx = self.ctx.clone();
         if let Some(cdr) = self.answer(ports, events).await {
+            ctx.events
+                .publish("call.ended", &cdr.account_id, serde_json::json!(cdr));
             ctx.cdrs.write(cdr).await;
         }
     }
@@ -350,6 +354,12 @@ impl Session {
             started_at: cdr.started_at,
             answered_at: None,
         });
+        let record_id = cdr.id.clone();
+        let account_id = cdr.account_id.clone();
+        if let Some(call) = ctx.live.get(&record_id) {
+            ctx.events
+                .publish("call.started", &account_id, serde_json::json!(call));
+        }
         tracing::info!(account = %route.account_id, agent = ?route.agent_id, number = ?route.number, "routed");
         // No answer without a grant.
         let heartbeat = Duration::from_secs(ctx.config.billing.heartbeat_s);
@@ -436,6 +446,27 @@ impl Session {
             .then(|| recording_name(&self.call_id));
         self.record.answered(codec, recording);
         live.answered(crate::store::now_ms());
+        if let Some(call) = ctx.live.get(&record_id) {
+            ctx.events
+                .publish("call.answered", &account_id, serde_json::json!(call));
+        }
+        let mut told_final = false;
+        let final_units = |lease: &CallLease, told: &mut bool| {
+            if lease.final_units() && !*told {
+                *told = true;
+                ctx.events.publish(
+                    "lease.final_units",
+                    &account_id,
+                    serde_json::json!({
+                        "call": record_id,
+                        "lease_id": lease.id(),
+                        "granted_seconds": lease.granted_s(),
+                        "action": "terminate",
+                    }),
+                );
+            }
+        };
+        final_units(&lease, &mut told_final);
         let answered = tokio::time::Instant::now();
         lease.answered(answered);
         let mut next_beat = lease.next_heartbeat(answered);
@@ -571,7 +602,24 @@ impl Session {
                             transfer = Some((id, tokio::time::Instant::now() + TRANSFER_WAIT));
                         }
                     }
-                    FromAgent::Turn(times) => turns.push(times),
+                    FromAgent::Turn(times) => {
+                        let stages: serde_json::Map<String, serde_json::Value> = times
+                            .stages()
+                            .into_iter()
+                            .map(|(n, d)| (format!("{n}_ms"), serde_json::json!(d.as_millis() as u64)))
+                            .collect();
+                        ctx.events.publish(
+                            "turn.completed",
+                            &account_id,
+                            serde_json::json!({
+                                "call": record_id,
+                                "turn": turns.len() + 1,
+                                "stages": stages,
+                                "engine_added_us": times.engine_added().map(|d| d.as_micros() as u64),
+                            }),
+                        );
+                        turns.push(times);
+                    }
                 },
                 _ = tokio::time::sleep_until(next_beat) => {
                     let now = tokio::time::Instant::now();
@@ -579,6 +627,7 @@ impl Session {
                     match lease.renew(now).await {
                         Ok(()) if lease.final_units() => {
                             tracing::info!("final units granted: the call ends when they run out");
+                            final_units(&lease, &mut told_final);
                         }
                         Ok(()) => {}
                         Err(StoreError::Conflict(e)) if !hung_up => {

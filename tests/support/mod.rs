@@ -238,6 +238,35 @@ pub fn http_request_with(
     parse_http_response(&raw)
 }
 
+/// An open `GET /v1/events` stream.
+pub struct SseListener(TcpStream, String);
+
+impl SseListener {
+    pub fn open(p: &Parley, key: &str) -> SseListener {
+        let mut s = TcpStream::connect(p.http_addr).unwrap();
+        write!(
+            s,
+            "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        SseListener(s, String::new())
+    }
+
+    /// Reads until `text` has arrived or `within` has passed; everything read so far.
+    pub fn until(&mut self, text: &str, within: Duration) -> &str {
+        let end = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        while !self.1.contains(text) && Instant::now() < end {
+            if let Ok(n) = self.0.read(&mut buf) {
+                self.1.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        &self.1
+    }
+}
+
 fn parse_http_response(raw: &[u8]) -> io::Result<(u16, String)> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
     let head_end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("no end of HTTP headers"))?;
