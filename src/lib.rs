@@ -10,3 +10,4 @@ pub mod providers;
 pub mod server;
 pub mod sip;
 pub mod store;
+pub mod webhooks;

@@ -163,7 +163,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let engine_stats = engine.stats.clone();
     let live = crate::call::registry::LiveCalls::default();
-    let events = crate::events::EventBus::default();
+    let (events, durable_events) = crate::events::EventBus::with_durable_feed();
+    crate::webhooks::start(store.clone(), durable_events);
     let agent = call_agent(&config, &metrics).await?;
     let ctx = Arc::new(CallContext {
         engine,

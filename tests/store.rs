@@ -231,3 +231,82 @@ async fn call_records_page_newest_first_on_both_backends() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_webhook_outbox_claims_once_and_logs_each_try() {
+    use parley::store::webhooks::Attempt;
+    on_each_backend(|store, _| async move {
+        let a = store.create_account("A").await.unwrap();
+        let all = vec!["*".to_string()];
+        let ended = vec!["call.ended".to_string()];
+        store
+            .create_webhook(&a.id, "http://127.0.0.1:9/x", &all, "0123456789abcdef")
+            .await
+            .unwrap();
+        let only = store
+            .create_webhook(&a.id, "http://127.0.0.1:9/y", &ended, "0123456789abcdef")
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .enqueue_event(&a.id, "call.started", "{}")
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .enqueue_event(&a.id, "call.ended", "{\"n\":1}")
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .enqueue_event("acc_nobody", "call.ended", "{}")
+                .await
+                .unwrap(),
+            0
+        );
+        let now = parley::store::now_ms() + 1;
+        let due = store.due_deliveries(now, 10).await.unwrap();
+        assert_eq!(due.len(), 3);
+        let d = due.iter().find(|d| d.url.ends_with("/y")).unwrap().clone();
+        assert!(store.claim_delivery(&d, now + 60_000).await.unwrap());
+        assert!(
+            !store.claim_delivery(&d, now + 60_000).await.unwrap(),
+            "claimed once"
+        );
+        let failed = Attempt {
+            status: Some(503),
+            error: None,
+            duration_ms: 3,
+        };
+        store
+            .record_attempt(&d, &failed, now + 1_000)
+            .await
+            .unwrap();
+        let log = store.deliveries(&a.id, &only.id).await.unwrap();
+        assert_eq!(
+            (log[0].state.as_str(), log[0].attempts, log[0].last_status),
+            ("pending", 1, Some(503))
+        );
+        let retry = store.due_deliveries(now + 1_000, 10).await.unwrap();
+        let d = retry
+            .iter()
+            .find(|d| d.url.ends_with("/y"))
+            .unwrap()
+            .clone();
+        assert_eq!(d.attempts, 1);
+        let ok = Attempt {
+            status: Some(200),
+            error: None,
+            duration_ms: 2,
+        };
+        store.record_attempt(&d, &ok, now + 2_000).await.unwrap();
+        let log = store.deliveries(&a.id, &only.id).await.unwrap();
+        assert_eq!((log[0].state.as_str(), log[0].attempts), ("delivered", 2));
+        assert!(log[0].delivered_at.is_some());
+    })
+    .await;
+}

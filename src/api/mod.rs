@@ -10,6 +10,7 @@ pub mod cdrs;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(cdrs::routes())
         .merge(calls::routes())
         .merge(events::routes())
+        .merge(webhooks::routes())
         .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state)
 }

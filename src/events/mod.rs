@@ -33,6 +33,8 @@ pub struct BusEvent {
 pub struct EventBus {
     tx: broadcast::Sender<Arc<BusEvent>>,
     seq: Arc<AtomicU64>,
+    /// Every event, unbounded and never dropped: the webhook outbox's feed.
+    durable: Option<tokio::sync::mpsc::UnboundedSender<Arc<BusEvent>>>,
 }
 
 impl Default for EventBus {
@@ -40,11 +42,26 @@ impl Default for EventBus {
         EventBus {
             tx: broadcast::channel(BACKLOG).0,
             seq: Arc::new(AtomicU64::new(0)),
+            durable: None,
         }
     }
 }
 
 impl EventBus {
+    /// A bus that also hands every event to the returned receiver, losing none (for the
+    /// webhook outbox, which must not miss an event however busy it is).
+    pub fn with_durable_feed() -> (
+        EventBus,
+        tokio::sync::mpsc::UnboundedReceiver<Arc<BusEvent>>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let bus = EventBus {
+            durable: Some(tx),
+            ..EventBus::default()
+        };
+        (bus, rx)
+    }
+
     pub fn publish(&self, kind: &'static str, account_id: &str, data: Value) {
         let event = BusEvent {
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
@@ -53,8 +70,12 @@ impl EventBus {
             at: now_ms(),
             data,
         };
+        let event = Arc::new(event);
+        if let Some(durable) = &self.durable {
+            let _ = durable.send(event.clone());
+        }
         // No listener is not an error: events are for whoever is listening now.
-        let _ = self.tx.send(Arc::new(event));
+        let _ = self.tx.send(event);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<BusEvent>> {

@@ -164,6 +164,45 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX cdrs_account_started ON cdrs (account_id, started_at, id);
     CREATE INDEX cdrs_number ON cdrs (account_id, number, started_at)",
     ),
+    both(
+        5,
+        "webhooks",
+        "CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        events TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        deleted_at BIGINT
+    );
+    CREATE INDEX webhooks_account ON webhooks (account_id);
+    CREATE TABLE webhook_deliveries (
+        id SERIAL_ID,
+        webhook_id TEXT NOT NULL REFERENCES webhooks(id),
+        account_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        last_status BIGINT,
+        last_error TEXT,
+        next_attempt_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        delivered_at BIGINT
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+    CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (account_id, webhook_id, id);
+    CREATE TABLE webhook_attempts (
+        id SERIAL_ID,
+        delivery_id BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        status BIGINT,
+        error TEXT,
+        duration_ms BIGINT NOT NULL
+    );
+    CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id)",
+    ),
 ];
 
 /// Written in place of `SERIAL_ID`: an ever-increasing integer key, the one column type the

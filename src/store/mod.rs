@@ -16,6 +16,7 @@ pub mod cdr;
 pub mod clock;
 pub mod directory;
 mod migrate;
+pub mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
