@@ -181,7 +181,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     tokio::spawn(CallManager::new(ctx).run(events_rx));
 
-    tokio::spawn(sweep_leases(store.clone()));
+    tokio::spawn(sweep_leases(store.clone(), metrics.clone()));
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
@@ -215,13 +215,18 @@ const LEASE_SWEEP: Duration = Duration::from_secs(5);
 /// Settles the leases nobody renewed in time (a node died mid-call): at their last reported
 /// usage plus one increment. Every node sweeps; the lock on the account's balance row makes
 /// a lease settle once.
-async fn sweep_leases(store: crate::store::Store) {
+async fn sweep_leases(store: crate::store::Store, metrics: Arc<Metrics>) {
     let mut every = tokio::time::interval(LEASE_SWEEP);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if let Err(e) = store.expire_due(crate::store::now_ms()).await {
-            tracing::warn!(error = %e, "lease sweep failed");
+        match store.expire_due(crate::store::now_ms()).await {
+            Ok(n) => {
+                metrics
+                    .leases_expired
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
         }
     }
 }

@@ -76,6 +76,17 @@ fn parley_ends_the_call_when_the_credit_runs_out_and_settles_it() {
         1.0,
         Duration::from_secs(5),
     );
+    for counter in [
+        "parley_leases_reserved_total",
+        "parley_leases_final_units_total",
+        "parley_leases_released_total",
+    ] {
+        parley.wait_for_metric(counter, 1.0, Duration::from_secs(5));
+    }
+    assert_eq!(
+        metric_value(&parley.metrics(), "parley_lease_errors_total"),
+        Some(0.0)
+    );
     // Settled: the three seconds were charged, nothing is held.
     let settled = poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
         let (_, b) = parley.api("GET", "/v1/accounts/acc_operator/balance", &root, &[], None);

@@ -54,6 +54,9 @@ enum Command {
 #[derive(Debug, Default)]
 pub struct EngineStats {
     pub ticks: AtomicU64,
+    /// When a worker last finished a tick, in ms since the Unix epoch (readiness: a stuck or
+    /// dead worker stops moving it).
+    pub last_tick_unix_ms: AtomicU64,
     /// Ticks that started more than one tick late (the worker was overloaded).
     pub late_ticks: AtomicU64,
     /// VAD windows inferred, and batched model runs.
@@ -442,6 +445,12 @@ fn run_worker(
             w.run_vad(batcher);
         }
         stats.ticks.fetch_add(1, Ordering::Relaxed);
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        stats
+            .last_tick_unix_ms
+            .fetch_max(wall_ms, Ordering::Relaxed);
         let done = Instant::now();
         stats
             .busy_ns

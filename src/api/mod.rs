@@ -53,15 +53,23 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Ready to take calls and requests: the store answers.
+/// Media workers that have not finished a tick for this long are taken as stuck.
+const MEDIA_STALL_MS: u64 = 1_000;
+
+/// Ready to take calls and requests: the media workers tick and the store answers.
 async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
-    if state.store.ping().await {
-        (axum::http::StatusCode::OK, "ready\n")
+    let last = state
+        .engine
+        .last_tick_unix_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let now = crate::store::now_ms() as u64;
+    let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    if now.saturating_sub(last) > MEDIA_STALL_MS {
+        (unavailable, "media workers stalled\n")
+    } else if !state.store.ping().await {
+        (unavailable, "store unreachable\n")
     } else {
-        (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "store unreachable\n",
-        )
+        (axum::http::StatusCode::OK, "ready\n")
     }
 }
 

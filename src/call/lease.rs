@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
 use crate::store::billing::LeaseRequest;
 use crate::store::{Store, StoreError};
 
 pub struct CallLease {
     store: Store,
+    metrics: Arc<Metrics>,
     account: String,
     id: String,
     heartbeat: Duration,
@@ -26,6 +30,7 @@ impl CallLease {
     /// renewal does not end it).
     pub async fn reserve(
         store: &Store,
+        metrics: &Arc<Metrics>,
         account: &str,
         call_id: &str,
         heartbeat: Duration,
@@ -36,7 +41,16 @@ impl CallLease {
                 &request(heartbeat, Some(call_id)),
                 Some(&key(call_id, "reserve")),
             )
-            .await?;
+            .await
+            .inspect_err(|e| {
+                if !matches!(e, StoreError::Insufficient) {
+                    Metrics::inc(&metrics.lease_errors);
+                }
+            })?;
+        Metrics::inc(&metrics.leases_reserved);
+        if grant.lease.final_unit_indication {
+            Metrics::inc(&metrics.leases_final_units);
+        }
         tracing::info!(
             lease = %grant.lease.id,
             granted_s = grant.lease.granted_seconds,
@@ -45,6 +59,7 @@ impl CallLease {
         );
         Ok(CallLease {
             store: store.clone(),
+            metrics: metrics.clone(),
             account: account.to_string(),
             id: grant.lease.id,
             heartbeat,
@@ -101,7 +116,12 @@ impl CallLease {
         let grant = self
             .store
             .renew(&self.account, &self.id, used, &req, Some(&key))
-            .await?;
+            .await
+            .inspect_err(|_| Metrics::inc(&self.metrics.lease_errors))?;
+        Metrics::inc(&self.metrics.leases_renewed);
+        if grant.lease.final_unit_indication && !self.final_units {
+            Metrics::inc(&self.metrics.leases_final_units);
+        }
         self.granted_s = grant.lease.granted_seconds;
         self.final_units = grant.lease.final_unit_indication;
         Ok(())
@@ -117,6 +137,7 @@ impl CallLease {
             .await;
         match released {
             Ok(lease) => {
+                Metrics::inc(&self.metrics.leases_released);
                 tracing::info!(
                     lease = %lease.id,
                     used_s = lease.used_seconds,
@@ -127,6 +148,7 @@ impl CallLease {
             }
             // The sweeper settles it at the last reported usage plus one increment.
             Err(e) => {
+                Metrics::inc(&self.metrics.lease_errors);
                 tracing::warn!(lease = %self.id, error = %e, "cannot release the billing lease");
                 None
             }

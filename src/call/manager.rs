@@ -364,8 +364,14 @@ impl Session {
         // No answer without a grant.
         let heartbeat = Duration::from_secs(ctx.config.billing.heartbeat_s);
         let account = route.account_id.as_str();
-        let mut lease = match CallLease::reserve(&ctx.store, account, &self.call_id, heartbeat)
-            .await
+        let mut lease = match CallLease::reserve(
+            &ctx.store,
+            &ctx.metrics,
+            account,
+            &self.call_id,
+            heartbeat,
+        )
+        .await
         {
             Ok(lease) => lease,
             Err(StoreError::Insufficient) => {

@@ -28,6 +28,13 @@ pub struct Metrics {
     pub calls_rejected_credit: AtomicU64,
     /// Calls ended because their account's credit ran out.
     pub calls_ended_credit: AtomicU64,
+    /// Billing lease outcomes of this node's calls (and its sweeper).
+    pub leases_reserved: AtomicU64,
+    pub leases_renewed: AtomicU64,
+    pub leases_final_units: AtomicU64,
+    pub leases_released: AtomicU64,
+    pub lease_errors: AtomicU64,
+    pub leases_expired: AtomicU64,
     pub calls_rtp_timeout: AtomicU64,
     pub rtp_ports_in_use: AtomicI64,
     /// Media events lost because a call's event channel was full.
@@ -103,6 +110,40 @@ impl Metrics {
             "Calls refused with 402 because the account could not cover a first grant.",
             get(&self.calls_rejected_credit),
         );
+        for (name, help, value) in [
+            (
+                "parley_leases_reserved_total",
+                "Billing leases reserved for calls.",
+                &self.leases_reserved,
+            ),
+            (
+                "parley_leases_renewed_total",
+                "Heartbeat renewals of calls' leases.",
+                &self.leases_renewed,
+            ),
+            (
+                "parley_leases_final_units_total",
+                "Calls whose grant was cut (final units).",
+                &self.leases_final_units,
+            ),
+            (
+                "parley_leases_released_total",
+                "Calls' leases settled at hang-up.",
+                &self.leases_released,
+            ),
+            (
+                "parley_lease_errors_total",
+                "Lease operations of calls that failed (store unreachable, lease closed).",
+                &self.lease_errors,
+            ),
+            (
+                "parley_leases_expired_total",
+                "Unrenewed leases settled by this node's sweeper.",
+                &self.leases_expired,
+            ),
+        ] {
+            metric(name, "counter", help, get(value));
+        }
         metric(
             "parley_calls_ended_credit_total",
             "counter",
