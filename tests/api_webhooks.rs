@@ -16,7 +16,10 @@ type Received = Arc<Mutex<Vec<(Vec<(String, String)>, String)>>>;
 
 /// An HTTP receiver on 127.0.0.1 that answers 500 to the first request and 200 after.
 fn receiver() -> (String, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    receiver_on(TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+fn receiver_on(listener: TcpListener) -> (String, Received) {
     let url = format!("http://{}/hooks/parley", listener.local_addr().unwrap());
     let got: Received = Arc::default();
     let seen = got.clone();
@@ -180,4 +183,68 @@ fn a_calls_end_is_delivered_signed_and_retried() {
     );
     let (_, listed) = p.api("GET", "/v1/webhooks", &key, &[], None);
     assert_eq!(listed["data"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn pending_deliveries_survive_a_restart() {
+    if !require_sipp("pending_deliveries_survive_a_restart") {
+        return;
+    }
+    // The receiver is down at first: its port is known but nothing listens.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hooks/parley");
+    let mut first = Parley::start(&[("PARLEY_CALL_MAX_DURATION_S", "1")]);
+    let root = first.printed_admin_key();
+    let (status, hook) = first.api(
+        "POST",
+        "/v1/webhooks",
+        &root,
+        &[],
+        Some(&format!(r#"{{"url":"{url}","events":["call.ended"]}}"#)),
+    );
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["id"].as_str().unwrap().to_string();
+    run_sipp("uac_parley_hangs_up", &first, &[]).assert_success();
+    // Tried and failed at least once, still pending.
+    poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let (_, d) = first.api(
+            "GET",
+            &format!("/v1/webhooks/{hook_id}/deliveries"),
+            &root,
+            &[],
+            None,
+        );
+        (d["data"][0]["state"] == "pending" && d["data"][0]["attempts"].as_i64() >= Some(1))
+            .then_some(())
+    })
+    .expect("a failed try is logged and the delivery stays pending");
+    first.stop(Duration::from_secs(5));
+
+    // The receiver comes up; a new Parley on the same data directory delivers.
+    let (_, got) = receiver_on(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let data_dir = first.data_dir.to_string_lossy().to_string();
+    let second = Parley::start(&[("PARLEY_DATA_DIR", &data_dir)]);
+    let delivered = poll_until(Duration::from_secs(75), Duration::from_millis(100), || {
+        let g = got.lock().unwrap();
+        (g.len() >= 2).then(|| g[1].1.clone())
+    })
+    .expect("the delivery queued before the restart arrived after it");
+    let event: serde_json::Value = serde_json::from_str(&delivered).unwrap();
+    assert_eq!(event["type"], "call.ended");
+    let (_, d) = second.api(
+        "GET",
+        &format!("/v1/webhooks/{hook_id}/deliveries"),
+        &root,
+        &[],
+        None,
+    );
+    assert_eq!(
+        d["data"].as_array().unwrap().len(),
+        1,
+        "one delivery, not a second copy: {d}"
+    );
 }
