@@ -164,7 +164,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let engine_stats = engine.stats.clone();
     let live = crate::call::registry::LiveCalls::default();
     let (events, durable_events) = crate::events::EventBus::with_durable_feed();
-    crate::webhooks::start(store.clone(), durable_events);
+    crate::webhooks::start(store.clone(), durable_events, metrics.clone());
     let agent = call_agent(&config, &metrics).await?;
     let ctx = Arc::new(CallContext {
         engine,

@@ -151,6 +151,16 @@ fn a_calls_end_is_delivered_signed_and_retried() {
     })
     .expect("the delivery is logged as delivered");
     assert_eq!(log["data"][0]["attempts"], 2);
+    p.wait_for_metric(
+        "parley_webhook_deliveries_total",
+        1.0,
+        Duration::from_secs(5),
+    );
+    p.wait_for_metric(
+        "parley_webhook_failed_attempts_total",
+        1.0,
+        Duration::from_secs(5),
+    );
     assert_eq!(log["data"][0]["last_status"], 200);
 
     // Refusals name the field.

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub leases_released: AtomicU64,
     pub lease_errors: AtomicU64,
     pub leases_expired: AtomicU64,
+    /// Webhook tries: answered 2xx, or not (retried later or given up).
+    pub webhook_delivered: AtomicU64,
+    pub webhook_failed_attempts: AtomicU64,
     pub calls_rtp_timeout: AtomicU64,
     pub rtp_ports_in_use: AtomicI64,
     /// Media events lost because a call's event channel was full.
@@ -140,6 +143,16 @@ impl Metrics {
                 "parley_leases_expired_total",
                 "Unrenewed leases settled by this node's sweeper.",
                 &self.leases_expired,
+            ),
+            (
+                "parley_webhook_deliveries_total",
+                "Webhook deliveries answered with a 2xx by this node.",
+                &self.webhook_delivered,
+            ),
+            (
+                "parley_webhook_failed_attempts_total",
+                "Webhook tries that failed (no answer or not 2xx); retried with backoff.",
+                &self.webhook_failed_attempts,
             ),
         ] {
             metric(name, "counter", help, get(value));

@@ -22,7 +22,11 @@ const POLL: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the outbox writer (fed by `events`) and the sender.
-pub fn start(store: Store, mut events: mpsc::UnboundedReceiver<Arc<BusEvent>>) {
+pub fn start(
+    store: Store,
+    mut events: mpsc::UnboundedReceiver<Arc<BusEvent>>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     let wake = Arc::new(Notify::new());
     let (writer_store, writer_wake) = (store.clone(), wake.clone());
     tokio::spawn(async move {
@@ -48,10 +52,10 @@ pub fn start(store: Store, mut events: mpsc::UnboundedReceiver<Arc<BusEvent>>) {
             }
         }
     });
-    tokio::spawn(send_loop(store, wake));
+    tokio::spawn(send_loop(store, wake, metrics));
 }
 
-async fn send_loop(store: Store, wake: Arc<Notify>) {
+async fn send_loop(store: Store, wake: Arc<Notify>, metrics: Arc<crate::metrics::Metrics>) {
     let http = match reqwest::Client::builder().timeout(TIMEOUT).build() {
         Ok(c) => c,
         Err(e) => {
@@ -76,6 +80,12 @@ async fn send_loop(store: Store, wake: Arc<Notify>) {
                 continue;
             }
             let attempt = send(&http, &d).await;
+            let ok = attempt.status.is_some_and(|s| (200..300).contains(&s));
+            crate::metrics::Metrics::inc(if ok {
+                &metrics.webhook_delivered
+            } else {
+                &metrics.webhook_failed_attempts
+            });
             let retry_at = now_ms() + backoff_ms(d.attempts + 1);
             if let Err(e) = store.record_attempt(&d, &attempt, retry_at).await {
                 tracing::warn!(delivery = d.id, error = %e, "cannot record a webhook attempt");
