@@ -15,28 +15,9 @@ fn a_live_call_is_listed_and_hung_up_through_the_api() {
     }
     let p = Parley::start(&[]);
     let root = p.printed_admin_key();
-    let mut keys = Vec::new();
-    for (name, number) in [("A", "+15551230030"), ("B", "+15551230040")] {
-        let (_, acc) = p.api(
-            "POST",
-            "/v1/accounts",
-            &root,
-            &[],
-            Some(&format!(r#"{{"name":"{name}"}}"#)),
-        );
-        let acc = acc["id"].as_str().unwrap().to_string();
-        let body = format!(r#"{{"account_id":"{acc}","number":"{number}"}}"#);
-        p.api("POST", "/v1/numbers", &root, &[], Some(&body));
-        let (_, k) = p.api(
-            "POST",
-            &format!("/v1/accounts/{acc}/keys"),
-            &root,
-            &[],
-            Some(r#"{"scope":"write"}"#),
-        );
-        keys.push(k["key"].as_str().unwrap().to_string());
-    }
-    let (key_a, key_b) = (&keys[0], &keys[1]);
+    let (_, key_a) = p.tenant(&root, "A", Some("+15551230030"), "write");
+    let (_, key_b) = p.tenant(&root, "B", Some("+15551230040"), "write");
+    let (key_a, key_b) = (&key_a, &key_b);
     std::thread::scope(|s| {
         // The caller waits (up to 30 s) for Parley to hang up.
         let caller = s.spawn(|| run_sipp("uac_parley_hangs_up", &p, &["-s", "+15551230030"]));

@@ -14,29 +14,10 @@ fn a_calls_events_reach_its_accounts_listeners_only() {
     }
     let p = Parley::start(&[("PARLEY_CALL_MAX_DURATION_S", "1")]);
     let root = p.printed_admin_key();
-    let mut keys = Vec::new();
-    for (name, number) in [("A", "+15551230050"), ("B", "+15551230060")] {
-        let (_, acc) = p.api(
-            "POST",
-            "/v1/accounts",
-            &root,
-            &[],
-            Some(&format!(r#"{{"name":"{name}"}}"#)),
-        );
-        let acc = acc["id"].as_str().unwrap().to_string();
-        let body = format!(r#"{{"account_id":"{acc}","number":"{number}"}}"#);
-        p.api("POST", "/v1/numbers", &root, &[], Some(&body));
-        let (_, k) = p.api(
-            "POST",
-            &format!("/v1/accounts/{acc}/keys"),
-            &root,
-            &[],
-            Some(r#"{"scope":"read"}"#),
-        );
-        keys.push(k["key"].as_str().unwrap().to_string());
-    }
-    let mut a = SseListener::open(&p, &keys[0]);
-    let mut b = SseListener::open(&p, &keys[1]);
+    let (_, key_a) = p.tenant(&root, "A", Some("+15551230050"), "read");
+    let (_, key_b) = p.tenant(&root, "B", Some("+15551230060"), "read");
+    let mut a = SseListener::open(&p, &key_a);
+    let mut b = SseListener::open(&p, &key_b);
     assert!(a
         .until("text/event-stream", Duration::from_secs(5))
         .contains("200 OK"));

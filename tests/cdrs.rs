@@ -9,28 +9,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::*;
 
-/// An account with a number and a write key: (account id, key).
-fn tenant(p: &Parley, root: &str, name: &str, number: &str) -> (String, String) {
-    let (_, acc) = p.api(
-        "POST",
-        "/v1/accounts",
-        root,
-        &[],
-        Some(&format!(r#"{{"name":"{name}"}}"#)),
-    );
-    let acc = acc["id"].as_str().unwrap().to_string();
-    let body = format!(r#"{{"account_id":"{acc}","number":"{number}"}}"#);
-    assert_eq!(p.api("POST", "/v1/numbers", root, &[], Some(&body)).0, 201);
-    let (_, k) = p.api(
-        "POST",
-        &format!("/v1/accounts/{acc}/keys"),
-        root,
-        &[],
-        Some(r#"{"scope":"write"}"#),
-    );
-    (acc, k["key"].as_str().unwrap().to_string())
-}
-
 /// The account's records once there are `n` of them.
 fn records(p: &Parley, key: &str, n: usize) -> Vec<Value> {
     poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
@@ -48,8 +26,8 @@ fn calls_leave_records_that_only_their_account_sees() {
     }
     let p = Parley::start(&[("PARLEY_CALL_MAX_DURATION_S", "1")]);
     let root = p.printed_admin_key();
-    let (a, key_a) = tenant(&p, &root, "A", "+15551230010");
-    let (b, key_b) = tenant(&p, &root, "B", "+15551230020");
+    let (a, key_a) = p.tenant(&root, "A", Some("+15551230010"), "write");
+    let (b, key_b) = p.tenant(&root, "B", Some("+15551230020"), "write");
     // Two answered calls to A; B's account has a price and no credit: its call is refused.
     run_sipp("uac_parley_hangs_up", &p, &["-s", "+15551230010"]).assert_success();
     run_sipp("uac_parley_hangs_up", &p, &["-s", "+15551230010"]).assert_success();

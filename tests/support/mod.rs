@@ -562,6 +562,36 @@ impl Parley {
         line.rsplit(' ').next().unwrap_or_default().to_string()
     }
 
+    /// A new account (made with the operator's `root` key), with `number` when given, and a
+    /// key of `scope` for it: (account id, key).
+    pub fn tenant(
+        &self,
+        root: &str,
+        name: &str,
+        number: Option<&str>,
+        scope: &str,
+    ) -> (String, String) {
+        let body = format!(r#"{{"name":"{name}"}}"#);
+        let (status, acc) = self.api("POST", "/v1/accounts", root, &[], Some(&body));
+        assert_eq!(status, 201, "{acc}");
+        let acc = acc["id"].as_str().unwrap().to_string();
+        if let Some(number) = number {
+            let body = format!(r#"{{"account_id":"{acc}","number":"{number}"}}"#);
+            let (status, n) = self.api("POST", "/v1/numbers", root, &[], Some(&body));
+            assert_eq!(status, 201, "{n}");
+        }
+        let body = format!(r#"{{"scope":"{scope}"}}"#);
+        let (status, k) = self.api(
+            "POST",
+            &format!("/v1/accounts/{acc}/keys"),
+            root,
+            &[],
+            Some(&body),
+        );
+        assert_eq!(status, 201, "{k}");
+        (acc, k["key"].as_str().unwrap().to_string())
+    }
+
     /// An API request: (status, body as JSON, or as a JSON string when it is not JSON).
     pub fn api(
         &self,
