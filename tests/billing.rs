@@ -20,6 +20,15 @@ fn ask(seconds: i64) -> LeaseRequest {
     }
 }
 
+/// 0.60 a minute billed in 6 s increments.
+fn in_sixes() -> Plan {
+    Plan {
+        rate_per_minute: RATE,
+        increment_s: 6,
+        ..Plan::default()
+    }
+}
+
 async fn funded(store: &Store, amount: i64, plan: Plan) -> String {
     let account = store.create_account("billed").await.unwrap();
     store.set_plan(&account.id, plan).await.unwrap();
@@ -43,12 +52,7 @@ async fn assert_books_balance(store: &Store, account: &str) {
 #[tokio::test]
 async fn a_call_reserves_renews_and_settles_in_increments() {
     on_each_backend(|store, _| async move {
-        let plan = Plan {
-            rate_per_minute: RATE,
-            increment_s: 6,
-            ..Plan::default()
-        };
-        let acc = funded(&store, 1_000_000, plan).await;
+        let acc = funded(&store, 1_000_000, in_sixes()).await;
         let g = store.reserve(&acc, &ask(30), Some("r1")).await.unwrap();
         assert_eq!((g.granted_now, g.lease.held), (30, 300_000));
         assert!(!g.lease.final_unit_indication);
@@ -103,12 +107,7 @@ async fn a_call_reserves_renews_and_settles_in_increments() {
 #[tokio::test]
 async fn when_money_runs_short_the_grant_is_cut_and_marked_final() {
     on_each_backend(|store, _| async move {
-        let plan = Plan {
-            rate_per_minute: RATE,
-            increment_s: 6,
-            ..Plan::default()
-        };
-        let acc = funded(&store, 1_000_000, plan).await;
+        let acc = funded(&store, 1_000_000, in_sixes()).await;
         let g = store.reserve(&acc, &ask(300), None).await.unwrap();
         assert_eq!(g.granted_now, 96, "16 whole increments of 6 s");
         assert!(g.lease.final_unit_indication);
@@ -169,12 +168,7 @@ async fn free_minutes_are_used_first_and_an_overdraft_is_honoured() {
 #[tokio::test]
 async fn unrenewed_leases_are_settled_at_the_last_usage_plus_an_increment() {
     on_each_backend(|store, _| async move {
-        let plan = Plan {
-            rate_per_minute: RATE,
-            increment_s: 6,
-            ..Plan::default()
-        };
-        let acc = funded(&store, 1_000_000, plan).await;
+        let acc = funded(&store, 1_000_000, in_sixes()).await;
         let g = store.reserve(&acc, &ask(60), None).await.unwrap();
         store
             .renew(&acc, &g.lease.id, 20, &ask(30), None)

@@ -348,12 +348,9 @@ impl WorkerState {
     }
 
     /// One tick: what arrived on every call's sockets, then every session's tick and RTCP.
-    fn tick(&mut self, now: Instant) {
-        // Wall-clock NTP time for RTCP sender reports, read once per tick.
-        let ntp_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(crate::rtcp::ntp_from_unix)
-            .unwrap_or(0);
+    /// `wall` is the tick's wall-clock time since the Unix epoch (RTCP sender reports).
+    fn tick(&mut self, now: Instant, wall: Duration) {
+        let ntp_now = crate::rtcp::ntp_from_unix(wall);
         let (rx_buf, tx_buf, stats) = (&mut self.rx_buf, &mut self.tx_buf, &self.stats);
         for slot in self.calls.iter_mut() {
             let CallSetup {
@@ -440,17 +437,18 @@ fn run_worker(
         while let Ok(cmd) = commands.try_recv() {
             w.apply(cmd, started);
         }
-        w.tick(Instant::now());
+        // Wall-clock time, read once per tick.
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        w.tick(Instant::now(), wall);
         if let Some(batcher) = vad.as_mut() {
             w.run_vad(batcher);
         }
         stats.ticks.fetch_add(1, Ordering::Relaxed);
-        let wall_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         stats
             .last_tick_unix_ms
-            .fetch_max(wall_ms, Ordering::Relaxed);
+            .fetch_max(wall.as_millis() as u64, Ordering::Relaxed);
         let done = Instant::now();
         stats
             .busy_ns

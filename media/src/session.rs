@@ -655,10 +655,12 @@ impl MediaSession {
 
     /// Queued audio or DTMF waiting to go out.
     fn has_audio_to_send(&self) -> bool {
-        self.playout.has_audio()
-            || !self.dtmf_queue.is_empty()
-            || self.dtmf_out.is_some()
-            || self.inband_out.is_some()
+        self.playout.has_audio() || self.dtmf_pending()
+    }
+
+    /// A digit is being sent or waits to be.
+    fn dtmf_pending(&self) -> bool {
+        !self.dtmf_queue.is_empty() || self.dtmf_out.is_some() || self.inband_out.is_some()
     }
 
     /// A held stream starts a talkspurt: the timestamp skips the held time, the first packet
@@ -703,8 +705,7 @@ impl MediaSession {
             self.was_playing = false;
             emit(MediaEvent::PlayoutDrained);
         }
-        let dtmf =
-            !self.dtmf_queue.is_empty() || self.dtmf_out.is_some() || self.inband_out.is_some();
+        let dtmf = self.dtmf_pending();
         let sent = self.transmit_frame(out);
         if self.talk.frame_sent(now, got == 0 && !dtmf) {
             // Held from now on: the producer wakes the worker with the next audio (audio

@@ -68,6 +68,22 @@ impl TurnTimes {
             .collect()
     }
 
+    /// The stages as a JSON object of milliseconds (`{"stt_final_ms": 164, …}`), for the
+    /// call's record and its events.
+    pub fn stages_ms(&self) -> serde_json::Value {
+        let stages: serde_json::Map<String, serde_json::Value> = self
+            .stages()
+            .into_iter()
+            .map(|(name, d)| {
+                (
+                    format!("{name}_ms"),
+                    serde_json::json!(d.as_millis() as u64),
+                )
+            })
+            .collect();
+        serde_json::Value::Object(stages)
+    }
+
     /// Voice-to-voice: the caller stopped speaking → the reply's first packet went out.
     pub fn voice_to_voice(&self) -> Option<Duration> {
         Some(

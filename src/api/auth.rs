@@ -8,6 +8,8 @@ use axum::http::request::Parts;
 use super::error::ApiError;
 use super::ApiState;
 use crate::store::accounts::{Principal, Scope};
+use crate::store::directory::Owned;
+use crate::store::Store;
 
 /// The checked key of a request.
 pub struct Auth(pub Principal);
@@ -45,6 +47,25 @@ impl Auth {
             return Err(ApiError::forbidden(scope.as_str()));
         }
         Ok(())
+    }
+
+    /// The account that owns `id` (an agent, a number, a lease), checked for `scope`: the
+    /// key's own account, or whichever owns it for the operator's admin keys.
+    pub async fn owner_of(
+        &self,
+        store: &Store,
+        what: Owned,
+        id: &str,
+        scope: Scope,
+        label: &str,
+    ) -> Result<String, ApiError> {
+        let account = if self.operator_admin().is_ok() {
+            store.owner(what, id).await?
+        } else {
+            self.0.account_id.clone()
+        };
+        self.on_account(&account, scope, label)?;
+        Ok(account)
     }
 
     /// The operator's admin keys only (e.g. making accounts).

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::store::accounts::Scope;
 use crate::store::billing::{Grant, LeaseRequest, Plan};
+use crate::store::directory::Owned;
 
 /// Seconds a reserve or renew asks for when the body does not say.
 const DEFAULT_SECONDS: i64 = 60;
@@ -124,14 +125,12 @@ async fn topup(
     Ok((StatusCode::CREATED, Json(json!(balance))))
 }
 
-/// The lease's account, as the key may see it: its own, or any for the operator's admins.
-async fn lease_account(state: &ApiState, auth: &Auth, lease_id: &str) -> Result<String, ApiError> {
-    let account = if auth.operator_admin().is_ok() {
-        state.store.lease_account(lease_id).await?
-    } else {
-        auth.0.account_id.clone()
-    };
-    Ok(account)
+/// The `used_seconds` a renewal or release reports (required; negative reads as 0).
+fn used_seconds(body: &Body) -> Result<i64, ApiError> {
+    let used = body
+        .int("used_seconds")?
+        .ok_or_else(|| ApiError::field("used_seconds", "is required"))?;
+    Ok(used.max(0))
 }
 
 async fn reserve(
@@ -163,11 +162,10 @@ async fn renew(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     body.only(&["used_seconds", "seconds", "validity_seconds"])?;
-    let account = lease_account(&state, &auth, &id).await?;
-    auth.on_account(&account, Scope::Write, "lease")?;
-    let used = body
-        .int("used_seconds")?
-        .ok_or_else(|| ApiError::field("used_seconds", "is required"))?;
+    let account = auth
+        .owner_of(&state.store, Owned::Lease, &id, Scope::Write, "lease")
+        .await?;
+    let used = used_seconds(&body)?;
     let req = LeaseRequest {
         call_id: None,
         seconds: non_negative(&body, "seconds", DEFAULT_SECONDS)?,
@@ -176,7 +174,7 @@ async fn renew(
     let key = idempotency_key(&headers)?;
     let grant = state
         .store
-        .renew(&account, &id, used.max(0), &req, key.as_deref())
+        .renew(&account, &id, used, &req, key.as_deref())
         .await?;
     Ok(Json(grant_json(&grant)))
 }
@@ -189,15 +187,14 @@ async fn release(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     body.only(&["used_seconds"])?;
-    let account = lease_account(&state, &auth, &id).await?;
-    auth.on_account(&account, Scope::Write, "lease")?;
-    let used = body
-        .int("used_seconds")?
-        .ok_or_else(|| ApiError::field("used_seconds", "is required"))?;
+    let account = auth
+        .owner_of(&state.store, Owned::Lease, &id, Scope::Write, "lease")
+        .await?;
+    let used = used_seconds(&body)?;
     let key = idempotency_key(&headers)?;
     let lease = state
         .store
-        .release(&account, &id, used.max(0), key.as_deref())
+        .release(&account, &id, used, key.as_deref())
         .await?;
     Ok(Json(json!(lease)))
 }
@@ -207,7 +204,8 @@ async fn get_lease(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = lease_account(&state, &auth, &id).await?;
-    auth.on_account(&account, Scope::Read, "lease")?;
+    let account = auth
+        .owner_of(&state.store, Owned::Lease, &id, Scope::Read, "lease")
+        .await?;
     Ok(Json(json!(state.store.lease(&account, &id).await?)))
 }

@@ -82,15 +82,6 @@ fn target(auth: &Auth, named: Option<String>, scope: Scope) -> Result<String, Ap
     Ok(account)
 }
 
-/// The account that owns `id`, as the key may see it.
-async fn owner(state: &ApiState, auth: &Auth, what: Owned, id: &str) -> Result<String, ApiError> {
-    if auth.operator_admin().is_ok() {
-        Ok(state.store.owner(what, id).await?)
-    } else {
-        Ok(auth.0.account_id.clone())
-    }
-}
-
 #[derive(serde::Deserialize)]
 struct AccountQuery {
     account_id: Option<String>,
@@ -121,8 +112,9 @@ async fn get_agent(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = owner(&state, &auth, Owned::Agent, &id).await?;
-    auth.on_account(&account, Scope::Read, "agent")?;
+    let account = auth
+        .owner_of(&state.store, Owned::Agent, &id, Scope::Read, "agent")
+        .await?;
     Ok(Json(json!(state.store.agent(&account, &id).await?)))
 }
 
@@ -132,8 +124,9 @@ async fn update_agent(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let account = owner(&state, &auth, Owned::Agent, &id).await?;
-    auth.on_account(&account, Scope::Write, "agent")?;
+    let account = auth
+        .owner_of(&state.store, Owned::Agent, &id, Scope::Write, "agent")
+        .await?;
     let (name, config) = agent_config(&body)?;
     Ok(Json(json!(
         state
@@ -148,8 +141,9 @@ async fn delete_agent(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let account = owner(&state, &auth, Owned::Agent, &id).await?;
-    auth.on_account(&account, Scope::Write, "agent")?;
+    let account = auth
+        .owner_of(&state.store, Owned::Agent, &id, Scope::Write, "agent")
+        .await?;
     state.store.delete_agent(&account, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -208,8 +202,9 @@ async fn get_number(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let number = e164(&raw).ok_or_else(|| ApiError::not_found("number"))?;
-    let account = owner(&state, &auth, Owned::Number, &number).await?;
-    auth.on_account(&account, Scope::Read, "number")?;
+    let account = auth
+        .owner_of(&state.store, Owned::Number, &number, Scope::Read, "number")
+        .await?;
     Ok(Json(json!(state.store.number(&account, &number).await?)))
 }
 
@@ -221,8 +216,9 @@ async fn update_number(
 ) -> Result<Json<Value>, ApiError> {
     body.only(&["agent_id"])?;
     let number = e164(&raw).ok_or_else(|| ApiError::not_found("number"))?;
-    let account = owner(&state, &auth, Owned::Number, &number).await?;
-    auth.on_account(&account, Scope::Write, "number")?;
+    let account = auth
+        .owner_of(&state.store, Owned::Number, &number, Scope::Write, "number")
+        .await?;
     let agent = body.string("agent_id")?;
     let updated = state
         .store
@@ -238,8 +234,9 @@ async fn delete_number(
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let number = e164(&raw).ok_or_else(|| ApiError::not_found("number"))?;
-    let account = owner(&state, &auth, Owned::Number, &number).await?;
-    auth.on_account(&account, Scope::Write, "number")?;
+    let account = auth
+        .owner_of(&state.store, Owned::Number, &number, Scope::Write, "number")
+        .await?;
     state.store.delete_number(&account, &number).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -609,18 +609,13 @@ impl Session {
                         }
                     }
                     FromAgent::Turn(times) => {
-                        let stages: serde_json::Map<String, serde_json::Value> = times
-                            .stages()
-                            .into_iter()
-                            .map(|(n, d)| (format!("{n}_ms"), serde_json::json!(d.as_millis() as u64)))
-                            .collect();
                         ctx.events.publish(
                             "turn.completed",
                             &account_id,
                             serde_json::json!({
                                 "call": record_id,
                                 "turn": turns.len() + 1,
-                                "stages": stages,
+                                "stages": times.stages_ms(),
                                 "engine_added_us": times.engine_added().map(|d| d.as_micros() as u64),
                             }),
                         );

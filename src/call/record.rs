@@ -3,7 +3,7 @@
 //! handed to the [`crate::store::cdr::CdrWriter`].
 
 use parley_media::session::SessionStats;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::agent::latency::TurnTimes;
 use crate::sip::endpoint::EndReason;
@@ -104,19 +104,7 @@ impl CallRecord {
             c.jitter_ms = q.jitter_ms;
             c.mos = (q.packets_received > 0).then_some(q.mos);
         }
-        c.turns = Value::Array(
-            turns
-                .iter()
-                .map(|t| {
-                    let stages: serde_json::Map<String, Value> = t
-                        .stages()
-                        .into_iter()
-                        .map(|(name, d)| (format!("{name}_ms"), json!(d.as_millis() as u64)))
-                        .collect();
-                    Value::Object(stages)
-                })
-                .collect(),
-        );
+        c.turns = Value::Array(turns.iter().map(TurnTimes::stages_ms).collect());
         if let Some(lease) = lease {
             c.billable_seconds = lease.used_seconds;
             c.cost = lease.cost;

@@ -103,6 +103,7 @@ fn number_from(row: &sqlx::any::AnyRow) -> Result<Number, StoreError> {
 pub enum Owned {
     Agent,
     Number,
+    Lease,
 }
 
 const AGENT_COLUMNS: &str = "id, account_id, name, config, created_at, updated_at";
@@ -291,11 +292,13 @@ impl Store {
         self.number(account_id, number).await
     }
 
-    /// The account an agent or a number belongs to (for the operator's keys).
+    /// The account an agent, a number or a lease belongs to (for the operator's keys, which
+    /// act on any account).
     pub async fn owner(&self, what: Owned, id: &str) -> Result<String, StoreError> {
         let (sql, name) = match what {
             Owned::Agent => ("SELECT account_id FROM agents WHERE id = $1", "agent"),
             Owned::Number => ("SELECT account_id FROM numbers WHERE number = $1", "number"),
+            Owned::Lease => ("SELECT account_id FROM leases WHERE id = $1", "lease"),
         };
         let row = sqlx::query(sql)
             .bind(id)

@@ -14,6 +14,12 @@ use super::{
 use crate::store::clock::add_months;
 use crate::store::{int, now_ms, random_id, Store, StoreError};
 
+/// An open lease to work on, or the earlier answer to replay.
+enum Opened {
+    Lease(Lease),
+    Replay(Replay),
+}
+
 /// Too many lost races in a row: the account is too busy right now.
 fn contended() -> StoreError {
     StoreError::Conflict("the account is busy; try again".into())
@@ -170,16 +176,9 @@ impl Store {
         let op = format!("renew:{lease_id}");
         for _ in 0..ATTEMPTS {
             let now = now_ms();
-            let lease = match self.open_lease(account_id, lease_id).await {
-                Ok(lease) => lease,
-                // A retry of the renewal that came just before the lease closed.
-                Err(e @ StoreError::Conflict(_)) => {
-                    return match self.replay(account_id, key, &op).await? {
-                        Some(r) => self.replayed(account_id, r).await,
-                        None => Err(e),
-                    };
-                }
-                Err(e) => return Err(e),
+            let lease = match self.open_or_replay(account_id, lease_id, key, &op).await? {
+                Opened::Lease(lease) => lease,
+                Opened::Replay(r) => return self.replayed(account_id, r).await,
             };
             let mut row = self.read_balance(account_id, now).await?;
             // Extensions are priced as the lease was.
@@ -260,16 +259,10 @@ impl Store {
         let op = format!("release:{lease_id}");
         for _ in 0..ATTEMPTS {
             let now = now_ms();
-            let lease = match self.open_lease(account_id, lease_id).await {
-                Ok(lease) => lease,
+            let lease = match self.open_or_replay(account_id, lease_id, key, &op).await? {
+                Opened::Lease(lease) => lease,
                 // A retry of the release that closed it: the lease as it closed.
-                Err(e @ StoreError::Conflict(_)) => {
-                    return match self.replay(account_id, key, &op).await? {
-                        Some(_) => self.lease(account_id, lease_id).await,
-                        None => Err(e),
-                    };
-                }
-                Err(e) => return Err(e),
+                Opened::Replay(_) => return self.lease(account_id, lease_id).await,
             };
             let used = used_s.clamp(lease.used_seconds, lease.granted_seconds);
             let mut tx = self.writer().begin().await?;
@@ -334,14 +327,25 @@ impl Store {
         Ok(expired)
     }
 
-    /// The lease, which must still be open.
-    async fn open_lease(&self, account_id: &str, lease_id: &str) -> Result<Lease, StoreError> {
+    /// The lease while it is open. Once it has closed, a retry of `op` under `key` gets its
+    /// first answer back (the request that closed it, or the one just before); anything
+    /// else is a conflict.
+    async fn open_or_replay(
+        &self,
+        account_id: &str,
+        lease_id: &str,
+        key: Option<&str>,
+        op: &str,
+    ) -> Result<Opened, StoreError> {
         let lease = self.lease(account_id, lease_id).await?;
-        match lease.state {
-            LeaseState::Open => Ok(lease),
-            other => Err(StoreError::Conflict(format!(
+        if lease.state == LeaseState::Open {
+            return Ok(Opened::Lease(lease));
+        }
+        match self.replay(account_id, key, op).await? {
+            Some(r) => Ok(Opened::Replay(r)),
+            None => Err(StoreError::Conflict(format!(
                 "the lease is {}",
-                other.as_str()
+                lease.state.as_str()
             ))),
         }
     }
@@ -378,16 +382,6 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound("lease"))?;
         Ok(lease_from(&row)?)
-    }
-
-    /// The account a lease belongs to (for the operator's keys, which act on any account).
-    pub async fn lease_account(&self, lease_id: &str) -> Result<String, StoreError> {
-        let row = sqlx::query("SELECT account_id FROM leases WHERE id = $1")
-            .bind(lease_id)
-            .fetch_optional(self.reader())
-            .await?
-            .ok_or(StoreError::NotFound("lease"))?;
-        Ok(row.try_get("account_id")?)
     }
 
     /// The ledger summed: (sum of amounts, sum of holds), which must equal the balance row's
