@@ -102,10 +102,20 @@ impl Rig {
 /// `parley call` to `parley`, playing `wav`, with `args`; returns its output and its data
 /// directory (where its recording of the call is).
 fn run_caller(parley: &Parley, wav: &Path, args: &[&str]) -> (std::process::Output, PathBuf) {
+    run_caller_to("agent", parley, wav, args)
+}
+
+/// [`run_caller`] dialling `user` (a number, say) at Parley.
+fn run_caller_to(
+    user: &str,
+    parley: &Parley,
+    wav: &Path,
+    args: &[&str],
+) -> (std::process::Output, PathBuf) {
     let (lo, hi) = rtp_port_range();
     let data = parley.scratch_dir("caller-data");
     let output = Command::new(parley_bin())
-        .args(["call", &format!("sip:agent@{}", parley.sip_addr)])
+        .args(["call", &format!("sip:{user}@{}", parley.sip_addr)])
         .arg("--wav")
         .arg(wav)
         .args(args)
@@ -559,6 +569,83 @@ fn the_voice_follows_the_callers_language() {
             .unwrap()
             .contains("language the caller speaks"),
         "{system:?}"
+    );
+}
+
+#[test]
+fn a_numbers_stored_agent_answers_with_its_own_settings_and_the_cdr_keeps_the_transcript() {
+    let name =
+        "a_numbers_stored_agent_answers_with_its_own_settings_and_the_cdr_keeps_the_transcript";
+    let Some(rig) = Rig::start(name, &[("PARLEY_TTS_VOICE", "alloy")]) else {
+        return;
+    };
+    let p = &rig.parley;
+    let root = p.printed_admin_key();
+    let number = "+15551230070";
+    let (_, key) = p.tenant(&root, "Bakery", Some(number), "write");
+    let body = r#"{"name":"Bakery","prompt":"You answer for Bob's Bakery.",
+        "greeting":"Bob's Bakery, how can I help?","voice":"echo","language":"en",
+        "max_duration_s":30}"#;
+    let (status, agent) = p.api("POST", "/v1/agents", &key, &[], Some(body));
+    assert_eq!(status, 201, "{agent}");
+    let agent_id = agent["id"].as_str().unwrap();
+    let body = format!(r#"{{"agent_id":"{agent_id}"}}"#);
+    let path = format!("/v1/numbers/{number}");
+    assert_eq!(p.api("PUT", &path, &key, &[], Some(&body)).0, 200);
+    rig.stt
+        .push(SttReply::text("What time do you open?", Some("english")));
+    rig.stt.set_default(SttReply::text("", Some("english")));
+    rig.llm.set_default(LlmReply::text(&["We open at nine."]));
+    // The caller speaks once the greeting (1.45 s of the fake's tone) is over.
+    let phrase = compose(
+        &p.scratch_dir("audio"),
+        "after-greeting.wav",
+        &[Part::Silence(2_500), Part::Phrase1],
+    );
+    let (output, _) = run_caller_to(number, p, &phrase, &["--duration", "9"]);
+    assert!(output.status.success(), "{output:?}");
+
+    // The stored agent's greeting, voice and prompt; not the config file's.
+    let requests = rig.tts.requests();
+    assert!(requests.len() >= 2, "{requests:?}");
+    assert_eq!(requests[0].body["input"], "Bob's Bakery, how can I help?");
+    assert!(requests.iter().all(|r| r.body["voice"] == "echo"));
+    let system = messages(&rig.llm, 0, "system");
+    assert!(
+        system[0]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("You answer for Bob's Bakery."),
+        "{system:?}"
+    );
+    // The call's record names the agent and keeps what was said, in order.
+    let cdr = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let (_, list) = p.api("GET", "/v1/cdrs", &key, &[], None);
+        list["data"].as_array().and_then(|d| d.first().cloned())
+    })
+    .expect("the call's record");
+    assert_eq!(cdr["agent_id"], agent_id);
+    assert_eq!(cdr["number"], number);
+    let lines: Vec<(String, String)> = cdr["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["role"].as_str().unwrap().into(),
+                l["text"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected = |role: &str, text: &str| (role.to_string(), text.to_string());
+    assert_eq!(
+        lines[..3],
+        [
+            expected("agent", "Bob's Bakery, how can I help?"),
+            expected("caller", "What time do you open?"),
+            expected("agent", "We open at nine."),
+        ],
+        "{lines:?}"
     );
 }
 

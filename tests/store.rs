@@ -141,6 +141,11 @@ async fn calls_route_by_number_with_the_catch_all_rule() {
             (routed.account_id.as_str(), routed.agent_id.as_deref()),
             (a.id.as_str(), Some(agent.id.as_str()))
         );
+        // The agent's settings come with the route, versioned by their last change.
+        assert_eq!(
+            routed.agent,
+            Some((serde_json::json!({"language": "auto"}), agent.updated_at))
+        );
         assert_eq!(store.route(Some("+15550000002"), None).await.unwrap(), None);
         assert_eq!(
             store

@@ -303,6 +303,22 @@ impl Conversation {
         &self.history
     }
 
+    /// What was said, in order, for the call's record: the caller's turns and the agent's
+    /// replies as far as the caller heard them (`[{"role": "caller"|"agent", "text"}]`);
+    /// the prompt and tool traffic are left out.
+    pub fn transcript(&self) -> serde_json::Value {
+        let lines = self.history.iter().filter_map(|m| {
+            let role = match m.role {
+                Role::User => "caller",
+                Role::Assistant => "agent",
+                Role::System | Role::Tool => return None,
+            };
+            let text = m.content.trim();
+            (!text.is_empty()).then(|| serde_json::json!({ "role": role, "text": text }))
+        });
+        serde_json::Value::Array(lines.collect())
+    }
+
     /// The language the agent speaks now.
     pub fn language(&self) -> &str {
         &self.language

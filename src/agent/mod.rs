@@ -6,6 +6,7 @@ pub mod conversation;
 pub mod heard;
 pub mod latency;
 pub mod menu;
+pub mod profile;
 pub mod sentences;
 pub mod session;
 pub mod tools;

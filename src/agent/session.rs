@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::conversation::{Action, Conversation, Input, Settings};
 use super::latency::TurnTimes;
 use super::tools::run_http_tool;
-use crate::config::agent::HttpToolConfig;
+use crate::config::agent::{HttpToolConfig, TtsConfig};
 use crate::metrics::Metrics;
 use crate::providers::llm::{Llm, LlmEvent, LlmStream};
 use crate::providers::stt::{Stt, SttEvent, SttInput, SttSession};
@@ -40,11 +40,15 @@ const MAX_PENDING_SAMPLES: usize = 32_000;
 const FALLBACK_LIMIT: Duration = Duration::from_secs(15);
 
 /// What every AI-agent call shares: the providers, the agent's behaviour, the tools.
+/// Cloning is cheap: the providers share their connection pools.
+#[derive(Clone)]
 pub struct AgentRuntime {
     pub settings: Settings,
     pub llm: Llm,
     pub stt: Option<Stt>,
     pub tts: Tts,
+    /// What `tts` was made from, for agents with a voice of their own.
+    pub tts_config: TtsConfig,
     /// The local voice: fallback sentences when a provider fails.
     pub local: EspeakTts,
     pub tools: Vec<HttpToolConfig>,
@@ -78,6 +82,9 @@ pub enum FromAgent {
     },
     /// A turn's latency marks, for the call's record.
     Turn(TurnTimes),
+    /// The conversation as the caller heard it, sent once as the agent stops
+    /// ([`super::conversation::Conversation::transcript`]).
+    Transcript(serde_json::Value),
 }
 
 /// The agent's ends of the call's plumbing.
@@ -189,6 +196,7 @@ pub async fn run(rt: Arc<AgentRuntime>, mut io: AgentIo) -> PlayoutProducer {
         }
         d.run_actions();
     }
+    let _ = d.requests.send(FromAgent::Transcript(d.conv.transcript()));
     d.playout
 }
 

@@ -152,6 +152,7 @@ const CSV_COLUMNS: &[&str] = &[
     "jitter_ms",
     "mos",
     "recording",
+    "trunk",
 ];
 
 /// One CSV field, quoted when it must be (RFC 4180).

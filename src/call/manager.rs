@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::agent::menu::{self, Menu};
+use crate::agent::profile::{AgentProfile, AgentRuntimes};
 use crate::agent::session::{
     self as agent_session, sleep_until, AgentIo, AgentRuntime, FromAgent, ToAgent,
 };
@@ -41,6 +42,8 @@ pub struct CallContext {
     pub greeting: Option<Arc<Vec<i16>>>,
     /// Who answers calls (`agent.mode`); `None`: nobody (mode `off`).
     pub agent: Option<CallAgent>,
+    /// The AI agent as each stored agent configures it.
+    pub agent_runtimes: AgentRuntimes,
     /// Routing and billing leases.
     pub store: crate::store::Store,
     /// Where call detail records go.
@@ -340,6 +343,18 @@ impl Session {
             }
         };
         self.record.routed(&route);
+        // The number's agent, over the config file's.
+        let profile = route
+            .agent
+            .as_ref()
+            .map(|(settings, _)| AgentProfile::from_stored(settings))
+            .unwrap_or_default();
+        let who = match (&ctx.agent, &route.agent_id, &route.agent) {
+            (Some(CallAgent::Ai(base)), Some(id), Some((_, version))) => Some(CallAgent::Ai(
+                ctx.agent_runtimes.get(base, id, *version, &profile),
+            )),
+            (config_agent, ..) => config_agent.clone(),
+        };
         let cdr = self.record.cdr();
         let (live, mut hangup_requests) = ctx.live.register(LiveCall {
             id: cdr.id.clone(),
@@ -400,7 +415,7 @@ impl Session {
                 .recordings_dir()
                 .join(recording_name(&self.call_id))
         });
-        let (listener, agent_audio) = match ctx.agent {
+        let (listener, agent_audio) = match who {
             Some(_) => {
                 let (tx, rx) = mpsc::channel(AGENT_AUDIO_QUEUE);
                 (Some(tx), Some(rx))
@@ -477,7 +492,7 @@ impl Session {
         lease.answered(answered);
         let mut next_beat = lease.next_heartbeat(answered);
         let mut agent = None;
-        match (ctx.agent.clone(), agent_audio) {
+        match (who, agent_audio) {
             (Some(who), Some(audio)) => {
                 if let Some(playout) = media.take_playout() {
                     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -516,14 +531,11 @@ impl Session {
         // A transfer in progress: the tool call it answers, and when to give up on it.
         let mut transfer: Option<(String, tokio::time::Instant)> = None;
 
-        let max = ctx.config.call.max_duration_s;
-        let limit = tokio::time::sleep(if max == 0 {
-            Duration::from_secs(u64::MAX / 4)
-        } else {
-            Duration::from_secs(max)
-        });
+        let max = profile.max_duration(ctx.config.call.max_duration_s);
+        let limit = tokio::time::sleep(max.unwrap_or(Duration::from_secs(u64::MAX / 4)));
         tokio::pin!(limit);
         let mut hung_up = false;
+        let mut transcript = serde_json::Value::Array(vec![]);
         let reason = loop {
             tokio::select! {
                 ev = events.recv() => match ev {
@@ -621,6 +633,7 @@ impl Session {
                         );
                         turns.push(times);
                     }
+                    FromAgent::Transcript(lines) => transcript = lines,
                 },
                 _ = tokio::time::sleep_until(next_beat) => {
                     let now = tokio::time::Instant::now();
@@ -651,15 +664,23 @@ impl Session {
                     ctx.sip.send(Command::Hangup { call });
                 }
                 _ = &mut limit, if !hung_up => {
-                    tracing::info!(max_duration_s = max, "maximum call duration reached, hanging up");
+                    tracing::info!(max_duration = ?max, "maximum call duration reached, hanging up");
                     hung_up = true;
                     ctx.sip.send(Command::Hangup { call });
                 }
             }
         };
-        if let Some(a) = agent.take() {
+        if let Some(mut a) = agent.take() {
             drop(a.events);
-            let _ = tokio::time::timeout(Duration::from_secs(2), a.task).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut a.task).await;
+            // What the agent said as it stopped: its last turn and the transcript.
+            while let Ok(request) = a.requests.try_recv() {
+                match request {
+                    FromAgent::Turn(times) => turns.push(times),
+                    FromAgent::Transcript(lines) => transcript = lines,
+                    _ => {}
+                }
+            }
         }
         let settled = lease.release(tokio::time::Instant::now()).await;
         let stats = media.stop().await;
@@ -668,6 +689,7 @@ impl Session {
             .filter_map(|t| t.voice_to_voice().map(|d| d.as_millis() as u64))
             .collect();
         tracing::info!(?reason, ?stats, turns = turns.len(), voice_to_voice_ms = ?v2v, "call ended");
+        self.record.transcript(transcript);
         Some(
             self.record
                 .ended(reason.as_ref(), stats.as_deref(), &turns, settled.as_ref()),

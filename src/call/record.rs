@@ -45,7 +45,9 @@ impl CallRecord {
                 jitter_ms: 0.0,
                 mos: None,
                 turns: Value::Array(vec![]),
+                transcript: Value::Array(vec![]),
                 recording: None,
+                trunk: None,
             },
         }
     }
@@ -66,6 +68,11 @@ impl CallRecord {
         self.cdr.final_code = 200;
         self.cdr.codec = codec.map(str::to_string);
         self.cdr.recording = recording;
+    }
+
+    /// What was said ([`crate::agent::conversation::Conversation::transcript`]).
+    pub fn transcript(&mut self, lines: Value) {
+        self.cdr.transcript = lines;
     }
 
     /// The call was refused with `code` before it was answered.

@@ -52,7 +52,12 @@ pub struct Cdr {
     pub mos: Option<f64>,
     /// Each turn's latency stages, in ms.
     pub turns: Value,
+    /// What was said, in order: `[{"role": "caller"|"agent", "text": …}]`; the agent's
+    /// lines as far as the caller heard them.
+    pub transcript: Value,
     pub recording: Option<String>,
+    /// The configured trunk the call came in or went out through, by name.
+    pub trunk: Option<String>,
 }
 
 /// Filters of a listing or an export.
@@ -75,10 +80,11 @@ pub struct CdrQuery {
 
 const COLUMNS: &str = "id, account_id, agent_id, call_id, direction, channel, from_uri, to_uri, \
      number, started_at, answered_at, ended_at, duration_ms, billable_s, cost, hangup_cause, \
-     hangup_side, final_code, codec, packets_lost, loss_percent, jitter_ms, mos, turns, recording";
+     hangup_side, final_code, codec, packets_lost, loss_percent, jitter_ms, mos, turns, recording, transcript, trunk";
 
 fn cdr_from(row: &sqlx::any::AnyRow) -> Result<Cdr, StoreError> {
     let turns: String = row.try_get("turns")?;
+    let transcript: String = row.try_get("transcript")?;
     Ok(Cdr {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -104,7 +110,9 @@ fn cdr_from(row: &sqlx::any::AnyRow) -> Result<Cdr, StoreError> {
         jitter_ms: row.try_get("jitter_ms")?,
         mos: row.try_get("mos")?,
         turns: serde_json::from_str(&turns).unwrap_or(Value::Array(vec![])),
+        transcript: serde_json::from_str(&transcript).unwrap_or(Value::Array(vec![])),
         recording: row.try_get("recording")?,
+        trunk: row.try_get("trunk")?,
     })
 }
 
@@ -112,7 +120,7 @@ impl Store {
     pub async fn insert_cdr(&self, c: &Cdr) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO cdrs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) \
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) \
              ON CONFLICT (id) DO NOTHING"
         ))
         .bind(&c.id)
@@ -140,6 +148,8 @@ impl Store {
         .bind(c.mos)
         .bind(c.turns.to_string())
         .bind(c.recording.as_deref())
+        .bind(c.transcript.to_string())
+        .bind(c.trunk.as_deref())
         .execute(self.writer())
         .await?;
         Ok(())

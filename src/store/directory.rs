@@ -36,13 +36,16 @@ pub struct Number {
 }
 
 /// Where an inbound call goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub account_id: String,
     /// None: the config file's default agent.
     pub agent_id: Option<String>,
     /// The number dialled, when it is one of the configured numbers.
     pub number: Option<String>,
+    /// The agent's stored settings and when they last changed, read with the route so a
+    /// call costs one query.
+    pub agent: Option<(Value, i64)>,
 }
 
 /// `raw` as E.164 (`+` and 1 to 15 digits, not starting with 0), ignoring the visual
@@ -317,15 +320,24 @@ impl Store {
         catch_all: Option<bool>,
     ) -> Result<Option<Route>, StoreError> {
         if let Some(number) = dialled {
-            let row = sqlx::query("SELECT account_id, agent_id FROM numbers WHERE number = $1")
-                .bind(number)
-                .fetch_optional(self.reader())
-                .await?;
+            let row = sqlx::query(
+                "SELECT n.account_id, n.agent_id, a.config, a.updated_at FROM numbers n \
+                 LEFT JOIN agents a ON a.id = n.agent_id WHERE n.number = $1",
+            )
+            .bind(number)
+            .fetch_optional(self.reader())
+            .await?;
             if let Some(row) = row {
+                let config: Option<String> = row.try_get("config")?;
+                let updated: Option<i64> = row.try_get("updated_at")?;
                 return Ok(Some(Route {
                     account_id: row.try_get("account_id")?,
                     agent_id: row.try_get("agent_id")?,
                     number: Some(number.to_string()),
+                    agent: config.map(|c| {
+                        let settings = serde_json::from_str(&c).unwrap_or(Value::Null);
+                        (settings, updated.unwrap_or(0))
+                    }),
                 }));
             }
         }
@@ -340,6 +352,7 @@ impl Store {
             account_id: super::accounts::OPERATOR_ACCOUNT.to_string(),
             agent_id: None,
             number: None,
+            agent: None,
         }))
     }
 }

@@ -203,6 +203,12 @@ const MIGRATIONS: &[Migration] = &[
     );
     CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id)",
     ),
+    both(
+        6,
+        "call transcripts and trunks",
+        "ALTER TABLE cdrs ADD COLUMN transcript TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE cdrs ADD COLUMN trunk TEXT",
+    ),
 ];
 
 /// Written in place of `SERIAL_ID`: an ever-increasing integer key, the one column type the
