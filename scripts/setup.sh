@@ -4,7 +4,8 @@
 # (`make test` runs it every time).
 #
 #   - Debian packages: sipp (sip-tester), libopus-dev + pkg-config (Opus codec build),
-#     espeak-ng + sox (speech fixture), iproute2 (`ip netns` for the RFC 4475 test).
+#     espeak-ng + sox (speech fixture), iproute2 (`ip netns` for the RFC 4475 test),
+#     chromium (headless, for the ops page test).
 #   - .cache/speech/speech_8k_pcmu.wav: synthesized English speech, 8 kHz mono G.711 mu-law
 #     WAV, what sipp's rtp_stream sends as payload type 0.
 #   - .cache/speech/speech_8k_s16.wav: the same speech as 8 kHz mono 16-bit PCM (a greeting).
@@ -29,7 +30,7 @@ as_root() {
 }
 
 # --- Debian packages ------------------------------------------------------------------------
-PACKAGES=(sip-tester libopus-dev pkg-config espeak-ng sox iproute2)
+PACKAGES=(sip-tester libopus-dev pkg-config espeak-ng sox iproute2 chromium)
 
 install_packages() {
     if ! command -v dpkg >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then

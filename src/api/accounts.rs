@@ -2,24 +2,54 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::body::Body;
-use super::error::ApiError;
+use super::error::{ApiError, Forbidden, Invalid, NotFound, Refused};
+use super::schemas;
 use super::ApiState;
 use crate::store::accounts::Scope;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/accounts", get(list_accounts).post(create_account))
-        .route("/v1/accounts/{id}", get(get_account))
-        .route("/v1/accounts/{id}/keys", get(list_keys).post(create_key))
-        .route("/v1/accounts/{id}/keys/{key_id}", delete(revoke_key))
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_accounts, create_account))
+        .routes(routes!(get_account))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
 }
 
+/// `POST /v1/accounts`
+#[derive(ToSchema)]
+pub struct NewAccount {
+    pub name: String,
+}
+
+/// `POST /v1/accounts/{id}/keys`
+#[derive(ToSchema)]
+pub struct NewKey {
+    /// A label (default `key`).
+    pub name: Option<String>,
+    /// Default `read`.
+    pub scope: Option<schemas::Scope>,
+}
+
+/// Makes an account (the operator's admin keys only).
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    security(("bearer" = [])),
+    request_body = NewAccount,
+    responses(
+        (status = 201, description = "The new account", body = schemas::Account),
+        Invalid, Forbidden, Refused,
+    ),
+)]
 async fn create_account(
     State(state): State<ApiState>,
     auth: Auth,
@@ -32,6 +62,17 @@ async fn create_account(
     Ok((StatusCode::CREATED, Json(json!(account))))
 }
 
+/// Every account for the operator's admin keys; the key's own account for any other.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The accounts", body = schemas::AccountList),
+        Refused,
+    ),
+)]
 async fn list_accounts(State(state): State<ApiState>, auth: Auth) -> Result<Json<Value>, ApiError> {
     let accounts = if auth.operator_admin().is_ok() {
         state.store.accounts().await?
@@ -41,6 +82,18 @@ async fn list_accounts(State(state): State<ApiState>, auth: Auth) -> Result<Json
     Ok(Json(json!({ "data": accounts })))
 }
 
+/// One account.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The account's id")),
+    responses(
+        (status = 200, description = "The account", body = schemas::Account),
+        NotFound, Refused,
+    ),
+)]
 async fn get_account(
     State(state): State<ApiState>,
     auth: Auth,
@@ -50,6 +103,20 @@ async fn get_account(
     Ok(Json(json!(state.store.account(&id).await?)))
 }
 
+/// Makes an API key for the account (an admin key of it, or the operator's). The answer's
+/// `key` is the only time the key is shown.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/keys",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The account's id")),
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "The new key, with the key itself", body = schemas::CreatedKey),
+        Invalid, Forbidden, NotFound, Refused,
+    ),
+)]
 async fn create_key(
     State(state): State<ApiState>,
     auth: Auth,
@@ -71,6 +138,18 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
+/// The account's keys (never the secrets).
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/keys",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The account's id")),
+    responses(
+        (status = 200, description = "The keys", body = schemas::ApiKeyList),
+        Forbidden, NotFound, Refused,
+    ),
+)]
 async fn list_keys(
     State(state): State<ApiState>,
     auth: Auth,
@@ -80,6 +159,21 @@ async fn list_keys(
     Ok(Json(json!({ "data": state.store.keys(&id).await? })))
 }
 
+/// Revokes a key: it stops working at once on this node, within 2 s on the others.
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/{id}/keys/{key_id}",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The account's id"),
+        ("key_id" = String, Path, description = "The key's id"),
+    ),
+    responses(
+        (status = 200, description = "The revoked key", body = schemas::ApiKey),
+        Forbidden, NotFound, Refused,
+    ),
+)]
 async fn revoke_key(
     State(state): State<ApiState>,
     auth: Auth,

@@ -5,13 +5,16 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::body::Body;
-use super::error::ApiError;
+use super::error::{ApiError, Conflict, Forbidden, InsufficientFunds, Invalid, NotFound, Refused};
+use super::schemas;
 use super::ApiState;
 use crate::store::accounts::Scope;
 use crate::store::billing::{Grant, LeaseRequest, Plan};
@@ -23,15 +26,76 @@ const DEFAULT_SECONDS: i64 = 60;
 /// default heartbeats.
 const DEFAULT_VALIDITY_S: i64 = 90;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/accounts/{id}/balance", get(balance))
-        .route("/v1/accounts/{id}/plan", put(set_plan))
-        .route("/v1/accounts/{id}/topups", post(topup))
-        .route("/v1/leases", post(reserve))
-        .route("/v1/leases/{id}", get(get_lease))
-        .route("/v1/leases/{id}/renew", post(renew))
-        .route("/v1/leases/{id}/release", post(release))
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(balance))
+        .routes(routes!(set_plan))
+        .routes(routes!(topup))
+        .routes(routes!(reserve))
+        .routes(routes!(get_lease))
+        .routes(routes!(renew))
+        .routes(routes!(release))
+}
+
+/// `PUT /v1/accounts/{id}/plan`: the fields left out keep their value.
+#[derive(ToSchema)]
+pub struct PlanChange {
+    /// Micro-units per minute of call.
+    pub rate_per_minute: Option<i64>,
+    /// Billing increment in seconds, 1 to 3600.
+    pub increment_s: Option<i64>,
+    /// Free seconds each month.
+    pub free_seconds: Option<i64>,
+    /// How far below zero the balance may go (micro-units).
+    pub overdraft: Option<i64>,
+}
+
+/// `POST /v1/accounts/{id}/topups`
+#[derive(ToSchema)]
+pub struct Topup {
+    /// Micro-units, positive.
+    pub amount: i64,
+}
+
+/// `POST /v1/leases`
+#[derive(ToSchema)]
+pub struct NewLease {
+    /// The account to charge (default: the key's; another needs the operator's admin key).
+    pub account_id: Option<String>,
+    /// The call it pays for.
+    pub call_id: Option<String>,
+    /// Seconds wanted (default 60).
+    pub seconds: Option<i64>,
+    /// How long the grant stays valid without a renewal (default 90).
+    pub validity_seconds: Option<i64>,
+}
+
+/// `POST /v1/leases/{id}/renew`
+#[derive(ToSchema)]
+pub struct Renewal {
+    /// The call's usage so far, in seconds.
+    pub used_seconds: i64,
+    /// Seconds wanted beyond the usage so far (default 60).
+    pub seconds: Option<i64>,
+    /// How long the grant stays valid without a renewal (default 90).
+    pub validity_seconds: Option<i64>,
+}
+
+/// `POST /v1/leases/{id}/release`
+#[derive(ToSchema)]
+pub struct Release {
+    /// The call's final usage, in seconds.
+    pub used_seconds: i64,
+}
+
+/// The `Idempotency-Key` header, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// 1 to 255 characters: a retry with the same key gets the first answer instead of
+    /// being applied twice. A bad key is a 400 (`bad_idempotency_key`).
+    #[param(rename = "Idempotency-Key")]
+    pub idempotency_key: Option<String>,
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -70,6 +134,18 @@ fn grant_json(g: &Grant) -> Value {
     v
 }
 
+/// The account's money and plan.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/balance",
+    tag = "billing",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The account's id")),
+    responses(
+        (status = 200, description = "The balance", body = schemas::Balance),
+        NotFound, Refused,
+    ),
+)]
 async fn balance(
     State(state): State<ApiState>,
     auth: Auth,
@@ -79,6 +155,19 @@ async fn balance(
     Ok(Json(json!(state.store.balance(&id).await?)))
 }
 
+/// Sets the account's rate plan (the operator's admin keys only).
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/{id}/plan",
+    tag = "billing",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The account's id")),
+    request_body = PlanChange,
+    responses(
+        (status = 200, description = "The balance with the new plan", body = schemas::Balance),
+        Invalid, Forbidden, NotFound, Refused,
+    ),
+)]
 async fn set_plan(
     State(state): State<ApiState>,
     auth: Auth,
@@ -105,6 +194,22 @@ async fn set_plan(
     Ok(Json(json!(state.store.set_plan(&id, plan).await?)))
 }
 
+/// Adds money to the account (the operator's admin keys only). Honours `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/topups",
+    tag = "billing",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The account's id"),
+        IdempotencyKey,
+    ),
+    request_body = Topup,
+    responses(
+        (status = 201, description = "The balance after the top-up", body = schemas::Balance),
+        Invalid, Forbidden, NotFound, Conflict, Refused,
+    ),
+)]
 async fn topup(
     State(state): State<ApiState>,
     auth: Auth,
@@ -133,6 +238,19 @@ fn used_seconds(body: &Body) -> Result<i64, ApiError> {
     Ok(used.max(0))
 }
 
+/// Opens a lease: holds money for `seconds` of a call. Honours `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/v1/leases",
+    tag = "billing",
+    security(("bearer" = [])),
+    params(IdempotencyKey),
+    request_body = NewLease,
+    responses(
+        (status = 201, description = "The lease and what was granted (possibly fewer seconds than asked, with `final_unit_action: terminate`)", body = schemas::Grant),
+        Invalid, InsufficientFunds, Forbidden, NotFound, Conflict, Refused,
+    ),
+)]
 async fn reserve(
     State(state): State<ApiState>,
     auth: Auth,
@@ -154,6 +272,23 @@ async fn reserve(
     Ok((StatusCode::CREATED, Json(grant_json(&grant))))
 }
 
+/// Reports a lease's usage and asks for more seconds (the heartbeat). Honours
+/// `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{id}/renew",
+    tag = "billing",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The lease's id"),
+        IdempotencyKey,
+    ),
+    request_body = Renewal,
+    responses(
+        (status = 200, description = "The lease and what was granted", body = schemas::Grant),
+        Invalid, InsufficientFunds, Forbidden, NotFound, Conflict, Refused,
+    ),
+)]
 async fn renew(
     State(state): State<ApiState>,
     auth: Auth,
@@ -179,6 +314,22 @@ async fn renew(
     Ok(Json(grant_json(&grant)))
 }
 
+/// Settles a lease at its final usage and returns the rest. Honours `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{id}/release",
+    tag = "billing",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The lease's id"),
+        IdempotencyKey,
+    ),
+    request_body = Release,
+    responses(
+        (status = 200, description = "The settled lease", body = schemas::Lease),
+        Invalid, Forbidden, NotFound, Conflict, Refused,
+    ),
+)]
 async fn release(
     State(state): State<ApiState>,
     auth: Auth,
@@ -199,6 +350,18 @@ async fn release(
     Ok(Json(json!(lease)))
 }
 
+/// One lease.
+#[utoipa::path(
+    get,
+    path = "/v1/leases/{id}",
+    tag = "billing",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The lease's id")),
+    responses(
+        (status = 200, description = "The lease", body = schemas::Lease),
+        NotFound, Refused,
+    ),
+)]
 async fn get_lease(
     State(state): State<ApiState>,
     auth: Auth,

@@ -2,27 +2,46 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
-use super::error::ApiError;
+use super::error::{ApiError, Forbidden, NotFound, Refused};
+use super::schemas;
 use super::ApiState;
 use crate::store::accounts::Scope;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/calls", get(list))
-        .route("/v1/calls/{id}", get(get_one))
-        .route("/v1/calls/{id}/hangup", post(hang_up))
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one))
+        .routes(routes!(hang_up))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AccountQuery {
+    /// Only this account's calls (default: the key's; the operator's admin keys see every
+    /// account's unless they name one).
     account_id: Option<String>,
 }
 
+/// The calls in progress on this node.
+#[utoipa::path(
+    get,
+    path = "/v1/calls",
+    operation_id = "list_calls",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(AccountQuery),
+    responses(
+        (status = 200, description = "The live calls", body = schemas::LiveCallList),
+        NotFound, Refused,
+    ),
+)]
 async fn list(
     State(state): State<ApiState>,
     auth: Auth,
@@ -50,6 +69,19 @@ fn visible(state: &ApiState, auth: &Auth, id: &str, scope: Scope) -> Result<Valu
     Ok(json!(call))
 }
 
+/// One call in progress.
+#[utoipa::path(
+    get,
+    path = "/v1/calls/{id}",
+    operation_id = "get_call",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The call's id (its call record's id)")),
+    responses(
+        (status = 200, description = "The call", body = schemas::LiveCall),
+        NotFound, Refused,
+    ),
+)]
 async fn get_one(
     State(state): State<ApiState>,
     auth: Auth,
@@ -58,6 +90,19 @@ async fn get_one(
     Ok(Json(visible(&state, &auth, &id, Scope::Read)?))
 }
 
+/// Hangs up a call in progress: Parley sends BYE.
+#[utoipa::path(
+    post,
+    path = "/v1/calls/{id}/hangup",
+    operation_id = "hang_up_call",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The call's id")),
+    responses(
+        (status = 202, description = "Hanging up; the call as it was", body = schemas::LiveCall),
+        Forbidden, NotFound, Refused,
+    ),
+)]
 async fn hang_up(
     State(state): State<ApiState>,
     auth: Auth,

@@ -6,39 +6,56 @@ use axum::body::Body as HttpBody;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
-use super::error::ApiError;
+use super::error::{ApiError, InvalidQuery, NotFound, Refused};
+use super::schemas;
 use super::ApiState;
 use crate::store::accounts::Scope;
 use crate::store::cdr::{Cdr, CdrQuery};
 use crate::store::clock::parse_rfc3339;
 use crate::store::directory::e164;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/cdrs", get(list))
-        .route("/v1/cdrs/export", get(export))
-        .route("/v1/cdrs/{id}", get(get_one))
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(export))
+        .routes(routes!(get_one))
 }
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Filters {
+    /// The account (default: the key's; another needs the operator's admin key).
     account_id: Option<String>,
+    /// Calls started at or after this RFC 3339 time.
     from: Option<String>,
+    /// Calls started before this RFC 3339 time.
     to: Option<String>,
+    /// Calls to this configured number (E.164).
     number: Option<String>,
     agent_id: Option<String>,
     /// `answered` or `failed`.
     status: Option<String>,
+    /// Records per page, 1 to 1000 (default 100; listing only).
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
-    /// `csv` or `ndjson` (export).
+    /// `csv` or `ndjson` (default; export only).
     format: Option<String>,
+}
+
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AccountQuery {
+    /// The account (default: the key's; another needs the operator's admin key).
+    account_id: Option<String>,
 }
 
 const PAGE: i64 = 100;
@@ -98,6 +115,19 @@ fn query(auth: &Auth, f: &Filters, limit: i64) -> Result<CdrQuery, ApiError> {
     })
 }
 
+/// Call records, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/cdrs",
+    operation_id = "list_cdrs",
+    tag = "cdrs",
+    security(("bearer" = [])),
+    params(Filters),
+    responses(
+        (status = 200, description = "A page of records", body = schemas::CdrPage),
+        InvalidQuery, NotFound, Refused,
+    ),
+)]
 async fn list(
     State(state): State<ApiState>,
     auth: Auth,
@@ -115,13 +145,29 @@ async fn list(
     Ok(Json(json!({ "data": page, "next_cursor": next })))
 }
 
+/// One call record.
+#[utoipa::path(
+    get,
+    path = "/v1/cdrs/{id}",
+    operation_id = "get_cdr",
+    tag = "cdrs",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The record's id (the live call's id)"),
+        AccountQuery,
+    ),
+    responses(
+        (status = 200, description = "The record", body = schemas::Cdr),
+        NotFound, Refused,
+    ),
+)]
 async fn get_one(
     State(state): State<ApiState>,
     auth: Auth,
     Path(id): Path<String>,
-    Query(f): Query<Filters>,
+    Query(q): Query<AccountQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = f.account_id.unwrap_or_else(|| auth.0.account_id.clone());
+    let account = q.account_id.unwrap_or_else(|| auth.0.account_id.clone());
     auth.on_account(&account, Scope::Read, "call record")?;
     Ok(Json(json!(state.store.cdr(&account, &id).await?)))
 }
@@ -180,6 +226,23 @@ fn csv_line(cdr: &Cdr) -> String {
     line
 }
 
+/// Every record the filters match, streamed: CSV (a header line, then one line a record)
+/// or NDJSON (one JSON record a line).
+#[utoipa::path(
+    get,
+    path = "/v1/cdrs/export",
+    operation_id = "export_cdrs",
+    tag = "cdrs",
+    security(("bearer" = [])),
+    params(Filters),
+    responses(
+        (status = 200, description = "The records, newest first", content(
+            (String = "text/csv; charset=utf-8"),
+            (schemas::Cdr = "application/x-ndjson"),
+        )),
+        InvalidQuery, NotFound, Refused,
+    ),
+)]
 async fn export(
     State(state): State<ApiState>,
     auth: Auth,

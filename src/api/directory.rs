@@ -5,29 +5,62 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::body::Body;
-use super::error::ApiError;
+use super::error::{ApiError, Conflict, Forbidden, Invalid, NotFound, Refused};
+use super::schemas;
 use super::ApiState;
 use crate::store::accounts::Scope;
 use crate::store::directory::{e164, Owned};
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/agents", get(list_agents).post(create_agent))
-        .route(
-            "/v1/agents/{id}",
-            get(get_agent).put(update_agent).delete(delete_agent),
-        )
-        .route("/v1/numbers", get(list_numbers).post(create_number))
-        .route(
-            "/v1/numbers/{number}",
-            get(get_number).put(update_number).delete(delete_number),
-        )
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(get_agent, update_agent, delete_agent))
+        .routes(routes!(list_numbers, create_number))
+        .routes(routes!(get_number, update_number, delete_number))
+}
+
+/// `POST /v1/agents` and `PUT /v1/agents/{id}` (which replaces all the settings).
+#[derive(ToSchema)]
+pub struct AgentBody {
+    pub name: String,
+    /// When creating: the account (default: the key's; another needs the operator's admin
+    /// key). Ignored when updating.
+    pub account_id: Option<String>,
+    /// The system prompt.
+    pub prompt: Option<String>,
+    /// What the agent says first.
+    pub greeting: Option<String>,
+    /// `auto` or a language code such as `en` or `es`.
+    pub language: Option<String>,
+    pub voice: Option<String>,
+    /// The longest a call may last, in seconds, 0 to 604800 (0: no limit).
+    pub max_duration_s: Option<i64>,
+}
+
+/// `POST /v1/numbers`
+#[derive(ToSchema)]
+pub struct NewNumber {
+    /// Any spelling of an E.164 number: `+1 (555) 123-0001` is stored as `+15551230001`.
+    pub number: String,
+    /// The agent that answers it (default: the configured default agent).
+    pub agent_id: Option<String>,
+    /// The account (default: the key's; another needs the operator's admin key).
+    pub account_id: Option<String>,
+}
+
+/// `PUT /v1/numbers/{number}`
+#[derive(ToSchema)]
+pub struct NumberChange {
+    /// The agent that answers it; null or absent: the configured default agent.
+    pub agent_id: Option<String>,
 }
 
 /// The agent settings an API client may set, checked one by one.
@@ -82,11 +115,25 @@ fn target(auth: &Auth, named: Option<String>, scope: Scope) -> Result<String, Ap
     Ok(account)
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AccountQuery {
+    /// The account (default: the key's; another needs the operator's admin key).
     account_id: Option<String>,
 }
 
+/// Makes an agent.
+#[utoipa::path(
+    post,
+    path = "/v1/agents",
+    tag = "agents",
+    security(("bearer" = [])),
+    request_body = AgentBody,
+    responses(
+        (status = 201, description = "The new agent", body = schemas::Agent),
+        Invalid, Forbidden, NotFound, Refused,
+    ),
+)]
 async fn create_agent(
     State(state): State<ApiState>,
     auth: Auth,
@@ -98,6 +145,18 @@ async fn create_agent(
     Ok((StatusCode::CREATED, Json(json!(agent))))
 }
 
+/// The account's agents.
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    tag = "agents",
+    security(("bearer" = [])),
+    params(AccountQuery),
+    responses(
+        (status = 200, description = "The agents", body = schemas::AgentList),
+        NotFound, Refused,
+    ),
+)]
 async fn list_agents(
     State(state): State<ApiState>,
     auth: Auth,
@@ -107,6 +166,18 @@ async fn list_agents(
     Ok(Json(json!({ "data": state.store.agents(&account).await? })))
 }
 
+/// One agent.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The agent", body = schemas::Agent),
+        NotFound, Refused,
+    ),
+)]
 async fn get_agent(
     State(state): State<ApiState>,
     auth: Auth,
@@ -118,6 +189,19 @@ async fn get_agent(
     Ok(Json(json!(state.store.agent(&account, &id).await?)))
 }
 
+/// Replaces an agent's name and settings.
+#[utoipa::path(
+    put,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The agent's id")),
+    request_body = AgentBody,
+    responses(
+        (status = 200, description = "The agent", body = schemas::Agent),
+        Invalid, Forbidden, NotFound, Refused,
+    ),
+)]
 async fn update_agent(
     State(state): State<ApiState>,
     auth: Auth,
@@ -136,6 +220,18 @@ async fn update_agent(
     )))
 }
 
+/// Deletes an agent (409 while a number points at it).
+#[utoipa::path(
+    delete,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The agent's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        Forbidden, NotFound, Conflict, Refused,
+    ),
+)]
 async fn delete_agent(
     State(state): State<ApiState>,
     auth: Auth,
@@ -158,6 +254,18 @@ fn number_field(raw: &str, field: &str) -> Result<String, ApiError> {
     })
 }
 
+/// Adds a number to the account (409 when another account has it).
+#[utoipa::path(
+    post,
+    path = "/v1/numbers",
+    tag = "numbers",
+    security(("bearer" = [])),
+    request_body = NewNumber,
+    responses(
+        (status = 201, description = "The new number", body = schemas::Number),
+        Invalid, Forbidden, NotFound, Conflict, Refused,
+    ),
+)]
 async fn create_number(
     State(state): State<ApiState>,
     auth: Auth,
@@ -185,6 +293,18 @@ fn agent_field(e: crate::store::StoreError, had_agent: bool) -> ApiError {
     }
 }
 
+/// The account's numbers.
+#[utoipa::path(
+    get,
+    path = "/v1/numbers",
+    tag = "numbers",
+    security(("bearer" = [])),
+    params(AccountQuery),
+    responses(
+        (status = 200, description = "The numbers", body = schemas::NumberList),
+        NotFound, Refused,
+    ),
+)]
 async fn list_numbers(
     State(state): State<ApiState>,
     auth: Auth,
@@ -196,6 +316,18 @@ async fn list_numbers(
     ))
 }
 
+/// One number.
+#[utoipa::path(
+    get,
+    path = "/v1/numbers/{number}",
+    tag = "numbers",
+    security(("bearer" = [])),
+    params(("number" = String, Path, description = "The number, E.164, e.g. `+15551230001`")),
+    responses(
+        (status = 200, description = "The number", body = schemas::Number),
+        NotFound, Refused,
+    ),
+)]
 async fn get_number(
     State(state): State<ApiState>,
     auth: Auth,
@@ -208,6 +340,19 @@ async fn get_number(
     Ok(Json(json!(state.store.number(&account, &number).await?)))
 }
 
+/// Points a number at another agent.
+#[utoipa::path(
+    put,
+    path = "/v1/numbers/{number}",
+    tag = "numbers",
+    security(("bearer" = [])),
+    params(("number" = String, Path, description = "The number, E.164, e.g. `+15551230001`")),
+    request_body = NumberChange,
+    responses(
+        (status = 200, description = "The number", body = schemas::Number),
+        Invalid, Forbidden, NotFound, Refused,
+    ),
+)]
 async fn update_number(
     State(state): State<ApiState>,
     auth: Auth,
@@ -228,6 +373,18 @@ async fn update_number(
     Ok(Json(json!(updated)))
 }
 
+/// Removes a number from the account.
+#[utoipa::path(
+    delete,
+    path = "/v1/numbers/{number}",
+    tag = "numbers",
+    security(("bearer" = [])),
+    params(("number" = String, Path, description = "The number, E.164, e.g. `+15551230001`")),
+    responses(
+        (status = 204, description = "Deleted"),
+        Forbidden, NotFound, Refused,
+    ),
+)]
 async fn delete_number(
     State(state): State<ApiState>,
     auth: Auth,

@@ -5,6 +5,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::{IntoResponses, ToSchema};
 
 use crate::store::StoreError;
 
@@ -85,9 +87,83 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": {"code": self.code, "message": self.message, "field": self.field}
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                field: self.field,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_field", "message": "is required", "field": "name"}}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// What went wrong, for programs: `unauthorized`, `forbidden`, `not_found`,
+    /// `invalid_field`, `bad_body`, `bad_json`, `bad_idempotency_key`, `conflict`,
+    /// `insufficient_funds`, `store_unavailable`.
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The request field at fault, when there is one.
+    #[schema(required = true)]
+    pub field: Option<String>,
+}
+
+// The error answers as the OpenAPI document lists them, for `responses(...)` in
+// `#[utoipa::path]`: each operation names the ones it can give.
+
+/// What any `/v1` operation may answer: no valid key, or the database failed.
+#[derive(IntoResponses)]
+pub enum Refused {
+    /// No API key, or not a valid one (`unauthorized`).
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The database failed; try again (`store_unavailable`).
+    #[response(status = 503)]
+    StoreUnavailable(ErrorBody),
+}
+
+/// The key's scope does not allow this (`forbidden`).
+#[derive(IntoResponses)]
+#[response(status = 403)]
+pub struct Forbidden(pub ErrorBody);
+
+/// No such thing, or it belongs to another account (`not_found`).
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct NotFound(pub ErrorBody);
+
+/// A refused request body.
+#[derive(IntoResponses)]
+pub enum Invalid {
+    /// The body is not a JSON object (`bad_json`, `bad_body`).
+    #[response(status = 400)]
+    BadBody(ErrorBody),
+    /// A field is missing, unknown or wrong; `field` names it (`invalid_field`).
+    #[response(status = 422)]
+    InvalidField(ErrorBody),
+}
+
+/// A query parameter is wrong; `field` names it (`invalid_field`).
+#[derive(IntoResponses)]
+#[response(status = 422)]
+pub struct InvalidQuery(pub ErrorBody);
+
+/// It clashes with what exists (`conflict`).
+#[derive(IntoResponses)]
+#[response(status = 409)]
+pub struct Conflict(pub ErrorBody);
+
+/// The balance cannot cover any of the requested units (`insufficient_funds`).
+#[derive(IntoResponses)]
+#[response(status = 402)]
+pub struct InsufficientFunds(pub ErrorBody);

@@ -8,20 +8,32 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
-use axum::Router;
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
-use super::error::ApiError;
+use super::error::{ApiError, Refused};
 use super::ApiState;
 use crate::store::accounts::Scope;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new().route("/v1/events", get(stream))
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(stream))
 }
 
+/// The key's account's events, live (every account's for the operator's admin keys).
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "stream_events",
+    tag = "events",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event:` the type, `id:` the sequence number, `data:` the event as JSON (the `Event` schema); a comment every 15 s keeps the stream alive; `event: lagged` with the number of events missed when the listener fell behind", content_type = "text/event-stream", body = String),
+        Refused,
+    ),
+)]
 async fn stream(
     State(state): State<ApiState>,
     auth: Auth,

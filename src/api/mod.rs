@@ -1,5 +1,11 @@
-//! The HTTP control plane: `/healthz`, `/readyz`, `/metrics`, and the `/v1` API (accounts
-//! and API keys, balances and billing leases so far), every `/v1` route behind an API key.
+//! The HTTP control plane: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, and the `/v1`
+//! API (accounts and API keys, billing and leases, agents and numbers, calls, call records,
+//! events, webhooks), every `/v1` route behind an API key.
+//!
+//! A route is added with a handler carrying `#[utoipa::path(...)]` and one line in its
+//! module's `routes()`: `.routes(routes!(handler))` (handlers on the same path together:
+//! `routes!(list, create)`). That registers the route and its entry in `/openapi.json` at
+//! once; see `openapi`.
 
 pub mod accounts;
 pub mod auth;
@@ -10,6 +16,9 @@ pub mod cdrs;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod openapi;
+pub mod ops_page;
+pub mod schemas;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -17,8 +26,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use parley_media::engine::EngineStats;
 
@@ -37,11 +47,24 @@ pub struct ApiState {
     pub events: crate::events::EventBus,
 }
 
+/// Every route: the documented API, the ops page (a page for browsers, outside the API
+/// document), and a JSON "route not found" for anything else.
 pub fn router(state: ApiState) -> Router {
+    let (api, _) = documented().split_for_parts();
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(api)
+        .merge(ops_page::routes())
+        .fallback(|| async { error::ApiError::not_found("route") })
+        .with_state(state)
+}
+
+/// The API's routes, each registered together with its OpenAPI operation.
+pub fn documented() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi::serve))
         .merge(accounts::routes())
         .merge(billing::routes())
         .merge(directory::routes())
@@ -49,14 +72,32 @@ pub fn router(state: ApiState) -> Router {
         .merge(calls::routes())
         .merge(events::routes())
         .merge(webhooks::routes())
-        .fallback(|| async { error::ApiError::not_found("route") })
-        .with_state(state)
+}
+
+/// Alive: the process answers HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)),
+)]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// Media workers that have not finished a tick for this long are taken as stuck.
 const MEDIA_STALL_MS: u64 = 1_000;
 
 /// Ready to take calls and requests: the media workers tick and the store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    responses(
+        (status = 200, description = "`ready`", content_type = "text/plain", body = String),
+        (status = 503, description = "`media workers stalled` or `store unreachable`", content_type = "text/plain", body = String),
+    ),
+)]
 async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let last = state
         .engine
@@ -73,6 +114,13 @@ async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     }
 }
 
+/// Prometheus metrics: calls, SIP, media, providers, billing.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String)),
+)]
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

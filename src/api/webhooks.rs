@@ -4,13 +4,16 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::body::Body;
-use super::error::ApiError;
+use super::error::{ApiError, Forbidden, Invalid, NotFound, Refused};
+use super::schemas;
 use super::ApiState;
 use crate::store::accounts::Scope;
 use crate::store::random_id;
@@ -25,13 +28,41 @@ const EVENT_TYPES: &[&str] = &[
     "lease.final_units",
 ];
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/webhooks", get(list).post(create))
-        .route("/v1/webhooks/{id}", delete(remove))
-        .route("/v1/webhooks/{id}/deliveries", get(deliveries))
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(remove))
+        .routes(routes!(deliveries))
 }
 
+/// `POST /v1/webhooks`
+#[derive(ToSchema)]
+pub struct NewWebhook {
+    /// Where events are POSTed: `http://` or `https://`.
+    pub url: String,
+    /// The event types to deliver (default all): `*`, `call.started`, `call.answered`,
+    /// `call.ended`, `turn.completed`, `lease.final_units`.
+    pub events: Option<Vec<String>>,
+    /// The signing key, 16 characters or more (default: one is made and shown once).
+    pub secret: Option<String>,
+    /// The account (default: the key's; another needs the operator's admin key).
+    pub account_id: Option<String>,
+}
+
+/// Subscribes a URL to the account's events (an admin key). The answer's `secret` is the
+/// only time it is shown.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    operation_id = "create_webhook",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    request_body = NewWebhook,
+    responses(
+        (status = 201, description = "The subscription, with its secret", body = schemas::CreatedWebhook),
+        Invalid, Forbidden, NotFound, Refused,
+    ),
+)]
 async fn create(
     State(state): State<ApiState>,
     auth: Auth,
@@ -77,6 +108,18 @@ async fn create(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
+/// The account's subscriptions.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    operation_id = "list_webhooks",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The subscriptions", body = schemas::WebhookList),
+        Refused,
+    ),
+)]
 async fn list(State(state): State<ApiState>, auth: Auth) -> Result<Json<Value>, ApiError> {
     let account = auth.0.account_id.clone();
     auth.on_account(&account, Scope::Read, "account")?;
@@ -85,6 +128,19 @@ async fn list(State(state): State<ApiState>, auth: Auth) -> Result<Json<Value>, 
     ))
 }
 
+/// Ends a subscription (an admin key).
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    operation_id = "delete_webhook",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The subscription's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        Forbidden, NotFound, Refused,
+    ),
+)]
 async fn remove(
     State(state): State<ApiState>,
     auth: Auth,
@@ -96,6 +152,19 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A subscription's deliveries, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/deliveries",
+    operation_id = "list_deliveries",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The subscription's id")),
+    responses(
+        (status = 200, description = "The latest 100 deliveries (none for an unknown id)", body = schemas::DeliveryList),
+        Refused,
+    ),
+)]
 async fn deliveries(
     State(state): State<ApiState>,
     auth: Auth,

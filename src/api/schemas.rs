@@ -1,0 +1,452 @@
+//! The shapes of the API's answers, for the OpenAPI document. The handlers answer with the
+//! store's own types as serde writes them (`store::` knows nothing of HTTP or OpenAPI), so
+//! these mirror them field for field; tests/api_openapi.rs checks real answers against these
+//! schemas (and the tests below the ones it cannot provoke without a call), so a field added
+//! to a store type and not here fails a test.
+//!
+//! Times are RFC 3339 strings (`2026-12-03T10:00:00.000Z`); money is in micro-units.
+
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// An account.
+#[derive(ToSchema)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    /// The operator's account: its admin keys manage every account.
+    pub operator: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+#[derive(ToSchema)]
+pub struct AccountList {
+    pub data: Vec<Account>,
+}
+
+/// What a key may do; each scope includes the ones before it.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+    Admin,
+}
+
+/// An API key as listed (never the secret).
+#[derive(ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub scope: Scope,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime, required = true)]
+    pub revoked_at: Option<String>,
+}
+
+/// A new key, with the key itself: shown this once only.
+#[derive(ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub listed: ApiKey,
+    /// `pk_<id>_<secret>`: send it as `Authorization: Bearer <key>`.
+    pub key: String,
+}
+
+#[derive(ToSchema)]
+pub struct ApiKeyList {
+    pub data: Vec<ApiKey>,
+}
+
+/// An agent's conversation settings, as stored (only those that were set).
+#[derive(ToSchema)]
+pub struct AgentSettings {
+    /// The system prompt.
+    pub prompt: Option<String>,
+    /// What the agent says first.
+    pub greeting: Option<String>,
+    /// `auto` or a language code such as `en` or `es`.
+    pub language: Option<String>,
+    pub voice: Option<String>,
+    /// The longest a call may last, in seconds (0: no limit).
+    pub max_duration_s: Option<i64>,
+}
+
+/// An agent: the settings of the conversations it answers.
+#[derive(ToSchema)]
+pub struct Agent {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub config: AgentSettings,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+#[derive(ToSchema)]
+pub struct AgentList {
+    pub data: Vec<Agent>,
+}
+
+/// A phone number (DID) of an account, answered by one of its agents.
+#[derive(ToSchema)]
+pub struct Number {
+    /// E.164, e.g. `+15551234567`.
+    pub number: String,
+    pub account_id: String,
+    /// None: the configured default agent answers.
+    #[schema(required = true)]
+    pub agent_id: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+#[derive(ToSchema)]
+pub struct NumberList {
+    pub data: Vec<Number>,
+}
+
+/// A call in progress on this node.
+#[derive(ToSchema)]
+pub struct LiveCall {
+    /// The id its call record will have in `/v1/cdrs`.
+    pub id: String,
+    /// The SIP Call-ID.
+    pub call_id: String,
+    pub account_id: String,
+    #[schema(required = true)]
+    pub agent_id: Option<String>,
+    #[schema(required = true)]
+    pub number: Option<String>,
+    pub from_uri: String,
+    pub to_uri: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// `ringing` (routed, not answered yet) or `answered`.
+    pub state: String,
+    #[schema(format = DateTime)]
+    pub started_at: String,
+    #[schema(format = DateTime, required = true)]
+    pub answered_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct LiveCallList {
+    pub data: Vec<LiveCall>,
+}
+
+/// A call detail record.
+#[derive(ToSchema)]
+pub struct Cdr {
+    pub id: String,
+    pub account_id: String,
+    #[schema(required = true)]
+    pub agent_id: Option<String>,
+    /// The SIP Call-ID.
+    pub call_id: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// `sip`.
+    pub channel: String,
+    pub from_uri: String,
+    pub to_uri: String,
+    /// The configured number the call reached, E.164.
+    #[schema(required = true)]
+    pub number: Option<String>,
+    #[schema(format = DateTime)]
+    pub started_at: String,
+    #[schema(format = DateTime, required = true)]
+    pub answered_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub ended_at: String,
+    /// Answer to end, in ms (0 when not answered).
+    pub duration_ms: i64,
+    pub billable_seconds: i64,
+    /// Micro-units.
+    pub cost: i64,
+    /// Why it ended: `remote_bye`, `local_bye`, `cancelled`, `ack_timeout`, `rejected`, ….
+    pub hangup_cause: String,
+    /// Who ended it: `caller`, `parley` or `none` (refused).
+    pub hangup_side: String,
+    /// The final SIP status of the INVITE (200 when answered).
+    pub final_code: i64,
+    #[schema(required = true)]
+    pub codec: Option<String>,
+    pub packets_lost: i64,
+    pub loss_percent: f64,
+    pub jitter_ms: f64,
+    /// E-model MOS estimate of what Parley received.
+    #[schema(required = true)]
+    pub mos: Option<f64>,
+    /// Each turn's latency stages, in ms.
+    pub turns: Vec<Value>,
+    /// What was said, in order: `[{"role": "caller"|"agent", "text": …}]`.
+    pub transcript: Vec<Value>,
+    /// Where the caller's audio was recorded, when it was.
+    #[schema(required = true)]
+    pub recording: Option<String>,
+    /// The configured trunk the call came in or went out through, by name.
+    #[schema(required = true)]
+    pub trunk: Option<String>,
+}
+
+/// A page of call records, newest first.
+#[derive(ToSchema)]
+pub struct CdrPage {
+    pub data: Vec<Cdr>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// An account's rate plan.
+#[derive(ToSchema)]
+pub struct Plan {
+    /// Micro-units per minute of call.
+    pub rate_per_minute: i64,
+    /// Usage is billed in whole increments of this many seconds (1, 6, 60 …).
+    pub increment_s: i64,
+    /// Free seconds each month (reset a calendar month after the plan was set).
+    pub free_seconds: i64,
+    /// How far below zero the balance may go (micro-units).
+    pub overdraft: i64,
+}
+
+/// An account's money.
+#[derive(ToSchema)]
+pub struct Balance {
+    pub account_id: String,
+    /// Settled money (micro-units): top-ups less what calls cost.
+    pub balance: i64,
+    /// Held by open leases.
+    pub reserved: i64,
+    /// What new grants can still take: balance - reserved + overdraft.
+    pub available: i64,
+    pub plan: Plan,
+    pub free_seconds_left: i64,
+    #[schema(format = DateTime)]
+    pub free_resets_at: String,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum LeaseState {
+    Open,
+    Released,
+    Expired,
+}
+
+/// A billing lease: money held for a call while it runs.
+#[derive(ToSchema)]
+pub struct Lease {
+    pub id: String,
+    pub account_id: String,
+    #[schema(required = true)]
+    pub call_id: Option<String>,
+    pub state: LeaseState,
+    /// Seconds granted in all.
+    pub granted_seconds: i64,
+    /// The usage last reported.
+    pub used_seconds: i64,
+    /// Money held for the seconds granted and not yet settled.
+    pub held: i64,
+    pub free_seconds_held: i64,
+    /// What the call cost, once settled.
+    pub cost: i64,
+    pub free_seconds_charged: i64,
+    /// The last grant was cut short: end the call when it is used.
+    pub final_unit_indication: bool,
+    /// The plan's price when the lease was made: the call is billed at it throughout.
+    pub rate_per_minute: i64,
+    pub increment_s: i64,
+    pub validity_seconds: i64,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// The answer to a reserve or a renewal: the lease and what this request granted.
+#[derive(ToSchema)]
+pub struct Grant {
+    #[serde(flatten)]
+    pub lease: Lease,
+    /// Seconds this request granted (on top of what was granted before).
+    pub granted_now: i64,
+    /// `terminate`: the grant was cut short, end the call when it is used; else `none`.
+    pub final_unit_action: String,
+}
+
+/// A webhook subscription.
+#[derive(ToSchema)]
+pub struct Webhook {
+    pub id: String,
+    pub account_id: String,
+    pub url: String,
+    /// Event types delivered (`*` for all).
+    pub events: Vec<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// A new subscription, with its signing secret: shown this once only.
+#[derive(ToSchema)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    pub webhook: Webhook,
+    /// The HMAC-SHA256 key of the `Parley-Signature` header.
+    pub secret: String,
+}
+
+#[derive(ToSchema)]
+pub struct WebhookList {
+    pub data: Vec<Webhook>,
+}
+
+/// One event's delivery to a webhook.
+#[derive(ToSchema)]
+pub struct Delivery {
+    pub id: i64,
+    pub webhook_id: String,
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed` (gave up).
+    pub state: String,
+    pub attempts: i64,
+    /// The HTTP status of the last attempt.
+    #[schema(required = true)]
+    pub last_status: Option<i64>,
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+    #[schema(format = DateTime)]
+    pub next_attempt_at: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime, required = true)]
+    pub delivered_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct DeliveryList {
+    pub data: Vec<Delivery>,
+}
+
+/// One event, as `/v1/events` sends it in an SSE `data:` line and webhooks POST it.
+#[derive(ToSchema)]
+pub struct Event {
+    /// Increasing within a process run (the SSE `id`).
+    pub seq: i64,
+    /// `call.started`, `call.answered`, `call.ended`, `turn.completed`, `lease.final_units`.
+    #[schema(rename = "type")]
+    pub kind: String,
+    pub account_id: String,
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub data: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    //! The answers tests/api_openapi.rs cannot provoke without a call (records, live calls,
+    //! deliveries, events) are checked here: the store's value, as serde writes it, has the
+    //! schema's fields and no others.
+
+    use serde_json::{json, Value};
+    use utoipa::PartialSchema;
+
+    fn fields_of<S: PartialSchema>() -> Vec<String> {
+        let schema = serde_json::to_value(S::schema()).unwrap();
+        let mut fields: Vec<String> = schema["properties"]
+            .as_object()
+            .expect("an object schema")
+            .keys()
+            .cloned()
+            .collect();
+        fields.sort();
+        fields
+    }
+
+    fn fields(value: impl serde::Serialize) -> Vec<String> {
+        let Value::Object(map) = serde_json::to_value(value).unwrap() else {
+            panic!("not an object");
+        };
+        let mut fields: Vec<String> = map.keys().cloned().collect();
+        fields.sort();
+        fields
+    }
+
+    #[test]
+    fn records_live_calls_deliveries_and_events_match_their_schemas() {
+        let cdr = crate::store::cdr::Cdr {
+            id: "cdr_1".into(),
+            account_id: "acc_1".into(),
+            agent_id: None,
+            call_id: "c1".into(),
+            direction: "inbound".into(),
+            channel: "sip".into(),
+            from_uri: "sip:a@b".into(),
+            to_uri: "sip:c@d".into(),
+            number: None,
+            started_at: 0,
+            answered_at: None,
+            ended_at: 0,
+            duration_ms: 0,
+            billable_seconds: 0,
+            cost: 0,
+            hangup_cause: "remote_bye".into(),
+            hangup_side: "caller".into(),
+            final_code: 200,
+            codec: None,
+            packets_lost: 0,
+            loss_percent: 0.0,
+            jitter_ms: 0.0,
+            mos: None,
+            turns: json!([]),
+            transcript: json!([]),
+            recording: None,
+            trunk: None,
+        };
+        assert_eq!(fields(&cdr), fields_of::<super::Cdr>());
+        let call = crate::call::registry::LiveCall {
+            id: "cdr_1".into(),
+            call_id: "c1".into(),
+            account_id: "acc_1".into(),
+            agent_id: None,
+            number: None,
+            from_uri: "sip:a@b".into(),
+            to_uri: "sip:c@d".into(),
+            direction: "inbound".into(),
+            state: "ringing".into(),
+            started_at: 0,
+            answered_at: None,
+        };
+        assert_eq!(fields(&call), fields_of::<super::LiveCall>());
+        let delivery = crate::store::webhooks::Delivery {
+            id: 1,
+            webhook_id: "wh_1".into(),
+            event_type: "call.ended".into(),
+            state: "pending".into(),
+            attempts: 0,
+            last_status: None,
+            last_error: None,
+            next_attempt_at: 0,
+            created_at: 0,
+            delivered_at: None,
+        };
+        assert_eq!(fields(&delivery), fields_of::<super::Delivery>());
+        let event = crate::events::BusEvent {
+            seq: 1,
+            kind: "call.ended",
+            account_id: "acc_1".into(),
+            at: 0,
+            data: json!({}),
+        };
+        assert_eq!(fields(&event), fields_of::<super::Event>());
+    }
+}
