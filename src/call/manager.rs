@@ -127,13 +127,23 @@ impl CallManager {
         }
     }
 
-    fn reject(&self, call: CallRef, code: u16, extra: Vec<(&'static str, String)>) {
+    /// Refuses the INVITE before it has a session; its record goes to the operator.
+    fn reject(
+        &self,
+        call: CallRef,
+        record: CallRecord,
+        (code, cause): (u16, &str),
+        extra: Vec<(&'static str, String)>,
+    ) {
         self.ctx.sip.send(Command::Respond {
             call,
             code,
             sdp: None,
             extra,
         });
+        let cdrs = self.ctx.cdrs.clone();
+        let cdr = record.refused_unrouted(code, cause);
+        tokio::spawn(async move { cdrs.write(cdr).await });
     }
 
     fn admit(&mut self, call: CallRef, request: Request, local: std::net::SocketAddr) {
@@ -142,13 +152,23 @@ impl CallManager {
             .core()
             .map(|c| c.call_id)
             .unwrap_or_else(|_| call.to_string());
+        let (from, to) = request
+            .core()
+            .map(|c| (c.from.uri, c.to.uri))
+            .unwrap_or_default();
+        let record = CallRecord::inbound(&call_id, &from, &to);
         Metrics::inc(&ctx.metrics.calls_total);
         let active = ctx.metrics.active_calls.load(Ordering::Relaxed);
         if active >= ctx.config.sip.max_calls as i64 {
             Metrics::inc(&ctx.metrics.calls_rejected_capacity);
             tracing::info!(%call_id, active, "at capacity, rejecting with 503");
             let retry = ctx.config.sip.retry_after_s.to_string();
-            return self.reject(call, 503, vec![("Retry-After", retry)]);
+            return self.reject(
+                call,
+                record,
+                (503, "capacity"),
+                vec![("Retry-After", retry)],
+            );
         }
         let offer = if request.body.is_empty() {
             None
@@ -162,7 +182,8 @@ impl CallManager {
                     Metrics::inc(&ctx.metrics.calls_rejected_media);
                     return self.reject(
                         call,
-                        400,
+                        record,
+                        (400, "bad_sdp"),
                         vec![("Warning", format!("399 parley \"bad SDP: {e}\""))],
                     );
                 }
@@ -172,7 +193,12 @@ impl CallManager {
             Metrics::inc(&ctx.metrics.calls_rejected_media);
             tracing::warn!(%call_id, "no free RTP ports");
             let retry = ctx.config.sip.retry_after_s.to_string();
-            return self.reject(call, 503, vec![("Retry-After", retry)]);
+            return self.reject(
+                call,
+                record,
+                (503, "no_ports"),
+                vec![("Retry-After", retry)],
+            );
         };
         let origin = Origin::new(local.ip());
         let caps = LocalCaps::default();
@@ -184,7 +210,8 @@ impl CallManager {
                     tracing::info!(%call_id, error = %e, "no acceptable media, 488");
                     return self.reject(
                         call,
-                        488,
+                        record,
+                        (488, "no_media"),
                         vec![("Warning", format!("304 parley \"{e}\""))],
                     );
                 }
@@ -204,10 +231,6 @@ impl CallManager {
         self.calls.insert(call, tx);
         let dialled =
             dialled(&request.uri).or_else(|| request.core().ok().and_then(|c| dialled(&c.to.uri)));
-        let (from, to) = request
-            .core()
-            .map(|c| (c.from.uri, c.to.uri))
-            .unwrap_or_default();
         let session = Session {
             ctx: ctx.clone(),
             call,
@@ -215,7 +238,7 @@ impl CallManager {
             origin,
             media,
             dialled,
-            record: CallRecord::inbound(&call_id, &from, &to),
+            record,
             _guard: guard,
         };
         let span = tracing::info_span!("call", call_id = %call_id);
@@ -334,7 +357,7 @@ impl Session {
                 tracing::info!(dialled = ?self.dialled, "no such number, rejecting with 404");
                 Metrics::inc(&ctx.metrics.calls_rejected_number);
                 self.refuse(404, vec![]);
-                return None;
+                return Some(self.record.refused_unrouted(404, "unknown_number"));
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot route the call, rejecting with 503");
@@ -394,12 +417,12 @@ impl Session {
                 Metrics::inc(&ctx.metrics.calls_rejected_credit);
                 let warning = "399 parley \"the account has no credit\"".to_string();
                 self.refuse(402, vec![("Warning", warning)]);
-                return Some(self.record.refused(402));
+                return Some(self.record.refused(402, "no_credit"));
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot reserve the call's billing lease, rejecting with 503");
                 self.refuse_for_now();
-                return Some(self.record.refused(503));
+                return Some(self.record.refused(503, "unavailable"));
             }
         };
         let (sdp_body, params) = match &self.media {
@@ -444,7 +467,7 @@ impl Session {
                 Metrics::inc(&ctx.metrics.calls_rejected_media);
                 lease.release(tokio::time::Instant::now()).await;
                 self.refuse_for_now();
-                return Some(self.record.refused(503));
+                return Some(self.record.refused(503, "unavailable"));
             }
         };
         ctx.sip.send(Command::Respond {
