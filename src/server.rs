@@ -94,6 +94,23 @@ fn agent_runtime(
     })
 }
 
+/// `billing.final_unit_notice` spoken by the local voice, at the engine rate; `None` when it
+/// is empty or espeak-ng cannot speak it (calls out of credit then end without a word).
+async fn final_notice(config: &Config) -> Option<Arc<Vec<i16>>> {
+    let text = config.billing.final_unit_notice.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let local = EspeakTts::new(&TtsConfig::default(), Ttfb::none());
+    match local.synthesize(text, "en").await {
+        Ok(pcm) => Some(Arc::new(pcm)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot speak billing.final_unit_notice; calls out of credit end without it");
+            None
+        }
+    }
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     std::fs::create_dir_all(config.recordings_dir()).with_context(|| {
@@ -180,6 +197,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         cdrs: crate::store::cdr::CdrWriter::start(store.clone()),
         live: live.clone(),
         events: events.clone(),
+        final_notice: final_notice(&config).await,
     });
     tokio::spawn(CallManager::new(ctx).run(events_rx));
 

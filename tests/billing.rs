@@ -131,6 +131,43 @@ async fn when_money_runs_short_the_grant_is_cut_and_marked_final() {
 }
 
 #[tokio::test]
+async fn a_call_allowed_past_its_grant_records_debt_that_the_next_topup_pays() {
+    on_each_backend(|store, _| async move {
+        let acc = funded(&store, 1_000_000, in_sixes()).await;
+        let g = store.reserve(&acc, &ask(300), None).await.unwrap();
+        assert_eq!(g.granted_now, 96);
+        assert!(
+            matches!(
+                store.record_debt(&acc, &g.lease.id, 130).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "an open lease has no debt yet"
+        );
+        store.release(&acc, &g.lease.id, 130, None).await.unwrap();
+        // 130 s used of 96 granted: 34 s over, billed as 36 (whole increments) of debt.
+        let owed = store.record_debt(&acc, &g.lease.id, 130).await.unwrap();
+        assert_eq!((owed.debt_seconds, owed.debt), (36, 360_000));
+        // Once per lease.
+        let again = store.record_debt(&acc, &g.lease.id, 200).await.unwrap();
+        assert_eq!((again.debt_seconds, again.debt), (36, 360_000));
+        let b = store.balance(&acc).await.unwrap();
+        assert_eq!(
+            (b.balance, b.debt),
+            (40_000, 360_000),
+            "the balance stays within bounds"
+        );
+        assert_books_balance(&store, &acc).await;
+        // A top-up pays the debt first; what is left is the balance.
+        let b = store.topup(&acc, 300_000, None).await.unwrap();
+        assert_eq!((b.balance, b.debt), (40_000, 60_000));
+        let b = store.topup(&acc, 100_000, None).await.unwrap();
+        assert_eq!((b.balance, b.debt), (80_000, 0));
+        assert_books_balance(&store, &acc).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn free_minutes_are_used_first_and_an_overdraft_is_honoured() {
     on_each_backend(|store, _| async move {
         let plan = Plan {

@@ -42,6 +42,23 @@ fn a_configured_number_reaches_its_account_and_others_get_404() {
     );
     // A name, not a number, is not configured either.
     run_sipp("uac_expect_404", &parley, &["-s", "service"]).assert_success();
+    // Refused calls have records too: the operator's, since they reached no account.
+    let root = parley.printed_admin_key();
+    let refused = poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let (_, list) = parley.api("GET", "/v1/cdrs?status=failed", &root, &[], None);
+        let data = list["data"].as_array().cloned().unwrap_or_default();
+        (data.len() == 2).then_some(data)
+    })
+    .expect("two records of refused calls");
+    for cdr in &refused {
+        assert_eq!(cdr["final_code"], 404, "{cdr}");
+        assert_eq!(cdr["hangup_cause"], "unknown_number", "{cdr}");
+        assert_eq!(cdr["answered_at"], serde_json::Value::Null, "{cdr}");
+    }
+    assert!(refused[1]["to_uri"]
+        .as_str()
+        .unwrap()
+        .contains("+15559999999"));
 }
 
 #[test]

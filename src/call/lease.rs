@@ -128,7 +128,9 @@ impl CallLease {
     }
 
     /// Settles the call with its final usage; the settled lease, when the store took it.
-    pub async fn release(self, now: Instant) -> Option<crate::store::billing::Lease> {
+    /// With `debt` (`billing.final_unit_action = "allow"`), usage beyond the grant is
+    /// recorded as the account's debt.
+    pub async fn release(self, now: Instant, debt: bool) -> Option<crate::store::billing::Lease> {
         let used = self.used_s(now);
         let key = key(&self.id, "release");
         let released = self
@@ -136,6 +138,17 @@ impl CallLease {
             .release(&self.account, &self.id, used, Some(&key))
             .await;
         match released {
+            Ok(lease) if debt && used > lease.granted_seconds => {
+                Metrics::inc(&self.metrics.leases_released);
+                match self.store.record_debt(&self.account, &lease.id, used).await {
+                    Ok(owed) => Some(owed),
+                    Err(e) => {
+                        Metrics::inc(&self.metrics.lease_errors);
+                        tracing::warn!(lease = %lease.id, error = %e, used_s = used, "cannot record the call's debt");
+                        Some(lease)
+                    }
+                }
+            }
             Ok(lease) => {
                 Metrics::inc(&self.metrics.leases_released);
                 tracing::info!(

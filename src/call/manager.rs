@@ -19,7 +19,7 @@ use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
 use crate::call::record::CallRecord;
 use crate::call::registry::{LiveCall, LiveCalls};
-use crate::config::Config;
+use crate::config::{Config, FinalUnitAction};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::sip::endpoint::{CallRef, Event};
@@ -50,6 +50,8 @@ pub struct CallContext {
     pub cdrs: crate::store::cdr::CdrWriter,
     /// The calls in progress, for the API.
     pub live: LiveCalls,
+    /// `billing.final_unit_notice` in the local voice at the engine rate, made at start.
+    pub final_notice: Option<Arc<Vec<i16>>>,
     pub events: EventBus,
 }
 
@@ -127,13 +129,23 @@ impl CallManager {
         }
     }
 
-    fn reject(&self, call: CallRef, code: u16, extra: Vec<(&'static str, String)>) {
+    /// Refuses the INVITE before it has a session; its record goes to the operator.
+    fn reject(
+        &self,
+        call: CallRef,
+        record: CallRecord,
+        (code, cause): (u16, &str),
+        extra: Vec<(&'static str, String)>,
+    ) {
         self.ctx.sip.send(Command::Respond {
             call,
             code,
             sdp: None,
             extra,
         });
+        let cdrs = self.ctx.cdrs.clone();
+        let cdr = record.refused_unrouted(code, cause);
+        tokio::spawn(async move { cdrs.write(cdr).await });
     }
 
     fn admit(&mut self, call: CallRef, request: Request, local: std::net::SocketAddr) {
@@ -142,13 +154,23 @@ impl CallManager {
             .core()
             .map(|c| c.call_id)
             .unwrap_or_else(|_| call.to_string());
+        let (from, to) = request
+            .core()
+            .map(|c| (c.from.uri, c.to.uri))
+            .unwrap_or_default();
+        let record = CallRecord::inbound(&call_id, &from, &to);
         Metrics::inc(&ctx.metrics.calls_total);
         let active = ctx.metrics.active_calls.load(Ordering::Relaxed);
         if active >= ctx.config.sip.max_calls as i64 {
             Metrics::inc(&ctx.metrics.calls_rejected_capacity);
             tracing::info!(%call_id, active, "at capacity, rejecting with 503");
             let retry = ctx.config.sip.retry_after_s.to_string();
-            return self.reject(call, 503, vec![("Retry-After", retry)]);
+            return self.reject(
+                call,
+                record,
+                (503, "capacity"),
+                vec![("Retry-After", retry)],
+            );
         }
         let offer = if request.body.is_empty() {
             None
@@ -162,7 +184,8 @@ impl CallManager {
                     Metrics::inc(&ctx.metrics.calls_rejected_media);
                     return self.reject(
                         call,
-                        400,
+                        record,
+                        (400, "bad_sdp"),
                         vec![("Warning", format!("399 parley \"bad SDP: {e}\""))],
                     );
                 }
@@ -172,7 +195,12 @@ impl CallManager {
             Metrics::inc(&ctx.metrics.calls_rejected_media);
             tracing::warn!(%call_id, "no free RTP ports");
             let retry = ctx.config.sip.retry_after_s.to_string();
-            return self.reject(call, 503, vec![("Retry-After", retry)]);
+            return self.reject(
+                call,
+                record,
+                (503, "no_ports"),
+                vec![("Retry-After", retry)],
+            );
         };
         let origin = Origin::new(local.ip());
         let caps = LocalCaps::default();
@@ -184,7 +212,8 @@ impl CallManager {
                     tracing::info!(%call_id, error = %e, "no acceptable media, 488");
                     return self.reject(
                         call,
-                        488,
+                        record,
+                        (488, "no_media"),
                         vec![("Warning", format!("304 parley \"{e}\""))],
                     );
                 }
@@ -204,10 +233,6 @@ impl CallManager {
         self.calls.insert(call, tx);
         let dialled =
             dialled(&request.uri).or_else(|| request.core().ok().and_then(|c| dialled(&c.to.uri)));
-        let (from, to) = request
-            .core()
-            .map(|c| (c.from.uri, c.to.uri))
-            .unwrap_or_default();
         let session = Session {
             ctx: ctx.clone(),
             call,
@@ -215,13 +240,39 @@ impl CallManager {
             origin,
             media,
             dialled,
-            record: CallRecord::inbound(&call_id, &from, &to),
+            record,
             _guard: guard,
         };
         let span = tracing::info_span!("call", call_id = %call_id);
         tokio::spawn(session.run(ports, rx).instrument(span));
     }
 }
+
+/// Stops the call's agent: its playout ring back, and what it said as it stopped (its last
+/// turn, the transcript).
+async fn stop_agent(
+    mut a: AgentLink,
+    turns: &mut Vec<crate::agent::latency::TurnTimes>,
+    transcript: &mut serde_json::Value,
+) -> Option<parley_media::playout::PlayoutProducer> {
+    drop(a.events);
+    let playout = tokio::time::timeout(Duration::from_secs(2), &mut a.task)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    while let Ok(request) = a.requests.try_recv() {
+        match request {
+            FromAgent::Turn(times) => turns.push(times),
+            FromAgent::Transcript(lines) => *transcript = lines,
+            _ => {}
+        }
+    }
+    playout
+}
+
+/// The out-of-credit notice starts this long before the grant runs out, and the BYE follows
+/// it by as much (the last packets are on their way).
+const NOTICE_MARGIN: Duration = Duration::from_millis(300);
 
 /// How long each digit the agent sends is held.
 const DTMF_SEND_MS: u32 = 100;
@@ -334,7 +385,7 @@ impl Session {
                 tracing::info!(dialled = ?self.dialled, "no such number, rejecting with 404");
                 Metrics::inc(&ctx.metrics.calls_rejected_number);
                 self.refuse(404, vec![]);
-                return None;
+                return Some(self.record.refused_unrouted(404, "unknown_number"));
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot route the call, rejecting with 503");
@@ -394,12 +445,12 @@ impl Session {
                 Metrics::inc(&ctx.metrics.calls_rejected_credit);
                 let warning = "399 parley \"the account has no credit\"".to_string();
                 self.refuse(402, vec![("Warning", warning)]);
-                return Some(self.record.refused(402));
+                return Some(self.record.refused(402, "no_credit"));
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot reserve the call's billing lease, rejecting with 503");
                 self.refuse_for_now();
-                return Some(self.record.refused(503));
+                return Some(self.record.refused(503, "unavailable"));
             }
         };
         let (sdp_body, params) = match &self.media {
@@ -442,9 +493,9 @@ impl Session {
             Err(e) => {
                 tracing::error!(error = %e, "cannot start media, rejecting with 503");
                 Metrics::inc(&ctx.metrics.calls_rejected_media);
-                lease.release(tokio::time::Instant::now()).await;
+                lease.release(tokio::time::Instant::now(), false).await;
                 self.refuse_for_now();
-                return Some(self.record.refused(503));
+                return Some(self.record.refused(503, "unavailable"));
             }
         };
         ctx.sip.send(Command::Respond {
@@ -482,7 +533,10 @@ impl Session {
                         "call": record_id,
                         "lease_id": lease.id(),
                         "granted_seconds": lease.granted_s(),
-                        "action": "terminate",
+                        "action": match ctx.config.billing.final_unit_action {
+                            FinalUnitAction::Terminate => "terminate",
+                            FinalUnitAction::Allow => "allow",
+                        },
                     }),
                 );
             }
@@ -536,6 +590,14 @@ impl Session {
         tokio::pin!(limit);
         let mut hung_up = false;
         let mut transcript = serde_json::Value::Array(vec![]);
+        let terminate = ctx.config.billing.final_unit_action == FinalUnitAction::Terminate;
+        // Out of credit: the notice goes out so that it ends as the grant does, then BYE.
+        let notice = ctx.final_notice.clone().filter(|_| terminate);
+        let notice_len = notice.as_ref().map_or(Duration::ZERO, |n| {
+            Duration::from_millis(n.len() as u64 * 1000 / parley_media::playout::ENGINE_RATE as u64)
+        });
+        let mut notice_ends: Option<tokio::time::Instant> = None;
+        let mut over_grant = false;
         let reason = loop {
             tokio::select! {
                 ev = events.recv() => match ev {
@@ -657,11 +719,39 @@ impl Session {
                     hung_up = true;
                     ctx.sip.send(Command::Hangup { call });
                 }
-                _ = sleep_until(lease.runs_out_at()), if !hung_up => {
-                    tracing::info!("the call's credit ran out, hanging up");
+                _ = sleep_until(lease.runs_out_at().filter(|_| lease.final_units()).map(|t| t.checked_sub(notice_len + NOTICE_MARGIN).unwrap_or(t))),
+                    if !hung_up && notice.is_some() && notice_ends.is_none() => {
+                    tracing::info!("the call's credit runs out: the agent stops and the notice plays");
+                    if let Some(a) = agent.take() {
+                        if let Some(playout) = stop_agent(a, &mut turns, &mut transcript).await {
+                            playout.clear();
+                            media.give_playout(playout);
+                        }
+                    }
+                    if let Some(n) = &notice {
+                        media.play(n.clone());
+                    }
+                    notice_ends = Some(tokio::time::Instant::now() + notice_len + NOTICE_MARGIN);
+                }
+                _ = sleep_until(notice_ends), if !hung_up => {
+                    tracing::info!("the call's credit ran out, hanging up after the notice");
                     Metrics::inc(&ctx.metrics.calls_ended_credit);
                     hung_up = true;
                     ctx.sip.send(Command::Hangup { call });
+                }
+                _ = sleep_until(lease.runs_out_at()), if !hung_up && notice_ends.is_none() && !over_grant => {
+                    if terminate {
+                        tracing::info!("the call's credit ran out, hanging up");
+                        Metrics::inc(&ctx.metrics.calls_ended_credit);
+                        hung_up = true;
+                        ctx.sip.send(Command::Hangup { call });
+                    } else {
+                        // billing.final_unit_action = "allow": it goes on; the lease's
+                        // release records what it uses from now on as debt.
+                        tracing::info!("the call's credit ran out; it goes on as debt");
+                        Metrics::inc(&ctx.metrics.calls_in_debt);
+                        over_grant = true;
+                    }
                 }
                 _ = &mut limit, if !hung_up => {
                     tracing::info!(max_duration = ?max, "maximum call duration reached, hanging up");
@@ -670,19 +760,10 @@ impl Session {
                 }
             }
         };
-        if let Some(mut a) = agent.take() {
-            drop(a.events);
-            let _ = tokio::time::timeout(Duration::from_secs(2), &mut a.task).await;
-            // What the agent said as it stopped: its last turn and the transcript.
-            while let Ok(request) = a.requests.try_recv() {
-                match request {
-                    FromAgent::Turn(times) => turns.push(times),
-                    FromAgent::Transcript(lines) => transcript = lines,
-                    _ => {}
-                }
-            }
+        if let Some(a) = agent.take() {
+            stop_agent(a, &mut turns, &mut transcript).await;
         }
-        let settled = lease.release(tokio::time::Instant::now()).await;
+        let settled = lease.release(tokio::time::Instant::now(), !terminate).await;
         let stats = media.stop().await;
         let v2v: Vec<u64> = turns
             .iter()

@@ -191,6 +191,11 @@ impl CallMedia {
         self.playout.take()
     }
 
+    /// Takes the playout ring back from an agent that stopped.
+    pub fn give_playout(&mut self, producer: PlayoutProducer) {
+        self.playout = Some(producer);
+    }
+
     /// Plays samples at the engine rate through the playout ring, fed as it drains.
     pub fn play(&mut self, samples: Arc<Vec<i16>>) {
         let Some(mut producer) = self.playout.take() else {

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::agent::latency::TurnTimes;
 use crate::sip::endpoint::EndReason;
+use crate::store::accounts::OPERATOR_ACCOUNT;
 use crate::store::billing::Lease;
 use crate::store::cdr::Cdr;
 use crate::store::directory::Route;
@@ -75,12 +76,20 @@ impl CallRecord {
         self.cdr.transcript = lines;
     }
 
-    /// The call was refused with `code` before it was answered.
-    pub fn refused(mut self, code: u16) -> Cdr {
+    /// The call was refused with `code` before it was answered, for `cause`
+    /// (`no_credit`, `unavailable`, …).
+    pub fn refused(mut self, code: u16, cause: &str) -> Cdr {
         self.cdr.ended_at = now_ms();
         self.cdr.final_code = i64::from(code);
-        self.cdr.hangup_cause = "rejected".into();
+        self.cdr.hangup_cause = cause.into();
         self.cdr
+    }
+
+    /// The call was refused before it reached an account (`unknown_number`, `capacity`,
+    /// `bad_sdp`, `no_ports`, `no_media`): its record goes to the operator's account.
+    pub fn refused_unrouted(mut self, code: u16, cause: &str) -> Cdr {
+        self.cdr.account_id = OPERATOR_ACCOUNT.into();
+        self.refused(code, cause)
     }
 
     /// The call ended: how, its media quality, its turns and what it was billed.

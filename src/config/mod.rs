@@ -166,11 +166,30 @@ impl MediaConfig {
 pub struct BillingConfig {
     /// How often a call renews its billing lease (it reserves two of these ahead).
     pub heartbeat_s: u64,
+    /// What a call does when its account's credit runs out (final units used).
+    pub final_unit_action: FinalUnitAction,
+    /// Spoken (with the local voice) just before a call ends for lack of credit; empty:
+    /// hang up without a word.
+    pub final_unit_notice: String,
+}
+
+/// RFC 4006's Final-Unit-Action, as far as a voice call can take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalUnitAction {
+    /// Speak the notice and end the call when the granted units are used.
+    Terminate,
+    /// Let the call go on; what it uses beyond the grant is recorded as the account's debt.
+    Allow,
 }
 
 impl Default for BillingConfig {
     fn default() -> Self {
-        BillingConfig { heartbeat_s: 30 }
+        BillingConfig {
+            heartbeat_s: 30,
+            final_unit_action: FinalUnitAction::Terminate,
+            final_unit_notice: "Your prepaid credit has run out, so this call ends now. Goodbye."
+                .into(),
+        }
     }
 }
 
@@ -410,6 +429,18 @@ impl Config {
             "call.max_duration_s" => self.call.max_duration_s = v.int_in(0, 7 * 86_400)?,
             "http.listen" => self.http.listen = v.parsed("an address like \"127.0.0.1:8080\"")?,
             "billing.heartbeat_s" => self.billing.heartbeat_s = v.int_in(1, 3600)?,
+            "billing.final_unit_action" => {
+                self.billing.final_unit_action = match v.string()?.as_str() {
+                    "terminate" => FinalUnitAction::Terminate,
+                    "allow" => FinalUnitAction::Allow,
+                    other => {
+                        return Err(v.err(format!(
+                            "expected \"terminate\" or \"allow\", got {other:?}"
+                        )))
+                    }
+                }
+            }
+            "billing.final_unit_notice" => self.billing.final_unit_notice = v.string()?,
             "database.url" => {
                 let url = v.string()?;
                 let known = ["sqlite:", "postgres:", "postgresql:"];
@@ -524,6 +555,8 @@ pub const KEYS: &[&str] = &[
     "database.url",
     "api.admin_key",
     "billing.heartbeat_s",
+    "billing.final_unit_action",
+    "billing.final_unit_notice",
 ];
 
 const SECTIONS: &[&str] = &[

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub calls_rejected_credit: AtomicU64,
     /// Calls ended because their account's credit ran out.
     pub calls_ended_credit: AtomicU64,
+    /// Calls that went on beyond their credit as debt (`billing.final_unit_action = allow`).
+    pub calls_in_debt: AtomicU64,
     /// Billing lease outcomes of this node's calls (and its sweeper).
     pub leases_reserved: AtomicU64,
     pub leases_renewed: AtomicU64,
@@ -162,6 +164,12 @@ impl Metrics {
             "counter",
             "Calls ended because the account's credit ran out (final units used).",
             get(&self.calls_ended_credit),
+        );
+        metric(
+            "parley_calls_in_debt_total",
+            "counter",
+            "Calls that went on beyond their credit, their excess recorded as debt.",
+            get(&self.calls_in_debt),
         );
         metric(
             "parley_calls_rtp_timeout_total",

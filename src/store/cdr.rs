@@ -1,5 +1,5 @@
-//! Call detail records: one per call that reached a call session (answered, or refused for
-//! its number, its credit or a failure), with who, when, how long, what it cost, how it
+//! Call detail records: one per call (answered, or refused for its number, capacity, its
+//! SDP, its credit or a failure; refusals before routing belong to the operator), with who, when, how long, what it cost, how it
 //! ended, the media quality and each turn's latency. Written by [`CdrWriter`], a task of its
 //! own, so a call never waits on the database; read back filtered and in pages (newest
 //! first, keyset cursors), or exported page by page without loading everything.
@@ -38,7 +38,9 @@ pub struct Cdr {
     pub billable_seconds: i64,
     /// Micro-units.
     pub cost: i64,
-    /// Why it ended: `remote_bye`, `local_bye`, `cancelled`, `ack_timeout`, `rejected`, ….
+    /// Why it ended: `remote_bye`, `local_bye`, `cancelled`, `ack_timeout`, `failed`,
+    /// `shutdown`; refused calls: `unknown_number`, `capacity`, `bad_sdp`, `no_ports`, `no_media`,
+    /// `no_credit`, `unavailable`.
     pub hangup_cause: String,
     /// Who ended it: `caller`, `parley` or `none` (refused).
     pub hangup_side: String,

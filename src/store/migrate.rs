@@ -209,6 +209,13 @@ const MIGRATIONS: &[Migration] = &[
         "ALTER TABLE cdrs ADD COLUMN transcript TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE cdrs ADD COLUMN trunk TEXT",
     ),
+    both(
+        8,
+        "billing debt",
+        "ALTER TABLE balances ADD COLUMN debt BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE leases ADD COLUMN debt_s BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE leases ADD COLUMN debt BIGINT NOT NULL DEFAULT 0",
+    ),
 ];
 
 /// Written in place of `SERIAL_ID`: an ever-increasing integer key, the one column type the

@@ -37,6 +37,7 @@ impl Store {
             plan: row.plan,
             free_seconds_left: row.free_left(),
             free_resets_at: row.free_resets_at,
+            debt: row.debt,
         })
     }
 
@@ -84,6 +85,7 @@ impl Store {
                 ledger(&mut tx, account_id, None, "topup", amount, 0, now).await?;
                 let turn = self.hot_row(account_id).lock().await;
                 adjust(&mut tx, account_id, amount, 0, 0, 0, now).await?;
+                super::debt::pay_from_topup(&mut tx, account_id, amount, now).await?;
                 tx.commit().await?;
                 drop(turn);
             }

@@ -72,7 +72,7 @@ impl Store {
     async fn balance_row(&self, account_id: &str) -> Result<Option<BalanceRow>, StoreError> {
         let r = sqlx::query(
             "SELECT balance, reserved, overdraft, rate_per_minute, increment_s, free_seconds, \
-             free_used, free_held, free_resets_at FROM balances WHERE account_id = $1",
+             free_used, free_held, free_resets_at, debt FROM balances WHERE account_id = $1",
         )
         .bind(account_id)
         .fetch_optional(self.reader())
@@ -90,6 +90,7 @@ impl Store {
             free_used: int(&r, "free_used")?,
             free_held: int(&r, "free_held")?,
             free_resets_at: int(&r, "free_resets_at")?,
+            debt: int(&r, "debt")?,
         }))
     }
 }

@@ -64,6 +64,9 @@ pub struct Balance {
     pub free_seconds_left: i64,
     #[serde(serialize_with = "ser_time")]
     pub free_resets_at: i64,
+    /// What calls used beyond their grants (`billing.final_unit_action = "allow"`) and no
+    /// top-up has paid yet; top-ups pay it first.
+    pub debt: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -108,6 +111,9 @@ pub struct Lease {
     /// What the call cost, once settled.
     pub cost: i64,
     pub free_seconds_charged: i64,
+    /// Seconds the call went on beyond its grant, and their price: owed, not settled.
+    pub debt_seconds: i64,
+    pub debt: i64,
     /// The last grant was cut short: end the call when it is used.
     pub final_unit_indication: bool,
     /// The plan's price when the lease was made: the call is billed at it throughout.
@@ -148,6 +154,7 @@ pub(super) struct BalanceRow {
     free_used: i64,
     free_held: i64,
     free_resets_at: i64,
+    debt: i64,
 }
 
 impl BalanceRow {
@@ -202,6 +209,8 @@ pub(super) fn lease_from(row: &AnyRow) -> Result<Lease, sqlx::Error> {
         free_seconds_held: int(row, "free_held")?,
         cost: int(row, "cost")?,
         free_seconds_charged: int(row, "free_charged")?,
+        debt_seconds: int(row, "debt_s")?,
+        debt: int(row, "debt")?,
         final_unit_indication: int(row, "final_units")? != 0,
         rate_per_minute: int(row, "rate_per_minute")?,
         increment_s: int(row, "increment_s")?,
@@ -214,8 +223,9 @@ pub(super) fn lease_from(row: &AnyRow) -> Result<Lease, sqlx::Error> {
 pub(super) const LEASE_COLUMNS: &str =
     "id, account_id, call_id, state, granted_s, used_s, held, free_held, \
      cost, free_charged, final_units, rate_per_minute, increment_s, validity_s, expires_at, \
-     created_at";
+     created_at, debt_s, debt";
 
+mod debt;
 mod leases;
 mod ledger;
 
@@ -236,6 +246,7 @@ mod tests {
             free_used: 0,
             free_held: 0,
             free_resets_at: 0,
+            debt: 0,
         }
     }
 
