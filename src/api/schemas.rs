@@ -233,6 +233,9 @@ pub struct Balance {
     pub free_seconds_left: i64,
     #[schema(format = DateTime)]
     pub free_resets_at: String,
+    /// What calls used beyond their grants (`billing.final_unit_action = "allow"`) and no
+    /// top-up has paid yet; top-ups pay it first.
+    pub debt: i64,
 }
 
 #[derive(ToSchema)]
@@ -261,6 +264,9 @@ pub struct Lease {
     /// What the call cost, once settled.
     pub cost: i64,
     pub free_seconds_charged: i64,
+    /// Seconds the call went on beyond its grant, and their price: owed, not settled.
+    pub debt_seconds: i64,
+    pub debt: i64,
     /// The last grant was cut short: end the call when it is used.
     pub final_unit_indication: bool,
     /// The plan's price when the lease was made: the call is billed at it throughout.
