@@ -17,6 +17,7 @@ use crate::call::manager::{CallContext, CallManager};
 use crate::call::ports::PortPool;
 use crate::config::agent::AgentMode;
 use crate::config::agent::TtsConfig;
+use crate::config::trunks::TrunkConfig;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::providers::llm::Llm;
@@ -92,6 +93,23 @@ fn agent_runtime(
         metrics: metrics.clone(),
         vad_pad: Duration::from_millis(u64::from(config.media.vad_pad_ms)),
     })
+}
+
+/// Each configured trunk with the addresses of its proxy, for recognising its calls. A
+/// trunk whose name does not resolve now is logged and recognised by nothing.
+async fn trunk_addresses(config: &Config) -> Vec<(TrunkConfig, Vec<std::net::IpAddr>)> {
+    let mut out = Vec::new();
+    for trunk in &config.sip.trunks {
+        let addrs = match tokio::net::lookup_host(trunk.host_port()).await {
+            Ok(found) => found.map(|a| a.ip()).collect(),
+            Err(e) => {
+                tracing::warn!(trunk = %trunk.name, error = %e, "cannot resolve the trunk's address; its calls will not be recognised");
+                Vec::new()
+            }
+        };
+        out.push((trunk.clone(), addrs));
+    }
+    out
 }
 
 /// `billing.final_unit_notice` spoken by the local voice, at the engine rate; `None` when it
@@ -198,8 +216,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         live: live.clone(),
         events: events.clone(),
         final_notice: final_notice(&config).await,
+        trunks: trunk_addresses(&config).await,
     });
-    tokio::spawn(CallManager::new(ctx).run(events_rx));
+    let (originator, dials) =
+        crate::call::originate::Originator::new(config.clone(), store.clone(), metrics.clone());
+    tokio::spawn(CallManager::new(ctx).run(events_rx, dials));
 
     tokio::spawn(sweep_leases(store.clone(), metrics.clone()));
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -218,6 +239,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store,
         calls: live,
         events,
+        originator,
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

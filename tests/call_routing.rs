@@ -79,3 +79,30 @@ fn catch_all_answers_unknown_numbers_with_the_default_agent() {
         parley.logs()
     );
 }
+
+#[test]
+fn a_call_from_a_trunk_reaches_the_trunks_account_and_its_record_names_the_trunk() {
+    if !require_sipp(
+        "a_call_from_a_trunk_reaches_the_trunks_account_and_its_record_names_the_trunk",
+    ) {
+        return;
+    }
+    // Unknown numbers get 404, except from the trunk (sipp calls from 127.0.0.1), whose
+    // calls go to the operator's account.
+    let trunks = r#"[{"name":"carrier","address":"127.0.0.1:5999","account_id":"acc_operator"}]"#;
+    let parley = Parley::start(&[
+        ("PARLEY_CALL_MAX_DURATION_S", "1"),
+        ("PARLEY_SIP_CATCH_ALL", "false"),
+        ("PARLEY_SIP_TRUNKS", trunks),
+    ]);
+    run_sipp("uac_parley_hangs_up", &parley, &["-s", "+15559999999"]).assert_success();
+    let root = parley.printed_admin_key();
+    let cdr = poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let (_, list) = parley.api("GET", "/v1/cdrs", &root, &[], None);
+        list["data"].as_array().and_then(|d| d.first().cloned())
+    })
+    .expect("the call's record");
+    assert_eq!(cdr["trunk"], "carrier", "{cdr}");
+    assert_eq!(cdr["final_code"], 200, "{cdr}");
+    assert_eq!(cdr["direction"], "inbound", "{cdr}");
+}

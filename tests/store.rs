@@ -117,12 +117,12 @@ async fn calls_route_by_number_with_the_catch_all_rule() {
         // No number configured yet: everything reaches the operator's default agent, unless
         // sip.catch_all = false says otherwise.
         let fresh = store
-            .route(Some("+15550000001"), None)
+            .route(Some("+15550000001"), None, None)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(fresh.account_id, OPERATOR_ACCOUNT);
-        assert_eq!(store.route(None, Some(false)).await.unwrap(), None);
+        assert_eq!(store.route(None, None, Some(false)).await.unwrap(), None);
         let a = store.create_account("A").await.unwrap();
         let agent = store
             .create_agent(&a.id, "Reception", &serde_json::json!({"language": "auto"}))
@@ -133,7 +133,7 @@ async fn calls_route_by_number_with_the_catch_all_rule() {
             .await
             .unwrap();
         let routed = store
-            .route(Some("+15550000001"), None)
+            .route(Some("+15550000001"), None, None)
             .await
             .unwrap()
             .unwrap();
@@ -146,10 +146,28 @@ async fn calls_route_by_number_with_the_catch_all_rule() {
             routed.agent,
             Some((serde_json::json!({"language": "auto"}), agent.updated_at))
         );
-        assert_eq!(store.route(Some("+15550000002"), None).await.unwrap(), None);
+        assert_eq!(
+            store.route(Some("+15550000002"), None, None).await.unwrap(),
+            None
+        );
+        // From a trunk with a default, an unknown number reaches the trunk's account.
+        let via_trunk = store
+            .route(
+                Some("+15550000002"),
+                Some((&a.id, Some(&agent.id))),
+                Some(false),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (via_trunk.account_id.as_str(), via_trunk.agent_id.as_deref()),
+            (a.id.as_str(), Some(agent.id.as_str()))
+        );
+        assert!(via_trunk.agent.is_some());
         assert_eq!(
             store
-                .route(Some("+15550000002"), Some(true))
+                .route(Some("+15550000002"), None, Some(true))
                 .await
                 .unwrap()
                 .unwrap()

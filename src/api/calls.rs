@@ -1,22 +1,27 @@
-//! `/v1/calls`: the calls in progress on this node, one of them, and hanging one up.
+//! `/v1/calls`: the calls in progress on this node, one of them, hanging one up, and placing
+//! a call through a configured trunk.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Auth;
-use super::error::{ApiError, Forbidden, NotFound, Refused};
+use super::body::Body;
+use super::error::{
+    ApiError, BadGateway, Forbidden, InsufficientFunds, Invalid, NotFound, Refused,
+};
 use super::schemas;
 use super::ApiState;
+use crate::call::originate::{Originate, OriginateError};
 use crate::store::accounts::Scope;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
-        .routes(routes!(list))
+        .routes(routes!(list, originate))
         .routes(routes!(get_one))
         .routes(routes!(hang_up))
 }
@@ -113,4 +118,73 @@ async fn hang_up(
         return Err(ApiError::not_found("call"));
     }
     Ok((StatusCode::ACCEPTED, Json(call)))
+}
+
+/// `POST /v1/calls`
+#[derive(ToSchema)]
+pub struct NewCall {
+    /// The number to call, E.164 (any spelling: `+1 (555) 123-4567`).
+    pub to: String,
+    /// The account's agent that speaks (default: the configured default agent).
+    pub agent_id: Option<String>,
+    /// The trunk (`sip.trunks`) by name; default: the only one configured.
+    pub trunk: Option<String>,
+    /// The caller ID, E.164 (default: the trunk's `from`).
+    pub from: Option<String>,
+    /// The account that pays (default: the key's; another needs the operator's admin key).
+    pub account_id: Option<String>,
+}
+
+/// Places a call through a configured trunk; the agent speaks once the callee answers. The
+/// call holds a billing lease from the start (402 without credit) and is listed at once
+/// (`dialing`, then `ringing`, `answered`); its record follows it as for any call.
+#[utoipa::path(
+    post,
+    path = "/v1/calls",
+    operation_id = "originate_call",
+    tag = "calls",
+    security(("bearer" = [])),
+    request_body = NewCall,
+    responses(
+        (status = 201, description = "The call, dialing", body = schemas::LiveCall),
+        Invalid, InsufficientFunds, Forbidden, NotFound, BadGateway, Refused,
+    ),
+)]
+async fn originate(
+    State(state): State<ApiState>,
+    auth: Auth,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body.only(&["to", "agent_id", "trunk", "from", "account_id"])?;
+    let account = body
+        .string("account_id")?
+        .unwrap_or_else(|| auth.0.account_id.clone());
+    auth.on_account(&account, Scope::Write, "account")?;
+    let request = Originate {
+        account_id: account,
+        to: body.required_string("to")?,
+        from: body.string("from")?,
+        trunk: body.string("trunk")?,
+        agent_id: body.string("agent_id")?,
+    };
+    let call = state
+        .originator
+        .originate(request)
+        .await
+        .map_err(|e| match e {
+            OriginateError::Field(field, why) => ApiError::field(field, why),
+            OriginateError::NoCredit => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_funds",
+                "the account has no credit for a call",
+            ),
+            OriginateError::Unreachable(why) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "trunk_unreachable", why)
+            }
+            OriginateError::Busy(why) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why)
+            }
+            OriginateError::Store(e) => e.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(json!(call))))
 }

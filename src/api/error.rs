@@ -163,6 +163,11 @@ pub struct InvalidQuery(pub ErrorBody);
 #[response(status = 409)]
 pub struct Conflict(pub ErrorBody);
 
+/// The carrier's trunk cannot be reached (`trunk_unreachable`).
+#[derive(IntoResponses)]
+#[response(status = 502)]
+pub struct BadGateway(pub ErrorBody);
+
 /// The balance cannot cover any of the requested units (`insufficient_funds`).
 #[derive(IntoResponses)]
 #[response(status = 402)]

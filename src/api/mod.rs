@@ -45,6 +45,8 @@ pub struct ApiState {
     /// This node's calls in progress.
     pub calls: crate::call::registry::LiveCalls,
     pub events: crate::events::EventBus,
+    /// Places the calls `POST /v1/calls` asks for.
+    pub originator: crate::call::originate::Originator,
 }
 
 /// Every route: the documented API, the ops page (a page for browsers, outside the API

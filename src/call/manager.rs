@@ -18,7 +18,7 @@ use crate::call::lease::CallLease;
 use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
 use crate::call::record::CallRecord;
-use crate::call::registry::{LiveCall, LiveCalls};
+use crate::call::registry::{LiveCall, LiveCalls, LiveEntry};
 use crate::config::{Config, FinalUnitAction};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
@@ -26,7 +26,7 @@ use crate::sip::endpoint::{CallRef, Event};
 use crate::sip::message::Request;
 use crate::sip::runtime::{Command, SipHandle};
 use crate::sip::sdp::{self, Direction, LocalCaps, Negotiated, Origin, SessionDescription};
-use crate::store::directory::dialled;
+use crate::store::directory::{dialled, Route};
 use crate::store::StoreError;
 use parley_media::engine::MediaEngine;
 use parley_media::session::MediaEvent;
@@ -50,6 +50,8 @@ pub struct CallContext {
     pub cdrs: crate::store::cdr::CdrWriter,
     /// The calls in progress, for the API.
     pub live: LiveCalls,
+    /// The configured trunks and the addresses their calls come from (resolved at start).
+    pub trunks: Vec<(crate::config::trunks::TrunkConfig, Vec<std::net::IpAddr>)>,
     /// `billing.final_unit_notice` in the local voice at the engine rate, made at start.
     pub final_notice: Option<Arc<Vec<i16>>>,
     pub events: EventBus,
@@ -69,6 +71,9 @@ struct AgentLink {
     task: tokio::task::JoinHandle<parley_media::playout::PlayoutProducer>,
 }
 
+/// The caller's audio on its way to the agent (16 kHz, 20 ms chunks).
+pub(super) type CallerAudio = mpsc::Receiver<Vec<i16>>;
+
 /// Caller audio chunks (20 ms each) queued towards the agent before the capture pump drops.
 const AGENT_AUDIO_QUEUE: usize = 256;
 
@@ -80,12 +85,12 @@ async fn next_request(agent: &mut Option<AgentLink>) -> Option<FromAgent> {
 }
 
 pub struct CallManager {
-    ctx: Arc<CallContext>,
-    calls: HashMap<CallRef, mpsc::UnboundedSender<Event>>,
+    pub(super) ctx: Arc<CallContext>,
+    pub(super) calls: HashMap<CallRef, mpsc::UnboundedSender<Event>>,
 }
 
 /// Keeps `parley_active_calls` right however a session ends.
-struct ActiveGuard(Arc<Metrics>);
+pub(super) struct ActiveGuard(pub(super) Arc<Metrics>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -101,15 +106,28 @@ impl CallManager {
         }
     }
 
-    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
-        while let Some(event) = events.recv().await {
+    /// Serves the SIP stack's events and the API's calls to place until both stop.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        mut dials: mpsc::UnboundedReceiver<crate::call::originate::Dial>,
+    ) {
+        loop {
+            let event = tokio::select! {
+                Some(event) = events.recv() => event,
+                Some(dial) = dials.recv() => {
+                    self.dial(dial).await;
+                    continue;
+                }
+                else => break,
+            };
             match event {
                 Event::Incoming {
                     call,
                     request,
                     local,
-                    ..
-                } => self.admit(call, request, local),
+                    peer,
+                } => self.admit(call, request, local, peer.addr.ip()),
                 Event::Ended { call, reason } => {
                     if let Some(tx) = self.calls.remove(&call) {
                         let _ = tx.send(Event::Ended { call, reason });
@@ -148,7 +166,13 @@ impl CallManager {
         tokio::spawn(async move { cdrs.write(cdr).await });
     }
 
-    fn admit(&mut self, call: CallRef, request: Request, local: std::net::SocketAddr) {
+    fn admit(
+        &mut self,
+        call: CallRef,
+        request: Request,
+        local: std::net::SocketAddr,
+        from_ip: std::net::IpAddr,
+    ) {
         let ctx = &self.ctx;
         let call_id = request
             .core()
@@ -158,7 +182,16 @@ impl CallManager {
             .core()
             .map(|c| (c.from.uri, c.to.uri))
             .unwrap_or_default();
-        let record = CallRecord::inbound(&call_id, &from, &to);
+        let mut record = CallRecord::inbound(&call_id, &from, &to);
+        // A call from a trunk's address is the trunk's.
+        let trunk = ctx
+            .trunks
+            .iter()
+            .find(|(_, addrs)| addrs.contains(&from_ip))
+            .map(|(t, _)| t.clone());
+        if let Some(t) = &trunk {
+            record.via_trunk(&t.name);
+        }
         Metrics::inc(&ctx.metrics.calls_total);
         let active = ctx.metrics.active_calls.load(Ordering::Relaxed);
         if active >= ctx.config.sip.max_calls as i64 {
@@ -240,6 +273,7 @@ impl CallManager {
             origin,
             media,
             dialled,
+            trunk,
             record,
             _guard: guard,
         };
@@ -274,6 +308,33 @@ async fn stop_agent(
 /// it by as much (the last packets are on their way).
 const NOTICE_MARGIN: Duration = Duration::from_millis(300);
 
+/// What an answered call holds as it starts to converse.
+pub(super) struct InCall {
+    pub media: CallMedia,
+    pub lease: CallLease,
+    pub live: LiveEntry,
+    pub hangup_requests: mpsc::UnboundedReceiver<()>,
+    pub who: Option<CallAgent>,
+    pub agent_audio: Option<CallerAudio>,
+    pub profile: AgentProfile,
+}
+
+/// Who answers a call routed by `route`: the number's stored agent over the config file's.
+pub(super) fn agent_for(ctx: &CallContext, route: &Route) -> (AgentProfile, Option<CallAgent>) {
+    let profile = route
+        .agent
+        .as_ref()
+        .map(|(settings, _)| AgentProfile::from_stored(settings))
+        .unwrap_or_default();
+    let who = match (&ctx.agent, &route.agent_id, &route.agent) {
+        (Some(CallAgent::Ai(base)), Some(id), Some((_, version))) => Some(CallAgent::Ai(
+            ctx.agent_runtimes.get(base, id, *version, &profile),
+        )),
+        (config_agent, ..) => config_agent.clone(),
+    };
+    (profile, who)
+}
+
 /// How long each digit the agent sends is held.
 const DTMF_SEND_MS: u32 = 100;
 
@@ -293,7 +354,7 @@ fn forward(agent: &Option<AgentLink>, at: std::time::Instant, event: MediaEvent)
     }
 }
 
-enum Offer {
+pub(super) enum Offer {
     /// The caller offered; this is our answer.
     Answered {
         answer: SessionDescription,
@@ -303,17 +364,19 @@ enum Offer {
     Ours(SessionDescription),
 }
 
-struct Session {
-    ctx: Arc<CallContext>,
-    call: CallRef,
-    call_id: String,
-    origin: Origin,
-    media: Offer,
+pub(super) struct Session {
+    pub(super) ctx: Arc<CallContext>,
+    pub(super) call: CallRef,
+    pub(super) call_id: String,
+    pub(super) origin: Origin,
+    pub(super) media: Offer,
     /// The number called (Request-URI, else To), as E.164.
-    dialled: Option<String>,
+    pub(super) dialled: Option<String>,
+    /// The trunk the call came in or goes out through.
+    pub(super) trunk: Option<crate::config::trunks::TrunkConfig>,
     /// The call's detail record, filled in as it goes.
-    record: CallRecord,
-    _guard: ActiveGuard,
+    pub(super) record: CallRecord,
+    pub(super) _guard: ActiveGuard,
 }
 
 /// A filesystem-safe name for a Call-ID.
@@ -375,9 +438,17 @@ impl Session {
         }
         // The number called decides the account (and agent); an unknown one gets 404 and
         // nothing is set up for it.
+        let trunk_default = self.trunk.as_ref().and_then(|t| {
+            let account = t.account_id.as_deref()?;
+            Some((account, t.agent_id.as_deref()))
+        });
         let route = match ctx
             .store
-            .route(self.dialled.as_deref(), ctx.config.sip.catch_all)
+            .route(
+                self.dialled.as_deref(),
+                trunk_default,
+                ctx.config.sip.catch_all,
+            )
             .await
         {
             Ok(Some(route)) => route,
@@ -394,43 +465,13 @@ impl Session {
             }
         };
         self.record.routed(&route);
-        // The number's agent, over the config file's.
-        let profile = route
-            .agent
-            .as_ref()
-            .map(|(settings, _)| AgentProfile::from_stored(settings))
-            .unwrap_or_default();
-        let who = match (&ctx.agent, &route.agent_id, &route.agent) {
-            (Some(CallAgent::Ai(base)), Some(id), Some((_, version))) => Some(CallAgent::Ai(
-                ctx.agent_runtimes.get(base, id, *version, &profile),
-            )),
-            (config_agent, ..) => config_agent.clone(),
-        };
-        let cdr = self.record.cdr();
-        let (live, mut hangup_requests) = ctx.live.register(LiveCall {
-            id: cdr.id.clone(),
-            call_id: cdr.call_id.clone(),
-            account_id: cdr.account_id.clone(),
-            agent_id: cdr.agent_id.clone(),
-            number: cdr.number.clone(),
-            from_uri: cdr.from_uri.clone(),
-            to_uri: cdr.to_uri.clone(),
-            direction: cdr.direction.clone(),
-            state: "ringing".into(),
-            started_at: cdr.started_at,
-            answered_at: None,
-        });
-        let record_id = cdr.id.clone();
-        let account_id = cdr.account_id.clone();
-        if let Some(call) = ctx.live.get(&record_id) {
-            ctx.events
-                .publish("call.started", &account_id, serde_json::json!(call));
-        }
+        let (profile, who) = agent_for(&ctx, &route);
+        let (live, hangup_requests) = self.go_live("ringing");
         tracing::info!(account = %route.account_id, agent = ?route.agent_id, number = ?route.number, "routed");
         // No answer without a grant.
         let heartbeat = Duration::from_secs(ctx.config.billing.heartbeat_s);
         let account = route.account_id.as_str();
-        let mut lease = match CallLease::reserve(
+        let lease = match CallLease::reserve(
             &ctx.store,
             &ctx.metrics,
             account,
@@ -461,34 +502,7 @@ impl Session {
             // Until a late offer is answered in the ACK, nothing flows.
             Offer::Ours(offer) => (offer.to_string().into_bytes(), media::inactive_params()),
         };
-        let record_to = ctx.config.media.record.then(|| {
-            ctx.config
-                .recordings_dir()
-                .join(recording_name(&self.call_id))
-        });
-        let (listener, agent_audio) = match who {
-            Some(_) => {
-                let (tx, rx) = mpsc::channel(AGENT_AUDIO_QUEUE);
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
-        let started = CallMedia::start(
-            &ctx.engine,
-            MediaStart {
-                ports,
-                params,
-                record_to,
-                options: media::session_options(
-                    &ctx.config.media,
-                    ctx.engine.vad_enabled(),
-                    &format!("parley@{}", ctx.sip.local_addr),
-                ),
-                dropped_events: ctx.metrics.media_events_dropped.clone(),
-                listener,
-            },
-        );
-        let mut media = match started {
+        let (media, agent_audio) = match self.start_media(ports, params, who.is_some()) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start media, rejecting with 503");
@@ -504,6 +518,98 @@ impl Session {
             sdp: Some(sdp_body),
             extra: vec![],
         });
+        let in_call = InCall {
+            media,
+            lease,
+            live,
+            hangup_requests,
+            who,
+            agent_audio,
+            profile,
+        };
+        Some(self.converse(in_call, events).await)
+    }
+
+    /// Lists the routed call as live (in `state`) and tells listeners it started.
+    pub(super) fn go_live(&self, state: &str) -> (LiveEntry, mpsc::UnboundedReceiver<()>) {
+        let cdr = self.record.cdr();
+        let registered = self.ctx.live.register(LiveCall {
+            id: cdr.id.clone(),
+            call_id: cdr.call_id.clone(),
+            account_id: cdr.account_id.clone(),
+            agent_id: cdr.agent_id.clone(),
+            number: cdr.number.clone(),
+            from_uri: cdr.from_uri.clone(),
+            to_uri: cdr.to_uri.clone(),
+            direction: cdr.direction.clone(),
+            state: state.into(),
+            started_at: cdr.started_at,
+            answered_at: None,
+        });
+        if let Some(call) = self.ctx.live.get(&cdr.id) {
+            self.ctx
+                .events
+                .publish("call.started", &cdr.account_id, serde_json::json!(call));
+        }
+        registered
+    }
+
+    /// The call's media session, with the caller's audio towards an agent when it has one.
+    pub(super) fn start_media(
+        &self,
+        ports: RtpPorts,
+        params: parley_media::session::SessionParams,
+        with_agent: bool,
+    ) -> Result<(CallMedia, Option<CallerAudio>), parley_media::engine::EngineError> {
+        let ctx = &self.ctx;
+        let record_to = ctx.config.media.record.then(|| {
+            ctx.config
+                .recordings_dir()
+                .join(recording_name(&self.call_id))
+        });
+        let (listener, agent_audio) = if with_agent {
+            let (tx, rx) = mpsc::channel(AGENT_AUDIO_QUEUE);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let media = CallMedia::start(
+            &ctx.engine,
+            MediaStart {
+                ports,
+                params,
+                record_to,
+                options: media::session_options(
+                    &ctx.config.media,
+                    ctx.engine.vad_enabled(),
+                    &format!("parley@{}", ctx.sip.local_addr),
+                ),
+                dropped_events: ctx.metrics.media_events_dropped.clone(),
+                listener,
+            },
+        )?;
+        Ok((media, agent_audio))
+    }
+
+    /// The answered call until it ends, with its agent; its detail record.
+    pub(super) async fn converse(
+        mut self,
+        c: InCall,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) -> crate::store::cdr::Cdr {
+        let ctx = self.ctx.clone();
+        let call = self.call;
+        let InCall {
+            mut media,
+            mut lease,
+            live,
+            mut hangup_requests,
+            who,
+            agent_audio,
+            profile,
+        } = c;
+        let record_id = self.record.cdr().id.clone();
+        let account_id = self.record.cdr().account_id.clone();
         Metrics::inc(&ctx.metrics.calls_answered);
         let codec = match &self.media {
             Offer::Answered { negotiated, .. } => {
@@ -771,10 +877,8 @@ impl Session {
             .collect();
         tracing::info!(?reason, ?stats, turns = turns.len(), voice_to_voice_ms = ?v2v, "call ended");
         self.record.transcript(transcript);
-        Some(
-            self.record
-                .ended(reason.as_ref(), stats.as_deref(), &turns, settled.as_ref()),
-        )
+        self.record
+            .ended(reason.as_ref(), stats.as_deref(), &turns, settled.as_ref())
     }
 
     /// Answers the INVITE with a final refusal.

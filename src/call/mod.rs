@@ -3,6 +3,7 @@
 pub mod lease;
 pub mod manager;
 pub mod media;
+pub mod originate;
 pub mod outbound;
 pub mod ports;
 pub mod record;

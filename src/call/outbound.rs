@@ -158,6 +158,7 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
             from_user: opts.from_user.clone(),
             sdp: offer.to_string().into_bytes(),
             credentials: opts.credentials.clone(),
+            call_id: None,
         },
         peer,
         reply: reply_tx,

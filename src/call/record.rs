@@ -53,6 +53,33 @@ impl CallRecord {
         }
     }
 
+    /// A call Parley places through `trunk`.
+    pub fn outbound(call_id: &str, from_uri: &str, to_uri: &str, trunk: &str) -> CallRecord {
+        let mut record = CallRecord::inbound(call_id, from_uri, to_uri);
+        record.cdr.direction = "outbound".into();
+        record.cdr.trunk = Some(trunk.to_string());
+        record
+    }
+
+    /// A placed call that was never answered (busy, no answer, cancelled, failed).
+    pub fn not_answered(mut self, reason: Option<&EndReason>) -> Cdr {
+        let (cause, code) = crate::call::originate::unanswered_cause(reason);
+        self.cdr.ended_at = now_ms();
+        self.cdr.final_code = code;
+        self.cdr.hangup_cause = cause.into();
+        self.cdr.hangup_side = match reason {
+            Some(EndReason::Cancelled) | Some(EndReason::LocalBye) => "parley",
+            _ => "callee",
+        }
+        .into();
+        self.cdr
+    }
+
+    /// The call came in through the configured trunk `name`.
+    pub fn via_trunk(&mut self, name: &str) {
+        self.cdr.trunk = Some(name.to_string());
+    }
+
     /// The record so far.
     pub fn cdr(&self) -> &Cdr {
         &self.cdr

@@ -92,6 +92,15 @@ impl LiveCalls {
 }
 
 impl LiveEntry {
+    /// The call is now `state` (an outbound call: `dialing`, then `ringing`).
+    pub fn state(&self, state: &str) {
+        if let Ok(mut calls) = self.calls.calls.lock() {
+            if let Some(e) = calls.get_mut(&self.id) {
+                e.call.state = state.into();
+            }
+        }
+    }
+
     /// The call was answered at `at_ms`.
     pub fn answered(&self, at_ms: i64) {
         if let Ok(mut calls) = self.calls.calls.lock() {

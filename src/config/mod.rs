@@ -6,6 +6,7 @@
 //! needs when a deployment refuses to start.
 
 pub mod agent;
+pub mod trunks;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -108,6 +109,9 @@ pub struct SipConfig {
     /// Calls to numbers that are not configured reach the default agent (true) or get 404
     /// (false); None: true while no number is configured at all.
     pub catch_all: Option<bool>,
+    /// The carriers' trunks: outbound calls go through them, inbound calls from them are
+    /// recognised by their source address.
+    pub trunks: Vec<trunks::TrunkConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -253,6 +257,7 @@ impl Default for Config {
                 retry_after_s: 5,
                 user_agent: format!("Parley/{}", env!("CARGO_PKG_VERSION")),
                 catch_all: None,
+                trunks: Vec::new(),
             },
             media: MediaConfig {
                 rtp_ports: PortRange {
@@ -407,6 +412,7 @@ impl Config {
                     }
                 }
             }
+            "sip.trunks" => self.sip.trunks = trunks::trunks(&v)?,
             "media.rtp_ports" => self.media.rtp_ports = v.parsed_with(|s| s.parse())?,
             "media.rtp_timeout_s" => self.media.rtp_timeout_s = v.int_in(1, 86_400)?,
             "media.greeting" => {
@@ -536,6 +542,7 @@ pub const KEYS: &[&str] = &[
     "sip.retry_after_s",
     "sip.user_agent",
     "sip.catch_all",
+    "sip.trunks",
     "media.rtp_ports",
     "media.rtp_timeout_s",
     "media.greeting",

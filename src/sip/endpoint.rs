@@ -126,6 +126,8 @@ pub struct Invite {
     pub from_user: String,
     pub sdp: Vec<u8>,
     pub credentials: Option<auth::Credentials>,
+    /// The Call-ID to use; a random one when `None`.
+    pub call_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -1218,7 +1220,10 @@ impl Endpoint {
         .with_tag(&local_tag);
         let dialog = Dialog {
             id: DialogId {
-                call_id: format!("{}@parley", random_token(20)),
+                call_id: invite
+                    .call_id
+                    .clone()
+                    .unwrap_or_else(|| format!("{}@parley", random_token(20))),
                 local_tag,
                 remote_tag: String::new(),
             },

@@ -134,6 +134,7 @@ fn place_call(
         from_user: "parley".into(),
         sdp,
         credentials,
+        call_id: None,
     };
     ep.invite(now, invite, peer(), LOCAL.parse().unwrap())
 }

@@ -311,12 +311,14 @@ impl Store {
         Ok(row.try_get("account_id")?)
     }
 
-    /// Where a call to `dialled` goes: its number's account and agent; otherwise, with
-    /// `catch_all` (or, when that is not set, while no number is configured at all), the
-    /// operator's account and the default agent; otherwise nowhere (404).
+    /// Where a call to `dialled` goes: its number's account and agent; otherwise, for a
+    /// call from a trunk with a default (`trunk_default`: account, agent), there; otherwise,
+    /// with `catch_all` (or, when that is not set, while no number is configured at all),
+    /// the operator's account and the default agent; otherwise nowhere (404).
     pub async fn route(
         &self,
         dialled: Option<&str>,
+        trunk_default: Option<(&str, Option<&str>)>,
         catch_all: Option<bool>,
     ) -> Result<Option<Route>, StoreError> {
         if let Some(number) = dialled {
@@ -340,6 +342,18 @@ impl Store {
                     }),
                 }));
             }
+        }
+        if let Some((account_id, agent_id)) = trunk_default {
+            let agent = match agent_id {
+                Some(id) => Some(self.agent(account_id, id).await?),
+                None => None,
+            };
+            return Ok(Some(Route {
+                account_id: account_id.to_string(),
+                agent_id: agent.as_ref().map(|a| a.id.clone()),
+                number: None,
+                agent: agent.map(|a| (a.config, a.updated_at)),
+            }));
         }
         let catch_all = match catch_all {
             Some(explicit) => explicit,
