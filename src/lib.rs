@@ -4,6 +4,7 @@ pub mod agent;
 pub mod api;
 pub mod call;
 pub mod config;
+pub mod drain;
 pub mod events;
 pub mod metrics;
 pub mod providers;

@@ -202,6 +202,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (events, durable_events) = crate::events::EventBus::with_durable_feed();
     crate::webhooks::start(store.clone(), durable_events, metrics.clone());
     let agent = call_agent(&config, &metrics).await?;
+    let drain = crate::drain::Drain::default();
+    let cdrs = crate::store::cdr::CdrWriter::start(store.clone());
     let ctx = Arc::new(CallContext {
         engine,
         config: config.clone(),
@@ -212,11 +214,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         agent,
         agent_runtimes: Default::default(),
         store: store.clone(),
-        cdrs: crate::store::cdr::CdrWriter::start(store.clone()),
+        cdrs: cdrs.clone(),
         live: live.clone(),
         events: events.clone(),
         final_notice: final_notice(&config).await,
         trunks: trunk_addresses(&config).await,
+        drain: drain.clone(),
     });
     let (originator, dials) =
         crate::call::originate::Originator::new(config.clone(), store.clone(), metrics.clone());
@@ -233,23 +236,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "parley ready"
     );
     let app = api::router(ApiState {
-        metrics,
+        metrics: metrics.clone(),
         sip: sip.stats.clone(),
         engine: engine_stats,
         store,
-        calls: live,
+        calls: live.clone(),
         events,
         originator,
+        drain: drain.clone(),
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("HTTP server failed")?;
+    // The API keeps serving while calls drain (a hang-up through it still works); once they
+    // have, open connections (event streams) get a moment to finish, not forever.
+    let drain_limit = Duration::from_secs(config.call.drain_s);
+    let drained = Arc::new(tokio::sync::Notify::new());
+    let done = drained.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        crate::drain::signalled().await;
+        crate::drain::drain(&drain, &metrics, &live, &cdrs, drain_limit).await;
+        done.notify_one();
+    });
+    tokio::select! {
+        served = server => served.context("HTTP server failed")?,
+        _ = async {
+            drained.notified().await;
+            tokio::time::sleep(CONNECTIONS_GRACE).await;
+        } => tracing::info!("closing the HTTP connections still open"),
+    }
     tracing::info!("shutting down");
     Ok(())
 }
+
+/// After draining, how long open HTTP connections get to finish.
+const CONNECTIONS_GRACE: Duration = Duration::from_secs(2);
 
 /// How often leases past their validity are looked for.
 const LEASE_SWEEP: Duration = Duration::from_secs(5);

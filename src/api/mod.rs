@@ -45,6 +45,8 @@ pub struct ApiState {
     /// This node's calls in progress.
     pub calls: crate::call::registry::LiveCalls,
     pub events: crate::events::EventBus,
+    /// Set when the node is shutting down (`/readyz` answers "draining").
+    pub drain: crate::drain::Drain,
     /// Places the calls `POST /v1/calls` asks for.
     pub originator: crate::call::originate::Originator,
 }
@@ -90,14 +92,15 @@ async fn healthz() -> &'static str {
 /// Media workers that have not finished a tick for this long are taken as stuck.
 const MEDIA_STALL_MS: u64 = 1_000;
 
-/// Ready to take calls and requests: the media workers tick and the store answers.
+/// Ready to take calls and requests: not draining, the media workers tick and the store
+/// answers.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "service",
     responses(
         (status = 200, description = "`ready`", content_type = "text/plain", body = String),
-        (status = 503, description = "`media workers stalled` or `store unreachable`", content_type = "text/plain", body = String),
+        (status = 503, description = "`draining`, `media workers stalled` or `store unreachable`", content_type = "text/plain", body = String),
     ),
 )]
 async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
@@ -107,7 +110,9 @@ async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
         .load(std::sync::atomic::Ordering::Relaxed);
     let now = crate::store::now_ms() as u64;
     let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
-    if now.saturating_sub(last) > MEDIA_STALL_MS {
+    if state.drain.draining() {
+        (unavailable, "draining\n")
+    } else if now.saturating_sub(last) > MEDIA_STALL_MS {
         (unavailable, "media workers stalled\n")
     } else if !state.store.ping().await {
         (unavailable, "store unreachable\n")

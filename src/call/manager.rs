@@ -50,6 +50,8 @@ pub struct CallContext {
     pub cdrs: crate::store::cdr::CdrWriter,
     /// The calls in progress, for the API.
     pub live: LiveCalls,
+    /// Set when the node is shutting down: no new calls.
+    pub drain: crate::drain::Drain,
     /// The configured trunks and the addresses their calls come from (resolved at start).
     pub trunks: Vec<(crate::config::trunks::TrunkConfig, Vec<std::net::IpAddr>)>,
     /// `billing.final_unit_notice` in the local voice at the engine rate, made at start.
@@ -193,6 +195,17 @@ impl CallManager {
             record.via_trunk(&t.name);
         }
         Metrics::inc(&ctx.metrics.calls_total);
+        if ctx.drain.draining() {
+            Metrics::inc(&ctx.metrics.calls_rejected_capacity);
+            tracing::info!(%call_id, "draining, rejecting with 503");
+            let retry = ctx.config.sip.retry_after_s.to_string();
+            return self.reject(
+                call,
+                record,
+                (503, "draining"),
+                vec![("Retry-After", retry)],
+            );
+        }
         let active = ctx.metrics.active_calls.load(Ordering::Relaxed);
         if active >= ctx.config.sip.max_calls as i64 {
             Metrics::inc(&ctx.metrics.calls_rejected_capacity);

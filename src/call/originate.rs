@@ -225,9 +225,13 @@ impl CallManager {
             reply,
         } = dial;
         let refuse = |reply: oneshot::Sender<_>, lease: CallLease, why: &'static str| {
+            tracing::info!(why, "not placing the call");
             let _ = reply.send(Err(OriginateError::Busy(why)));
             tokio::spawn(async move { lease.release(tokio::time::Instant::now(), false).await });
         };
+        if ctx.drain.draining() {
+            return refuse(reply, lease, "Parley is shutting down");
+        }
         if ctx.metrics.active_calls.load(Ordering::Relaxed) >= ctx.config.sip.max_calls as i64 {
             Metrics::inc(&ctx.metrics.calls_rejected_capacity);
             return refuse(reply, lease, "sip.max_calls calls are in progress");

@@ -201,6 +201,8 @@ impl Default for BillingConfig {
 pub struct CallConfig {
     /// 0 = unlimited. When reached, Parley ends the call with BYE.
     pub max_duration_s: u64,
+    /// On shutdown, how long calls in progress may go on before Parley hangs them up.
+    pub drain_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -278,7 +280,10 @@ impl Default for Config {
                 silence_suppression: true,
                 keepalive_ms: 5000,
             },
-            call: CallConfig { max_duration_s: 0 },
+            call: CallConfig {
+                max_duration_s: 0,
+                drain_s: 30,
+            },
             http: HttpConfig {
                 listen: "127.0.0.1:8080".parse().expect("valid literal"),
             },
@@ -433,6 +438,7 @@ impl Config {
             "media.silence_suppression" => self.media.silence_suppression = v.boolean()?,
             "media.keepalive_ms" => self.media.keepalive_ms = v.int_in(0, 300_000)?,
             "call.max_duration_s" => self.call.max_duration_s = v.int_in(0, 7 * 86_400)?,
+            "call.drain_s" => self.call.drain_s = v.int_in(0, 86_400)?,
             "http.listen" => self.http.listen = v.parsed("an address like \"127.0.0.1:8080\"")?,
             "billing.heartbeat_s" => self.billing.heartbeat_s = v.int_in(1, 3600)?,
             "billing.final_unit_action" => {
@@ -558,6 +564,7 @@ pub const KEYS: &[&str] = &[
     "media.silence_suppression",
     "media.keepalive_ms",
     "call.max_duration_s",
+    "call.drain_s",
     "http.listen",
     "database.url",
     "api.admin_key",

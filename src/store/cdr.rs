@@ -228,6 +228,8 @@ impl Store {
 #[derive(Clone)]
 pub struct CdrWriter {
     tx: mpsc::Sender<Cdr>,
+    /// Handed over and not yet in the database.
+    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Records waiting for the database at most; a call ending when it is full waits its turn.
@@ -236,6 +238,8 @@ const QUEUE: usize = 10_000;
 impl CdrWriter {
     pub fn start(store: Store) -> CdrWriter {
         let (tx, mut rx) = mpsc::channel::<Cdr>(QUEUE);
+        let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let written = pending.clone();
         tokio::spawn(async move {
             while let Some(cdr) = rx.recv().await {
                 let mut backoff = std::time::Duration::from_millis(100);
@@ -244,14 +248,24 @@ impl CdrWriter {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
                 }
+                written.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        CdrWriter { tx }
+        CdrWriter { tx, pending }
     }
 
     pub async fn write(&self, cdr: Cdr) {
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.tx.send(cdr).await.is_err() {
+            self.pending
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!("the call record writer has stopped");
         }
+    }
+
+    /// Records handed over and not yet written.
+    pub fn pending(&self) -> usize {
+        self.pending.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
