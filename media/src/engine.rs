@@ -69,6 +69,26 @@ pub struct EngineStats {
     pub command_drops: AtomicU64,
     /// Talkspurts started between ticks, the moment their audio was queued.
     pub early_talkspurts: AtomicU64,
+    /// How late ticks started against their schedule: counts per bucket of
+    /// [`TICK_DELAY_BOUNDS_US`] (the last slot is beyond them), and the sum in µs.
+    pub tick_delay: [AtomicU64; TICK_DELAY_BOUNDS_US.len() + 1],
+    pub tick_delay_us_total: AtomicU64,
+}
+
+/// Upper bounds (µs) of the tick-delay buckets: what a busy machine, a descheduled worker
+/// or a blocking call on the media path would show.
+pub const TICK_DELAY_BOUNDS_US: [u64; 7] = [250, 500, 1_000, 2_000, 5_000, 10_000, 20_000];
+
+impl EngineStats {
+    fn tick_started(&self, delay: Duration) {
+        let us = delay.as_micros().min(u128::from(u64::MAX)) as u64;
+        let slot = TICK_DELAY_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(TICK_DELAY_BOUNDS_US.len());
+        self.tick_delay[slot].fetch_add(1, Ordering::Relaxed);
+        self.tick_delay_us_total.fetch_add(us, Ordering::Relaxed);
+    }
 }
 
 struct Worker {
@@ -434,6 +454,8 @@ fn run_worker(
     let mut next_tick = Instant::now() + TICK;
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
+        // This tick was due one tick before the next.
+        stats.tick_started(started.saturating_duration_since(next_tick - TICK));
         while let Ok(cmd) = commands.try_recv() {
             w.apply(cmd, started);
         }
@@ -482,5 +504,29 @@ fn run_worker(
             }
         }
         next_tick += TICK;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_delays_fall_into_their_buckets() {
+        let stats = EngineStats::default();
+        for us in [0, 250, 251, 3_000, 20_000, 90_000] {
+            stats.tick_started(Duration::from_micros(us));
+        }
+        let counts: Vec<u64> = stats
+            .tick_delay
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        // ≤250 µs: 0 and 250; ≤500: 251; ≤5 ms: 3 ms; ≤20 ms: 20 ms; beyond: 90 ms.
+        assert_eq!(counts, [2, 1, 0, 0, 1, 0, 1, 1]);
+        assert_eq!(
+            stats.tick_delay_us_total.load(Ordering::Relaxed),
+            250 + 251 + 3_000 + 20_000 + 90_000
+        );
     }
 }

@@ -59,6 +59,27 @@ pub struct Metrics {
     pub stt_audio_dropped: AtomicU64,
 }
 
+/// `parley_media_tick_delay_seconds`: how late media ticks started (a blocking call on the
+/// media path, or a starved worker, shows here first).
+fn render_tick_delay(out: &mut String, e: &EngineStats) {
+    use parley_media::engine::TICK_DELAY_BOUNDS_US;
+    let name = "parley_media_tick_delay_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} How late media ticks started against their 20 ms schedule.\n# TYPE {name} histogram"
+    );
+    let mut cumulative = 0;
+    for (i, bound) in TICK_DELAY_BOUNDS_US.iter().enumerate() {
+        cumulative += e.tick_delay[i].load(Ordering::Relaxed);
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    cumulative += e.tick_delay[TICK_DELAY_BOUNDS_US.len()].load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let sum = e.tick_delay_us_total.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+}
+
 impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -288,6 +309,9 @@ impl Metrics {
                 "SIP messages that could not be sent.",
                 get(&sip.send_errors),
             );
+        }
+        if let Some(e) = engine {
+            render_tick_delay(&mut out, e);
         }
         for (kind, h) in [
             ("stt", &self.stt_ttfb),
