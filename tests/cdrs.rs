@@ -112,6 +112,13 @@ fn calls_leave_records_that_only_their_account_sees() {
     assert_eq!(page3["data"].as_array().unwrap().len(), 0);
     let (status, e) = p.api("GET", "/v1/cdrs?from=yesterday", &key_a, &[], None);
     assert_eq!((status, e["error"]["field"].as_str()), (422, Some("from")));
+    // A query value of the wrong type is refused the same way, naming its parameter.
+    let (status, e) = p.api("GET", "/v1/cdrs?limit=abc", &key_a, &[], None);
+    assert_eq!(
+        (status, e["error"]["field"].as_str()),
+        (422, Some("limit")),
+        "{e}"
+    );
     let (_, future) = p.api(
         "GET",
         "/v1/cdrs?from=2099-01-01T00:00:00Z",

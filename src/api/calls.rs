@@ -1,7 +1,9 @@
 //! `/v1/calls`: the calls in progress on this node, one of them, hanging one up, and placing
 //! a call through a configured trunk.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::Query;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};

@@ -3,7 +3,9 @@
 //! page of the database at a time.
 
 use axum::body::Body as HttpBody;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::Query;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;

@@ -3,7 +3,9 @@
 //! account; the operator's admin keys name another with `account_id` (in the body when
 //! creating, in the query when listing).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::Query;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Map, Value};

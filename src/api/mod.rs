@@ -18,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod openapi;
 pub mod ops_page;
+pub mod query;
 pub mod schemas;
 pub mod webhooks;
 
