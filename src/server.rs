@@ -177,8 +177,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let engine = Arc::new(
-        MediaEngine::start(config.media.workers, vad.as_ref())
-            .context("cannot start the media workers")?,
+        MediaEngine::start_with(
+            config.media.workers,
+            vad.as_ref(),
+            worker_priority(config.media.worker_nice),
+        )
+        .context("cannot start the media workers")?,
     );
     tracing::info!(
         workers = engine.worker_count(),
@@ -264,6 +268,30 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// What each media worker runs first: takes scheduling priority `nice` (`media.worker_nice`),
+/// so that on a busy machine SIP, the database and HTTP wait rather than the audio.
+fn worker_priority(nice: i32) -> Arc<dyn Fn() -> bool + Send + Sync> {
+    Arc::new(move || {
+        if nice == 0 {
+            return true;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: setpriority(2) with who = 0 sets the calling thread's nice value (on
+            // Linux each thread has its own); it touches no memory of ours.
+            let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } == 0;
+            if !done {
+                tracing::warn!(nice, "cannot raise the media worker's priority (needs root or CAP_SYS_NICE); it runs at the default");
+            }
+            done
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    })
 }
 
 /// After draining, how long open HTTP connections get to finish.

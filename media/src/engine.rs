@@ -73,6 +73,9 @@ pub struct EngineStats {
     /// [`TICK_DELAY_BOUNDS_US`] (the last slot is beyond them), and the sum in µs.
     pub tick_delay: [AtomicU64; TICK_DELAY_BOUNDS_US.len() + 1],
     pub tick_delay_us_total: AtomicU64,
+    /// Workers whose start hook failed (the server: could not take the configured
+    /// priority, for want of permission).
+    pub priority_refused: AtomicU64,
 }
 
 /// Upper bounds (µs) of the tick-delay buckets: what a busy machine, a descheduled worker
@@ -117,6 +120,17 @@ impl MediaEngine {
     /// Starts `threads` workers (0 means one per available core), each with its own VAD
     /// model when `vad` names the ONNX Runtime library and the Silero model.
     pub fn start(threads: usize, vad: Option<&VadModelPaths>) -> Result<MediaEngine, EngineError> {
+        MediaEngine::start_with(threads, vad, Arc::new(|| true))
+    }
+
+    /// [`MediaEngine::start`], each worker thread first running `on_start` (the server
+    /// raises the workers' scheduling priority there; this crate has no unsafe code). When
+    /// it returns false, [`EngineStats::priority_refused`] counts it.
+    pub fn start_with(
+        threads: usize,
+        vad: Option<&VadModelPaths>,
+        on_start: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Result<MediaEngine, EngineError> {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -139,10 +153,16 @@ impl MediaEngine {
             let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
             let load = Arc::new(AtomicUsize::new(0));
             let (stop, stats, worker_load) = (stop.clone(), stats.clone(), load.clone());
+            let on_start = on_start.clone();
             let batcher = model.map(VadBatcher::new);
             let thread = std::thread::Builder::new()
                 .name(format!("parley-media-{i}"))
-                .spawn(move || run_worker(rx, worker_load, stop, stats, batcher))
+                .spawn(move || {
+                    if !on_start() {
+                        stats.priority_refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    run_worker(rx, worker_load, stop, stats, batcher)
+                })
                 .map_err(EngineError::Socket)?;
             workers.push(Worker {
                 commands: tx,

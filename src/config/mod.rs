@@ -125,6 +125,9 @@ pub struct MediaConfig {
     pub record: bool,
     /// Media worker threads; 0 means one per core.
     pub workers: usize,
+    /// The workers' nice value (-20..19; 0 leaves it): below 0 they run ahead of the
+    /// control plane on a busy machine (needs root or CAP_SYS_NICE).
+    pub worker_nice: i32,
     /// Run the Silero VAD on the caller's audio.
     pub vad: bool,
     /// ONNX Runtime shared library; None: `.cache/models/libonnxruntime.so.1.22.1` if present.
@@ -270,6 +273,7 @@ impl Default for Config {
                 greeting: None,
                 record: true,
                 workers: 0,
+                worker_nice: -10,
                 vad: true,
                 onnxruntime: None,
                 vad_model: None,
@@ -426,6 +430,7 @@ impl Config {
             }
             "media.record" => self.media.record = v.boolean()?,
             "media.workers" => self.media.workers = v.int_in(0, 256)? as usize,
+            "media.worker_nice" => self.media.worker_nice = v.signed_in(-20, 19)? as i32,
             "media.vad" => self.media.vad = v.boolean()?,
             "media.onnxruntime" => self.media.onnxruntime = v.optional_path()?,
             "media.vad_model" => self.media.vad_model = v.optional_path()?,
@@ -554,6 +559,7 @@ pub const KEYS: &[&str] = &[
     "media.greeting",
     "media.record",
     "media.workers",
+    "media.worker_nice",
     "media.vad",
     "media.onnxruntime",
     "media.vad_model",
@@ -638,7 +644,12 @@ impl Value<'_> {
         }
     }
 
+    /// A non-negative integer in `min..=max` (min ≥ 0).
     fn int_in(&self, min: i64, max: i64) -> Result<u64, ConfigError> {
+        Ok(self.signed_in(min.max(0), max)? as u64)
+    }
+
+    fn signed_in(&self, min: i64, max: i64) -> Result<i64, ConfigError> {
         let n = match &self.raw {
             Raw::Env(s) => s
                 .trim()
@@ -656,7 +667,7 @@ impl Value<'_> {
         if n < min || n > max {
             return Err(self.err(format!("{n} is outside the allowed range {min}..={max}")));
         }
-        Ok(n as u64)
+        Ok(n)
     }
 
     fn float_in(&self, min: f64, max: f64) -> Result<f64, ConfigError> {

@@ -260,6 +260,12 @@ impl Metrics {
                 get(&e.early_talkspurts),
             );
             metric(
+                "parley_media_priority_refused_total",
+                "counter",
+                "Media workers that could not take media.worker_nice (no permission).",
+                get(&e.priority_refused),
+            );
+            metric(
                 "parley_media_command_drops_total",
                 "counter",
                 "Media commands dropped because a worker's queue was full.",
