@@ -179,7 +179,7 @@ async fn call_records_page_newest_first_on_both_backends() {
                 "sip:caller@example.com",
                 "sip:+15550000001@parley",
             )
-            .refused(402);
+            .refused(402, "no_credit");
             r.account_id = a.id.clone();
             r.started_at = 1_000 + i;
             r.mos = Some(4.25);
