@@ -15,7 +15,7 @@ use crate::store::accounts::Scope;
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/accounts", get(list_accounts).post(create_account))
-        .route("/v1/accounts/{id}", get(get_account))
+        .route("/v1/accounts/{id}", get(get_account).patch(update_account))
         .route("/v1/accounts/{id}/keys", get(list_keys).post(create_key))
         .route("/v1/accounts/{id}/keys/{key_id}", delete(revoke_key))
 }
@@ -48,6 +48,41 @@ async fn get_account(
 ) -> Result<Json<Value>, ApiError> {
     auth.on_account(&id, Scope::Read, "account")?;
     Ok(Json(json!(state.store.account(&id).await?)))
+}
+
+/// Highest `max_concurrent_calls` accepted.
+const MAX_CALL_LIMIT: i64 = 1_000_000;
+
+/// `PATCH /v1/accounts/{id}` `{"name", "max_concurrent_calls"}` (the operator's admin keys):
+/// fields left out stay as they are; `"max_concurrent_calls": null` removes the limit.
+async fn update_account(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    auth.operator_admin()?;
+    body.only(&["name", "max_concurrent_calls"])?;
+    let name = body.string("name")?;
+    let field = "max_concurrent_calls";
+    let limit = match body.0.get(field) {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(_) => match body.int(field)? {
+            Some(n) if (0..=MAX_CALL_LIMIT).contains(&n) => Some(Some(n)),
+            _ => {
+                return Err(ApiError::field(
+                    field,
+                    format!("must be an integer from 0 to {MAX_CALL_LIMIT}, or null for no limit"),
+                ))
+            }
+        },
+    };
+    let account = state
+        .store
+        .update_account(&id, name.as_deref(), limit)
+        .await?;
+    Ok(Json(json!(account)))
 }
 
 async fn create_key(

@@ -1,4 +1,5 @@
-//! `/v1/calls`: the calls in progress on this node, one of them, and hanging one up.
+//! `/v1/calls`: the calls in progress (every node's with `redis.url`, else this node's), one
+//! of them, and hanging one up (on the node that holds it).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -30,21 +31,22 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let calls = match (q.account_id, auth.operator_admin().is_ok()) {
         // The operator's admin keys see every account's calls unless they name one.
-        (None, true) => state.calls.list(None),
+        (None, true) => state.calls.cluster_list(None).await,
         (named, _) => {
             let account = named.unwrap_or_else(|| auth.0.account_id.clone());
             auth.on_account(&account, Scope::Read, "account")?;
-            state.calls.list(Some(&account))
+            state.calls.cluster_list(Some(&account)).await
         }
     };
     Ok(Json(json!({ "data": calls })))
 }
 
-/// The live call `id`, as the key may see it.
-fn visible(state: &ApiState, auth: &Auth, id: &str, scope: Scope) -> Result<Value, ApiError> {
+/// The live call `id` (on any node), as the key may see it.
+async fn visible(state: &ApiState, auth: &Auth, id: &str, scope: Scope) -> Result<Value, ApiError> {
     let call = state
         .calls
-        .get(id)
+        .cluster_get(id)
+        .await
         .ok_or_else(|| ApiError::not_found("call"))?;
     auth.on_account(&call.account_id, scope, "call")?;
     Ok(json!(call))
@@ -55,7 +57,7 @@ async fn get_one(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(visible(&state, &auth, &id, Scope::Read)?))
+    Ok(Json(visible(&state, &auth, &id, Scope::Read).await?))
 }
 
 async fn hang_up(
@@ -63,8 +65,8 @@ async fn hang_up(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let call = visible(&state, &auth, &id, Scope::Write)?;
-    if !state.calls.hang_up(&id) {
+    let call = visible(&state, &auth, &id, Scope::Write).await?;
+    if !state.calls.cluster_hang_up(&id).await {
         return Err(ApiError::not_found("call"));
     }
     Ok((StatusCode::ACCEPTED, Json(call)))

@@ -209,6 +209,11 @@ const MIGRATIONS: &[Migration] = &[
         "ALTER TABLE cdrs ADD COLUMN transcript TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE cdrs ADD COLUMN trunk TEXT",
     ),
+    both(
+        7,
+        "per-account concurrent call limits",
+        "ALTER TABLE accounts ADD COLUMN max_concurrent_calls BIGINT",
+    ),
 ];
 
 /// Written in place of `SERIAL_ID`: an ever-increasing integer key, the one column type the
