@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod api;
 pub mod call;
+pub mod cluster;
 pub mod config;
 pub mod drain;
 pub mod events;

@@ -202,7 +202,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("made the operator's first admin API key; it was printed to stdout once");
     }
     let engine_stats = engine.stats.clone();
-    let live = crate::call::registry::LiveCalls::default();
+    // With redis.url, call limits and live calls are shared with the other nodes.
+    let redis = if config.redis.url.is_empty() {
+        None
+    } else {
+        let redis = crate::cluster::Redis::new(&config.redis, metrics.clone())
+            .context("cannot use redis.url")?;
+        tracing::info!(node = redis.node(), prefix = %config.redis.prefix, "sharing call limits and live calls through Redis");
+        Some(redis)
+    };
+    let (live, limits) = match &redis {
+        Some(redis) => (
+            crate::call::registry::LiveCalls::shared(redis.clone()),
+            crate::call::limits::CallLimits::shared(store.clone(), redis.clone()),
+        ),
+        None => (
+            crate::call::registry::LiveCalls::default(),
+            crate::call::limits::CallLimits::local(store.clone()),
+        ),
+    };
     let (events, durable_events) = crate::events::EventBus::with_durable_feed();
     crate::webhooks::start(store.clone(), durable_events, metrics.clone());
     let agent = call_agent(&config, &metrics).await?;
@@ -215,6 +233,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ports,
         metrics: metrics.clone(),
         greeting,
+        limits,
         agent,
         agent_runtimes: Default::default(),
         store: store.clone(),
@@ -225,8 +244,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         trunks: trunk_addresses(&config).await,
         drain: drain.clone(),
     });
-    let (originator, dials) =
-        crate::call::originate::Originator::new(config.clone(), store.clone(), metrics.clone());
+    let (originator, dials) = crate::call::originate::Originator::new(
+        config.clone(),
+        store.clone(),
+        metrics.clone(),
+        ctx.limits.clone(),
+    );
     tokio::spawn(CallManager::new(ctx).run(events_rx, dials));
 
     tokio::spawn(sweep_leases(store.clone(), metrics.clone()));

@@ -174,6 +174,26 @@ fn bad_requests_and_accounts_without_credit_place_no_call() {
         Some(r#"{"to":"+15557654321","account_id":"acc_operator"}"#),
     );
     assert_eq!(status, 404);
+    // An account at its concurrent-call limit: 429, and no INVITE.
+    let limit = |n: &str| {
+        let body = format!(r#"{{"max_concurrent_calls":{n}}}"#);
+        let (status, body) = a.api(
+            "PATCH",
+            "/v1/accounts/acc_operator",
+            &root,
+            &[],
+            Some(&body),
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    limit("0");
+    let (status, e) = post(r#"{"to":"+15557654321"}"#);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (429, Some("call_limit")),
+        "{e}"
+    );
+    limit("null");
     // Priced and empty: 402, and no INVITE left.
     let (status, _) = a.api(
         "PUT",

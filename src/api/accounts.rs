@@ -18,7 +18,7 @@ use crate::store::accounts::Scope;
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list_accounts, create_account))
-        .routes(routes!(get_account))
+        .routes(routes!(get_account, update_account))
         .routes(routes!(list_keys, create_key))
         .routes(routes!(revoke_key))
 }
@@ -101,6 +101,62 @@ async fn get_account(
 ) -> Result<Json<Value>, ApiError> {
     auth.on_account(&id, Scope::Read, "account")?;
     Ok(Json(json!(state.store.account(&id).await?)))
+}
+
+/// Highest `max_concurrent_calls` accepted.
+const MAX_CALL_LIMIT: i64 = 1_000_000;
+
+/// `PATCH /v1/accounts/{id}`
+#[derive(ToSchema)]
+pub struct AccountChange {
+    pub name: Option<String>,
+    /// Calls the account may have in progress at once, on all nodes (0 to 1,000,000; calls
+    /// beyond it get 486 Busy Here); null removes the limit.
+    pub max_concurrent_calls: Option<i64>,
+}
+
+/// Renames an account or sets its concurrent-call limit (the operator's admin keys): fields
+/// left out stay as they are; `"max_concurrent_calls": null` removes the limit.
+#[utoipa::path(
+    patch,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The account's id")),
+    request_body = AccountChange,
+    responses(
+        (status = 200, description = "The account", body = schemas::Account),
+        Invalid, Forbidden, NotFound, Refused,
+    ),
+)]
+async fn update_account(
+    State(state): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    auth.operator_admin()?;
+    body.only(&["name", "max_concurrent_calls"])?;
+    let name = body.string("name")?;
+    let field = "max_concurrent_calls";
+    let limit = match body.0.get(field) {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(_) => match body.int(field)? {
+            Some(n) if (0..=MAX_CALL_LIMIT).contains(&n) => Some(Some(n)),
+            _ => {
+                return Err(ApiError::field(
+                    field,
+                    format!("must be an integer from 0 to {MAX_CALL_LIMIT}, or null for no limit"),
+                ))
+            }
+        },
+    };
+    let account = state
+        .store
+        .update_account(&id, name.as_deref(), limit)
+        .await?;
+    Ok(Json(json!(account)))
 }
 
 /// Makes an API key for the account (an admin key of it, or the operator's). The answer's

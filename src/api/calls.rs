@@ -1,5 +1,6 @@
-//! `/v1/calls`: the calls in progress on this node, one of them, hanging one up, and placing
-//! a call through a configured trunk.
+//! `/v1/calls`: the calls in progress (every node's with `redis.url`, else this node's), one
+//! of them, hanging one up (on the node that holds it), and placing a call through a
+//! configured trunk.
 
 use axum::extract::{Path, State};
 
@@ -14,7 +15,7 @@ use utoipa_axum::routes;
 use super::auth::Auth;
 use super::body::Body;
 use super::error::{
-    ApiError, BadGateway, Forbidden, InsufficientFunds, Invalid, NotFound, Refused,
+    ApiError, BadGateway, Forbidden, InsufficientFunds, Invalid, NotFound, Refused, TooManyCalls,
 };
 use super::schemas;
 use super::ApiState;
@@ -56,21 +57,22 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let calls = match (q.account_id, auth.operator_admin().is_ok()) {
         // The operator's admin keys see every account's calls unless they name one.
-        (None, true) => state.calls.list(None),
+        (None, true) => state.calls.cluster_list(None).await,
         (named, _) => {
             let account = named.unwrap_or_else(|| auth.0.account_id.clone());
             auth.on_account(&account, Scope::Read, "account")?;
-            state.calls.list(Some(&account))
+            state.calls.cluster_list(Some(&account)).await
         }
     };
     Ok(Json(json!({ "data": calls })))
 }
 
-/// The live call `id`, as the key may see it.
-fn visible(state: &ApiState, auth: &Auth, id: &str, scope: Scope) -> Result<Value, ApiError> {
+/// The live call `id` (on any node), as the key may see it.
+async fn visible(state: &ApiState, auth: &Auth, id: &str, scope: Scope) -> Result<Value, ApiError> {
     let call = state
         .calls
-        .get(id)
+        .cluster_get(id)
+        .await
         .ok_or_else(|| ApiError::not_found("call"))?;
     auth.on_account(&call.account_id, scope, "call")?;
     Ok(json!(call))
@@ -94,7 +96,7 @@ async fn get_one(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(visible(&state, &auth, &id, Scope::Read)?))
+    Ok(Json(visible(&state, &auth, &id, Scope::Read).await?))
 }
 
 /// Hangs up a call in progress: Parley sends BYE.
@@ -115,8 +117,8 @@ async fn hang_up(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let call = visible(&state, &auth, &id, Scope::Write)?;
-    if !state.calls.hang_up(&id) {
+    let call = visible(&state, &auth, &id, Scope::Write).await?;
+    if !state.calls.cluster_hang_up(&id).await {
         return Err(ApiError::not_found("call"));
     }
     Ok((StatusCode::ACCEPTED, Json(call)))
@@ -149,7 +151,7 @@ pub struct NewCall {
     request_body = NewCall,
     responses(
         (status = 201, description = "The call, dialing", body = schemas::LiveCall),
-        Invalid, InsufficientFunds, Forbidden, NotFound, BadGateway, Refused,
+        Invalid, InsufficientFunds, Forbidden, NotFound, TooManyCalls, BadGateway, Refused,
     ),
 )]
 async fn originate(
@@ -180,6 +182,9 @@ async fn originate(
                 "insufficient_funds",
                 "the account has no credit for a call",
             ),
+            e @ OriginateError::CallLimit(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "call_limit", e.to_string())
+            }
             OriginateError::Unreachable(why) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "trunk_unreachable", why)
             }

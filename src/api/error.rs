@@ -163,6 +163,11 @@ pub struct InvalidQuery(pub ErrorBody);
 #[response(status = 409)]
 pub struct Conflict(pub ErrorBody);
 
+/// The account has as many calls in progress as its limit allows (`call_limit`).
+#[derive(IntoResponses)]
+#[response(status = 429)]
+pub struct TooManyCalls(pub ErrorBody);
+
 /// The carrier's trunk cannot be reached (`trunk_unreachable`).
 #[derive(IntoResponses)]
 #[response(status = 502)]

@@ -43,7 +43,7 @@ pub struct ApiState {
     pub sip: Arc<SipStats>,
     pub engine: Arc<EngineStats>,
     pub store: Store,
-    /// This node's calls in progress.
+    /// The calls in progress (every node's, with Redis).
     pub calls: crate::call::registry::LiveCalls,
     pub events: crate::events::EventBus,
     /// Set when the node is shutting down (`/readyz` answers "draining").

@@ -18,6 +18,9 @@ pub struct Account {
     pub operator: bool,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Calls it may have in progress at once, on all nodes; null: no limit.
+    #[schema(required = true)]
+    pub max_concurrent_calls: Option<i64>,
 }
 
 #[derive(ToSchema)]

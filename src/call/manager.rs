@@ -48,6 +48,8 @@ pub struct CallContext {
     pub store: crate::store::Store,
     /// Where call detail records go.
     pub cdrs: crate::store::cdr::CdrWriter,
+    /// The accounts' concurrent-call limits.
+    pub limits: crate::call::limits::CallLimits,
     /// The calls in progress, for the API.
     pub live: LiveCalls,
     /// Set when the node is shutting down: no new calls.
@@ -479,8 +481,27 @@ impl Session {
         };
         self.record.routed(&route);
         let (profile, who) = agent_for(&ctx, &route);
-        let (live, hangup_requests) = self.go_live("ringing");
         tracing::info!(account = %route.account_id, agent = ?route.agent_id, number = ?route.number, "routed");
+        // A slot of the account's concurrent calls (on every node with Redis), held until the
+        // session ends; 486 when it holds its limit, as a busy line does.
+        let _slot = match ctx
+            .limits
+            .acquire(&route.account_id, &self.record.cdr().id)
+            .await
+        {
+            Ok(slot) => slot,
+            Err(limit) => {
+                tracing::info!(
+                    limit,
+                    "the account is at its concurrent call limit, rejecting with 486"
+                );
+                Metrics::inc(&ctx.metrics.calls_rejected_limit);
+                let warning = "399 parley \"the account is at its concurrent call limit\"";
+                self.refuse(486, vec![("Warning", warning.to_string())]);
+                return Some(self.record.refused(486, "call_limit"));
+            }
+        };
+        let (live, hangup_requests) = self.go_live("ringing");
         // No answer without a grant.
         let heartbeat = Duration::from_secs(ctx.config.billing.heartbeat_s);
         let account = route.account_id.as_str();

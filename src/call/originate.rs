@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::lease::CallLease;
+use super::limits::{CallLimits, CallSlot};
 use super::manager::{agent_for, ActiveGuard, CallManager, InCall, Offer, Session};
 use super::ports::RtpPorts;
 use super::record::CallRecord;
@@ -48,6 +49,8 @@ pub enum OriginateError {
     Field(&'static str, String),
     #[error("the account has no credit for a call")]
     NoCredit,
+    #[error("the account has {0} calls in progress, its limit")]
+    CallLimit(i64),
     #[error("cannot reach the trunk: {0}")]
     Unreachable(String),
     #[error("at capacity: {0}")]
@@ -64,6 +67,8 @@ pub struct Dial {
     route: Route,
     call_id: String,
     lease: CallLease,
+    /// Its place in the account's concurrent calls, held until the call ends.
+    slot: CallSlot,
     reply: oneshot::Sender<Result<LiveCall, OriginateError>>,
 }
 
@@ -73,6 +78,7 @@ pub struct Originator {
     config: Arc<Config>,
     store: Store,
     metrics: Arc<Metrics>,
+    limits: CallLimits,
     manager: mpsc::UnboundedSender<Dial>,
 }
 
@@ -82,12 +88,14 @@ impl Originator {
         config: Arc<Config>,
         store: Store,
         metrics: Arc<Metrics>,
+        limits: CallLimits,
     ) -> (Originator, mpsc::UnboundedReceiver<Dial>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let originator = Originator {
             config,
             store,
             metrics,
+            limits,
             manager: tx,
         };
         (originator, rx)
@@ -148,6 +156,14 @@ impl Originator {
         };
         let peer = resolve(&trunk).await.map_err(OriginateError::Unreachable)?;
         let call_id = format!("{}@parley", random_id("", 20));
+        let slot = self
+            .limits
+            .acquire(&request.account_id, &call_id)
+            .await
+            .map_err(|limit| {
+                Metrics::inc(&self.metrics.calls_rejected_limit);
+                OriginateError::CallLimit(limit)
+            })?;
         let heartbeat = Duration::from_secs(self.config.billing.heartbeat_s);
         let lease = CallLease::reserve(
             &self.store,
@@ -180,6 +196,7 @@ impl Originator {
             route,
             call_id,
             lease,
+            slot,
             reply,
         };
         if self.manager.send(dial).is_err() {
@@ -222,6 +239,7 @@ impl CallManager {
             route,
             call_id,
             lease,
+            slot,
             reply,
         } = dial;
         let refuse = |reply: oneshot::Sender<_>, lease: CallLease, why: &'static str| {
@@ -311,6 +329,7 @@ impl CallManager {
         let span = tracing::info_span!("call", call_id = %call_id);
         tokio::spawn(
             async move {
+                let _slot = slot;
                 if let Some(cdr) = session.dial(ports, lease, route, live, hangups, rx).await {
                     ctx.events
                         .publish("call.ended", &cdr.account_id, serde_json::json!(cdr));

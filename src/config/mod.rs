@@ -219,6 +219,31 @@ pub struct DatabaseConfig {
     pub url: String,
 }
 
+/// `[redis]`: state shared between Parley nodes (per-account call limits, live calls).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]`; empty: no Redis, everything in-process.
+    pub url: String,
+    /// Prepended to every key and channel, so several deployments can share one Redis.
+    pub prefix: String,
+    /// This node's name in Redis; empty: a random one per process.
+    pub node_id: String,
+    /// How long a node's entries outlive its last refresh (it refreshes every third of
+    /// this): a crashed node's calls stop counting and being listed after this long.
+    pub ttl_s: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            prefix: "parley:".into(),
+            node_id: String::new(),
+            ttl_s: 15,
+        }
+    }
+}
+
 #[derive(Clone, PartialEq, Default)]
 pub struct ApiConfig {
     /// The operator's admin key; None: one is made at first start and printed once.
@@ -243,6 +268,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub api: ApiConfig,
     pub billing: BillingConfig,
+    pub redis: RedisConfig,
     /// `[stt]`, `[llm]`, `[tts]` and `[agent]`: the default agent.
     pub ai: agent::AiConfig,
 }
@@ -294,6 +320,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             api: ApiConfig::default(),
             billing: BillingConfig::default(),
+            redis: RedisConfig::default(),
             ai: agent::AiConfig::default(),
         }
     }
@@ -468,6 +495,35 @@ impl Config {
                 }
                 self.database.url = url;
             }
+            "redis.url" => {
+                let url = v.string()?;
+                if url.starts_with("rediss:") {
+                    return Err(v.err("TLS (rediss://) is not supported; use redis://"));
+                }
+                if !url.is_empty() {
+                    let known = ["redis:", "redis+unix:", "unix:"];
+                    if !known.iter().any(|p| url.starts_with(p)) {
+                        return Err(
+                            v.err(format!("expected a redis://… URL (or empty), got {url:?}"))
+                        );
+                    }
+                    ::redis::Client::open(url.as_str())
+                        .map_err(|e| v.err(format!("not a usable Redis URL: {e}")))?;
+                }
+                self.redis.url = url;
+            }
+            "redis.prefix" => self.redis.prefix = v.string()?,
+            "redis.node_id" => {
+                let id = v.string()?;
+                let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+                if id.len() > 64 || !id.chars().all(ok) {
+                    return Err(v.err(format!(
+                        "expected up to 64 letters, digits, '-', '_' or '.', got {id:?}"
+                    )));
+                }
+                self.redis.node_id = id;
+            }
+            "redis.ttl_s" => self.redis.ttl_s = v.int_in(3, 3600)?,
             "api.admin_key" => {
                 let key = v.string()?;
                 if !key.is_empty() && key.len() < crate::store::accounts::MIN_CONFIG_KEY_LEN {
@@ -573,6 +629,10 @@ pub const KEYS: &[&str] = &[
     "call.drain_s",
     "http.listen",
     "database.url",
+    "redis.url",
+    "redis.prefix",
+    "redis.node_id",
+    "redis.ttl_s",
     "api.admin_key",
     "billing.heartbeat_s",
     "billing.final_unit_action",
@@ -580,7 +640,8 @@ pub const KEYS: &[&str] = &[
 ];
 
 const SECTIONS: &[&str] = &[
-    "sip", "media", "call", "http", "database", "api", "billing", "stt", "llm", "tts", "agent",
+    "sip", "media", "call", "http", "database", "api", "billing", "redis", "stt", "llm", "tts",
+    "agent",
 ];
 
 /// [`KEYS`] and the agent sections' [`agent::AGENT_KEYS`].
@@ -817,6 +878,39 @@ mod tests {
                 .to_lowercase()
                 .replacen('_', ".", 1);
             assert!(err.to_string().contains(&field), "{err}");
+        }
+    }
+
+    #[test]
+    fn redis_keys_are_checked() {
+        let c = Config::load_with_env(None, &[]).unwrap();
+        assert_eq!(c.redis, RedisConfig::default());
+        assert_eq!(c.redis.prefix, "parley:");
+        let c = Config::load_with_env(
+            None,
+            &env(&[
+                ("PARLEY_REDIS_URL", "redis://127.0.0.1:6379/2"),
+                ("PARLEY_REDIS_PREFIX", "staging:"),
+                ("PARLEY_REDIS_NODE_ID", "media-1"),
+                ("PARLEY_REDIS_TTL_S", "9"),
+                ("PARLEY_TEST_REDIS_URL", "redis://ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.redis.url, "redis://127.0.0.1:6379/2");
+        assert_eq!(c.redis.prefix, "staging:");
+        assert_eq!(c.redis.node_id, "media-1");
+        assert_eq!(c.redis.ttl_s, 9);
+        for (key, value, why) in [
+            ("PARLEY_REDIS_URL", "rediss://h", "TLS"),
+            ("PARLEY_REDIS_URL", "http://h", "redis://"),
+            ("PARLEY_REDIS_NODE_ID", "a b", "letters"),
+            ("PARLEY_REDIS_TTL_S", "1", "outside"),
+        ] {
+            let e = Config::load_with_env(None, &env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains(why), "{key}={value}: {e}");
         }
     }
 

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub calls_rejected_media: AtomicU64,
     /// Calls refused with 404: the number called is not configured.
     pub calls_rejected_number: AtomicU64,
+    /// Calls refused with 486 because their account was at its concurrent-call limit.
+    pub calls_rejected_limit: AtomicU64,
     /// Calls refused because the account could not cover a first grant.
     pub calls_rejected_credit: AtomicU64,
     /// Calls ended because their account's credit ran out.
@@ -40,6 +42,8 @@ pub struct Metrics {
     /// Webhook tries: answered 2xx, or not (retried later or given up).
     pub webhook_delivered: AtomicU64,
     pub webhook_failed_attempts: AtomicU64,
+    /// Redis operations (`redis.url`) that failed or timed out; Parley fell back to its own.
+    pub redis_errors: AtomicU64,
     pub calls_rtp_timeout: AtomicU64,
     pub rtp_ports_in_use: AtomicI64,
     /// Media events lost because a call's event channel was full.
@@ -136,6 +140,12 @@ impl Metrics {
             "Calls refused with 402 because the account could not cover a first grant.",
             get(&self.calls_rejected_credit),
         );
+        metric(
+            "parley_calls_rejected_limit_total",
+            "counter",
+            "Calls refused with 486 because the account was at its max_concurrent_calls.",
+            get(&self.calls_rejected_limit),
+        );
         for (name, help, value) in [
             (
                 "parley_leases_reserved_total",
@@ -176,6 +186,11 @@ impl Metrics {
                 "parley_webhook_failed_attempts_total",
                 "Webhook tries that failed (no answer or not 2xx); retried with backoff.",
                 &self.webhook_failed_attempts,
+            ),
+            (
+                "parley_redis_errors_total",
+                "Redis operations that failed or timed out (this node fell back to its own state).",
+                &self.redis_errors,
             ),
         ] {
             metric(name, "counter", help, get(value));

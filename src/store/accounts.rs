@@ -50,6 +50,8 @@ pub struct Account {
     pub operator: bool,
     #[serde(serialize_with = "crate::store::clock::ser_time")]
     pub created_at: i64,
+    /// Calls of the account in progress at once, on every node together; None: no limit.
+    pub max_concurrent_calls: Option<i64>,
 }
 
 /// A key as listed (never the secret).
@@ -140,8 +142,12 @@ fn account_from(row: &sqlx::any::AnyRow) -> Result<Account, sqlx::Error> {
         name: row.try_get("name")?,
         operator: int(row, "operator")? != 0,
         created_at: int(row, "created_at")?,
+        max_concurrent_calls: row.try_get::<Option<i64>, _>("max_concurrent_calls")?,
     })
 }
+
+/// The columns [`account_from`] reads.
+const ACCOUNT_COLUMNS: &str = "id, name, operator, created_at, max_concurrent_calls";
 
 fn key_from(row: &sqlx::any::AnyRow) -> Result<ApiKey, sqlx::Error> {
     let scope: String = row.try_get("scope")?;
@@ -267,6 +273,7 @@ impl Store {
             name: name.to_string(),
             operator: false,
             created_at: now_ms(),
+            max_concurrent_calls: None,
         };
         sqlx::query("INSERT INTO accounts (id, name, operator, created_at) VALUES ($1, $2, 0, $3)")
             .bind(&account.id)
@@ -278,21 +285,69 @@ impl Store {
     }
 
     pub async fn account(&self, id: &str) -> Result<Account, StoreError> {
-        let row = sqlx::query("SELECT id, name, operator, created_at FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?
-            .ok_or(StoreError::NotFound("account"))?;
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?
+        .ok_or(StoreError::NotFound("account"))?;
         Ok(account_from(&row)?)
     }
 
     pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, operator, created_at FROM accounts ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id"
+        ))
         .fetch_all(self.reader())
         .await?;
         Ok(rows.iter().map(account_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Changes an account's name (when given) and its concurrent-call limit (when given:
+    /// `Some(None)` removes the limit).
+    pub async fn update_account(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        max_concurrent_calls: Option<Option<i64>>,
+    ) -> Result<Account, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        if let Some(name) = name {
+            sqlx::query("UPDATE accounts SET name = $1 WHERE id = $2")
+                .bind(name)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(limit) = max_concurrent_calls {
+            sqlx::query("UPDATE accounts SET max_concurrent_calls = $1 WHERE id = $2")
+                .bind(limit)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("account"))?;
+        tx.commit().await?;
+        Ok(account_from(&row)?)
+    }
+
+    /// The account's concurrent-call limit (None: none, or no such account).
+    pub async fn call_limit(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT max_concurrent_calls FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?;
+        match row {
+            Some(row) => Ok(row.try_get::<Option<i64>, _>("max_concurrent_calls")?),
+            None => Ok(None),
+        }
     }
 
     /// Makes a key for `account_id`; returns it listed and the key itself (shown once).

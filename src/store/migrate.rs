@@ -210,6 +210,11 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE cdrs ADD COLUMN trunk TEXT",
     ),
     both(
+        7,
+        "per-account concurrent call limits",
+        "ALTER TABLE accounts ADD COLUMN max_concurrent_calls BIGINT",
+    ),
+    both(
         8,
         "billing debt",
         "ALTER TABLE balances ADD COLUMN debt BIGINT NOT NULL DEFAULT 0;

@@ -4,7 +4,7 @@
 use parley::store::{Backend, Store};
 
 /// A PostgreSQL URL whose connections use a fresh schema, and that schema's name.
-async fn pg_schema(base: &str) -> (String, String) {
+pub async fn pg_schema(base: &str) -> (String, String) {
     sqlx::any::install_default_drivers();
     let schema = parley::store::random_id("parley_test_", 10);
     let admin = sqlx::AnyPool::connect(base)
@@ -21,7 +21,7 @@ async fn pg_schema(base: &str) -> (String, String) {
     )
 }
 
-async fn drop_schema(base: &str, schema: &str) {
+pub async fn drop_schema(base: &str, schema: &str) {
     let admin = sqlx::AnyPool::connect(base).await.unwrap();
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&admin)
