@@ -87,6 +87,7 @@ fn agent_runtime(
         stt: Stt::from_config(&ai.stt, Ttfb::new(metrics.stt_ttfb.clone())),
         tts: Tts::from_config(&ai.tts, Ttfb::new(metrics.tts_ttfb.clone())),
         tts_config: ai.tts.clone(),
+        llm_config: ai.llm.clone(),
         local,
         tools: ai.agent.tools.clone(),
         http: crate::providers::http_client(Duration::from_secs(5)),

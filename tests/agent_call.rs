@@ -585,7 +585,9 @@ fn a_numbers_stored_agent_answers_with_its_own_settings_and_the_cdr_keeps_the_tr
     let (_, key) = p.tenant(&root, "Bakery", Some(number), "write");
     let body = r#"{"name":"Bakery","prompt":"You answer for Bob's Bakery.",
         "greeting":"Bob's Bakery, how can I help?","voice":"echo","language":"en",
-        "max_duration_s":30}"#;
+        "llm_model":"bakery-1","max_duration_s":30,
+        "tools":[{"name":"opening_hours","url":"http://127.0.0.1:9/hours",
+                  "description":"The bakery's opening hours"}]}"#;
     let (status, agent) = p.api("POST", "/v1/agents", &key, &[], Some(body));
     assert_eq!(status, 201, "{agent}");
     let agent_id = agent["id"].as_str().unwrap();
@@ -618,6 +620,16 @@ fn a_numbers_stored_agent_answers_with_its_own_settings_and_the_cdr_keeps_the_tr
             .starts_with("You answer for Bob's Bakery."),
         "{system:?}"
     );
+    // Its model and its tools.
+    let request = &rig.llm.requests()[0].body;
+    assert_eq!(request["model"], "bakery-1");
+    let tools: Vec<&str> = request["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    assert!(tools.contains(&"opening_hours"), "{tools:?}");
     // The call's record names the agent and keeps what was said, in order.
     let cdr = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
         let (_, list) = p.api("GET", "/v1/cdrs", &key, &[], None);

@@ -162,6 +162,13 @@ fn bad_agent_and_number_fields_are_named() {
             r#"{"name":"x","temperature":2}"#,
             "temperature",
         ),
+        ("/v1/agents", r#"{"name":"x","tools":{}}"#, "tools"),
+        (
+            "/v1/agents",
+            r#"{"name":"x","tools":[{"name":"t","url":"ftp://x"}]}"#,
+            "tools",
+        ),
+        ("/v1/agents", r#"{"name":"x","llm_model":7}"#, "llm_model"),
         ("/v1/numbers", r#"{"number":"reception"}"#, "number"),
         ("/v1/numbers", r#"{}"#, "number"),
     ];

@@ -66,18 +66,22 @@ impl Settings {
             goodbye: agent.goodbye.clone(),
             fallback: agent.fallback.clone(),
             transfer_target: agent.transfer_target.clone(),
-            tools: agent
-                .tools
-                .iter()
-                .map(|t| ToolSpec {
-                    name: t.name.clone(),
-                    description: t.description.clone(),
-                    parameters: serde_json::from_str(&t.parameters)
-                        .unwrap_or_else(|_| serde_json::json!({"type": "object"})),
-                })
-                .collect(),
+            tools: tool_specs(&agent.tools),
         }
     }
+}
+
+/// What the LLM is told of HTTP tools.
+pub fn tool_specs(tools: &[crate::config::agent::HttpToolConfig]) -> Vec<ToolSpec> {
+    tools
+        .iter()
+        .map(|t| ToolSpec {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            parameters: serde_json::from_str(&t.parameters)
+                .unwrap_or_else(|_| serde_json::json!({"type": "object"})),
+        })
+        .collect()
 }
 
 /// What happened, as the agent task saw it.

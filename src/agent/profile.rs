@@ -1,6 +1,7 @@
 //! An account's stored agent (`/v1/agents`) laid over the config file's agent: a number's
-//! agent changes what its calls get (prompt, greeting, language, voice, call length) and
-//! keeps the rest (providers, turn-taking, tools) from `[agent]`.
+//! agent changes what its calls get (prompt, greeting, language, voice, LLM model, HTTP
+//! tools, call length) and keeps the rest (provider endpoints and keys, turn-taking) from
+//! the config file.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::conversation::tool_specs;
 use super::session::AgentRuntime;
+use crate::config::agent::{http_tools, HttpToolConfig};
+use crate::providers::llm::Llm;
 use crate::providers::tts::Tts;
 use crate::providers::Ttfb;
 
@@ -19,6 +23,10 @@ pub struct AgentProfile {
     pub greeting: Option<String>,
     pub language: Option<String>,
     pub voice: Option<String>,
+    /// The LLM model, on the configured LLM endpoint.
+    pub llm_model: Option<String>,
+    /// HTTP tools, instead of the config file's.
+    pub tools: Option<Vec<HttpToolConfig>>,
     /// 0: no limit.
     pub max_duration_s: Option<u64>,
 }
@@ -32,6 +40,11 @@ impl AgentProfile {
             greeting: text("greeting"),
             language: text("language"),
             voice: text("voice"),
+            llm_model: text("llm_model"),
+            // Checked by the API when stored; an entry that no longer reads is left out.
+            tools: settings["tools"]
+                .as_array()
+                .and_then(|items| http_tools(items).ok()),
             max_duration_s: settings["max_duration_s"].as_u64(),
         }
     }
@@ -55,6 +68,18 @@ impl AgentProfile {
         }
         if let Some(language) = &self.language {
             settings.language = language.clone();
+        }
+        if let Some(tools) = &self.tools {
+            rt.settings.tools = tool_specs(tools);
+            rt.tools = tools.clone();
+        }
+        if let Some(model) = &self.llm_model {
+            let mut llm = base.llm_config.clone();
+            llm.model = Some(model.clone());
+            if let Some(made) = Llm::from_config(&llm, Ttfb::new(base.metrics.llm_ttfb.clone())) {
+                rt.llm = made;
+                rt.llm_config = llm;
+            }
         }
         if let Some(voice) = &self.voice {
             let mut tts = base.tts_config.clone();
@@ -113,8 +138,12 @@ mod tests {
             "greeting": "Bob's Bakery!",
             "language": "es",
             "voice": "nova",
+            "llm_model": "gpt-4.1-mini",
+            "tools": [{"name": "lookup", "url": "http://127.0.0.1:9/lookup"}],
             "max_duration_s": 120,
         }));
+        assert_eq!(p.llm_model.as_deref(), Some("gpt-4.1-mini"));
+        assert_eq!(p.tools.as_ref().map(|t| t[0].name.as_str()), Some("lookup"));
         assert_eq!(p.prompt.as_deref(), Some("You are Bob's Bakery."));
         assert_eq!(p.greeting.as_deref(), Some("Bob's Bakery!"));
         assert_eq!(p.language.as_deref(), Some("es"));

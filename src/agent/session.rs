@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::conversation::{Action, Conversation, Input, Settings};
 use super::latency::TurnTimes;
 use super::tools::run_http_tool;
-use crate::config::agent::{HttpToolConfig, TtsConfig};
+use crate::config::agent::{HttpToolConfig, LlmConfig, TtsConfig};
 use crate::metrics::Metrics;
 use crate::providers::llm::{Llm, LlmEvent, LlmStream};
 use crate::providers::stt::{Stt, SttEvent, SttInput, SttSession};
@@ -49,6 +49,8 @@ pub struct AgentRuntime {
     pub tts: Tts,
     /// What `tts` was made from, for agents with a voice of their own.
     pub tts_config: TtsConfig,
+    /// What `llm` was made from, for agents with a model of their own.
+    pub llm_config: LlmConfig,
     /// The local voice: fallback sentences when a provider fails.
     pub local: EspeakTts,
     pub tools: Vec<HttpToolConfig>,

@@ -42,7 +42,15 @@ pub struct AgentBody {
     pub greeting: Option<String>,
     /// `auto` or a language code such as `en` or `es`.
     pub language: Option<String>,
+    /// The voice, for every language the agent speaks (the configured TTS provider's).
     pub voice: Option<String>,
+    /// The LLM model, on the configured LLM endpoint.
+    pub llm_model: Option<String>,
+    /// HTTP tools the LLM may call, instead of the config file's: `[{"name", "url",
+    /// "description", "parameters" (JSON Schema, `type: object`), "timeout_ms"}]`; each is
+    /// `POST url` with the arguments as the JSON body.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<Vec<Value>>,
     /// The longest a call may last, in seconds, 0 to 604800 (0: no limit).
     pub max_duration_s: Option<i64>,
 }
@@ -73,6 +81,8 @@ const AGENT_FIELDS: &[&str] = &[
     "greeting",
     "language",
     "voice",
+    "llm_model",
+    "tools",
     "max_duration_s",
 ];
 
@@ -81,7 +91,7 @@ fn agent_config(body: &Body) -> Result<(String, Value), ApiError> {
     body.only(AGENT_FIELDS)?;
     let name = body.required_string("name")?;
     let mut config = Map::new();
-    for field in ["prompt", "greeting", "voice"] {
+    for field in ["prompt", "greeting", "voice", "llm_model"] {
         if let Some(v) = body.string(field)? {
             config.insert(field.into(), json!(v));
         }
@@ -100,6 +110,14 @@ fn agent_config(body: &Body) -> Result<(String, Value), ApiError> {
             ));
         }
         config.insert("language".into(), json!(language));
+    }
+    match body.0.get("tools") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            crate::config::agent::http_tools(items).map_err(|why| ApiError::field("tools", why))?;
+            config.insert("tools".into(), Value::Array(items.clone()));
+        }
+        Some(_) => return Err(ApiError::field("tools", "must be an array of tools")),
     }
     if let Some(max) = body.int("max_duration_s")? {
         if !(0..=7 * 86_400).contains(&max) {

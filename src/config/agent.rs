@@ -578,9 +578,15 @@ impl AiConfig {
 /// `agent.tools`: an array of tables in TOML, a JSON array in the environment.
 fn tools(v: &Value<'_>) -> Result<Vec<HttpToolConfig>, ConfigError> {
     let items: Vec<serde_json::Value> = v.json_array()?;
+    http_tools(&items).map_err(|why| v.err(why))
+}
+
+/// HTTP tools from their JSON entries (`agent.tools`, or a stored agent's `tools`); the
+/// refusal names the entry and the field.
+pub fn http_tools(items: &[serde_json::Value]) -> Result<Vec<HttpToolConfig>, String> {
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let at = |field: &str, why: &str| v.err(format!("tool {i}: {field}: {why}"));
+        let at = |field: &str, why: &str| format!("tool {i}: {field}: {why}");
         let obj = item
             .as_object()
             .ok_or_else(|| at("(entry)", "expected a table"))?;
@@ -592,7 +598,7 @@ fn tools(v: &Value<'_>) -> Result<Vec<HttpToolConfig>, ConfigError> {
                 ));
             }
         }
-        let text = |field: &str| -> Result<String, ConfigError> {
+        let text = |field: &str| -> Result<String, String> {
             obj.get(field)
                 .and_then(|x| x.as_str())
                 .map(str::to_string)
