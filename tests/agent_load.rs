@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,13 +18,6 @@ use support::fakes::openai_llm::{FakeLlm, LlmReply};
 use support::fakes::openai_stt::{FakeOpenAiStt, SttReply};
 use support::fakes::tts_openai::FakeOpenAiTts;
 use support::*;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// utime + stime of `pid` in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -36,17 +28,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
     // USER_HZ is 100 on Linux.
     ticks / 100.0
-}
-
-/// The speech fixture's first phrase then 4 s of silence, as raw PCMU for sipp.
-fn write_conversation(dir: &Path) {
-    let wav = read_wav(&speech_s16_wav()).unwrap();
-    assert_eq!(wav.sample_rate, 8_000);
-    let mut pcm = wav.samples[..8_000 * 245 / 100].to_vec();
-    pcm.extend(std::iter::repeat_n(0i16, 8_000 * 4));
-    let mut ulaw = vec![0u8; pcm.len()];
-    parley_media::g711::encode_ulaw(&pcm, &mut ulaw);
-    std::fs::write(dir.join("conversation.ulaw"), ulaw).unwrap();
 }
 
 /// Field `field` of every JSON log line whose message is `message`, sorted.

@@ -11,28 +11,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The speech fixture's first phrase then 4 s of silence, as raw PCMU for sipp.
-fn write_conversation(dir: &Path) {
-    let wav = read_wav(&speech_s16_wav()).unwrap();
-    let mut pcm = wav.samples[..8_000 * 245 / 100].to_vec();
-    pcm.extend(std::iter::repeat_n(0i16, 8_000 * 4));
-    let mut ulaw = vec![0u8; pcm.len()];
-    parley_media::g711::encode_ulaw(&pcm, &mut ulaw);
-    std::fs::write(dir.join("conversation.ulaw"), ulaw).unwrap();
-}
 
 /// The tick-delay histogram's cumulative buckets: (upper bound in s, count).
 fn tick_delays(metrics: &str) -> Vec<(f64, f64)> {

@@ -19,7 +19,7 @@ use crate::config::trunks::TrunkConfig;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sip::auth::Credentials;
-use crate::sip::endpoint::{self, EndReason, Event, Invite, Peer, TransportKind};
+use crate::sip::endpoint::{EndReason, Event, Invite, Peer, TransportKind};
 use crate::sip::runtime::{self, Command};
 use crate::sip::sdp::{self, Direction, LocalCaps, Origin, SessionDescription};
 use crate::store::directory::{e164, Route};
@@ -215,17 +215,7 @@ async fn resolve(trunk: &TrunkConfig) -> Result<Peer, String> {
     } else {
         TransportKind::Udp
     };
-    let host = trunk.host_port();
-    let addr = tokio::net::lookup_host(&host)
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} has no address"))?;
-    Ok(endpoint::Peer {
-        transport,
-        addr,
-        conn: None,
-    })
+    super::outbound::lookup_peer(&trunk.host_port(), transport).await
 }
 
 impl CallManager {

@@ -88,7 +88,15 @@ async fn resolve(uri: &SipUri) -> Result<endpoint::Peer, String> {
         return Ok(peer);
     }
     let host = format!("{}:{}", uri.host_port.bare_host(), uri.port_or_default());
-    let addr = tokio::net::lookup_host(&host)
+    lookup_peer(&host, transport).await
+}
+
+/// `host:port` looked up (A/AAAA) as the next hop over `transport`.
+pub(crate) async fn lookup_peer(
+    host: &str,
+    transport: TransportKind,
+) -> Result<endpoint::Peer, String> {
+    let addr = tokio::net::lookup_host(host)
         .await
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .next()

@@ -690,6 +690,26 @@ pub fn speech_s16_wav() -> PathBuf {
     repo_root().join(".cache/speech/speech_8k_s16.wav")
 }
 
+/// Writes `conversation.ulaw` into `dir` for `uac_conversation.xml`'s looping RTP stream:
+/// the speech fixture's first phrase then 4 s of silence, raw PCMU.
+pub fn write_conversation(dir: &Path) {
+    let wav = read_wav(&speech_s16_wav()).unwrap();
+    assert_eq!(wav.sample_rate, 8_000);
+    let mut pcm = wav.samples[..8_000 * 245 / 100].to_vec();
+    pcm.extend(std::iter::repeat_n(0i16, 8_000 * 4));
+    let mut ulaw = vec![0u8; pcm.len()];
+    parley_media::g711::encode_ulaw(&pcm, &mut ulaw);
+    fs::write(dir.join("conversation.ulaw"), ulaw).unwrap();
+}
+
+/// A numeric setting of a load harness from the environment, else `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A sipp run: one call (`-m 1`) of a scenario against a Parley, files in its own dir.
 pub struct Sipp {
     child: Option<Child>,
