@@ -307,3 +307,293 @@ async fn a_hundred_calls_racing_on_ten_minutes_never_overspend() {
     })
     .await;
 }
+
+// Group commit (src/store/billing/batch.rs): an account's concurrent operations share one
+// transaction. What that could break: one operation's refusal failing the others, answers
+// mixed up between them, operations of one lease in one batch, and nodes racing.
+
+/// Runs `n` tasks at once on `store` and collects their results in order.
+async fn at_once<T, F, Fut>(n: usize, each: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let f = each(i);
+        tasks.spawn(async move { (i, f.await) });
+    }
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    while let Some(r) = tasks.join_next().await {
+        let (i, v) = r.unwrap();
+        out[i] = Some(v);
+    }
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+/// Open leases hold what the balance row says is reserved.
+async fn assert_holds_match(store: &Store, account: &str, open: &[String]) {
+    let mut held = 0;
+    for id in open {
+        let l = store.lease(account, id).await.unwrap();
+        assert_eq!(l.state, LeaseState::Open, "{l:?}");
+        held += l.held;
+    }
+    assert_eq!(store.balance(account).await.unwrap().reserved, held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_batch_a_refused_operation_does_not_fail_the_others() {
+    on_each_backend(|store, _| async move {
+        let (store, acc) = ten_minutes(store).await;
+        store.topup(&acc, 1, Some("paid")).await.unwrap();
+        let closed = store.reserve(&acc, &ask(10), None).await.unwrap().lease.id;
+        store
+            .release(&acc, &closed, 5, Some("closed"))
+            .await
+            .unwrap();
+        let (batches_before, _) = store.lease_batches();
+        // 24 reservations, and among them: a key used by a top-up (conflict), a renewal of
+        // a closed lease (conflict), one of a lease that does not exist (not found), and a
+        // retry of the release that closed a lease (its first answer).
+        let results = at_once(28, |i| {
+            let (store, acc, closed) = (store.clone(), acc.clone(), closed.clone());
+            async move {
+                match i {
+                    24 => store
+                        .reserve(&acc, &ask(10), Some("paid"))
+                        .await
+                        .map(|g| g.lease.id),
+                    25 => store
+                        .renew(&acc, &closed, 8, &ask(10), Some("late"))
+                        .await
+                        .map(|g| g.lease.id),
+                    26 => store
+                        .renew(&acc, "lse_nosuchlease", 8, &ask(10), None)
+                        .await
+                        .map(|g| g.lease.id),
+                    27 => store
+                        .release(&acc, &closed, 5, Some("closed"))
+                        .await
+                        .map(|l| l.id),
+                    _ => store
+                        .reserve(&acc, &ask(10), Some(&format!("ok{i}")))
+                        .await
+                        .map(|g| g.lease.id),
+                }
+            }
+        })
+        .await;
+        let mut open = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            match (i, r) {
+                (24 | 25, Err(StoreError::Conflict(_))) => {}
+                (26, Err(StoreError::NotFound("lease"))) => {}
+                (27, Ok(id)) => assert_eq!(id, closed),
+                (0..=23, Ok(id)) => open.push(id),
+                (i, r) => panic!("operation {i}: {r:?}"),
+            }
+        }
+        assert_eq!(open.len(), 24);
+        assert_eq!(
+            open.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            24,
+            "a lease each"
+        );
+        // Each got its own answer back on a retry.
+        for (i, id) in open.iter().enumerate() {
+            let again = store
+                .reserve(&acc, &ask(10), Some(&format!("ok{i}")))
+                .await
+                .unwrap();
+            assert_eq!(&again.lease.id, id);
+        }
+        let (batches, operations) = store.lease_batches();
+        assert!(
+            operations > batches && batches > batches_before,
+            "{batches} batches, {operations} operations"
+        );
+        assert_holds_match(&store, &acc, &open).await;
+        assert_books_balance(&store, &acc).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_mixes_reserves_renewals_and_releases_of_one_account() {
+    on_each_backend(|store, _| async move {
+        let (store, acc) = ten_minutes(store).await;
+        let mut leases = Vec::new();
+        for i in 0..11 {
+            let g = store
+                .reserve(&acc, &ask(20), Some(&format!("first{i}")))
+                .await
+                .unwrap();
+            leases.push(g.lease.id);
+        }
+        let before = store.balance(&acc).await.unwrap();
+        // Leases 0-4 released, 5-9 renewed, lease 10 renewed and released at once (one
+        // lease's operations never share a batch), and 5 new reservations.
+        let results = at_once(17, |i| {
+            let (store, acc, leases) = (store.clone(), acc.clone(), leases.clone());
+            async move {
+                match i {
+                    0..=4 => store
+                        .release(&acc, &leases[i], 12, Some(&format!("x{i}")))
+                        .await
+                        .map(|l| (l.id, l.held, 0)),
+                    5..=9 | 15 => store
+                        .renew(
+                            &acc,
+                            &leases[i.min(10)],
+                            15,
+                            &ask(20),
+                            Some(&format!("n{i}")),
+                        )
+                        .await
+                        .map(|g| (g.lease.id, g.lease.held, g.granted_now)),
+                    16 => store
+                        .release(&acc, &leases[10], 18, Some("x10"))
+                        .await
+                        .map(|l| (l.id, l.held, 0)),
+                    _ => store
+                        .reserve(&acc, &ask(20), Some(&format!("new{i}")))
+                        .await
+                        .map(|g| (g.lease.id, g.lease.held, g.granted_now)),
+                }
+            }
+        })
+        .await;
+        let mut open: Vec<String> = leases[5..10].to_vec();
+        for (i, r) in results.into_iter().enumerate() {
+            match (i, r) {
+                (0..=4, Ok((id, held, _))) => {
+                    assert_eq!((id.as_str(), held), (leases[i].as_str(), 0))
+                }
+                // 15 s used + 20 more: 35 in all, 15 more than the first 20.
+                (5..=9, Ok((id, held, now))) => {
+                    assert_eq!((id.as_str(), held, now), (leases[i].as_str(), 350_000, 15))
+                }
+                (10..=14, Ok((id, held, now))) => {
+                    assert_eq!((held, now), (200_000, 20));
+                    open.push(id);
+                }
+                // Renewed before the release, or refused after it.
+                (15, Ok(_)) | (15, Err(StoreError::Conflict(_))) => {}
+                (16, Ok((id, held, _))) => {
+                    assert_eq!((id.as_str(), held), (leases[10].as_str(), 0))
+                }
+                (i, r) => panic!("operation {i}: {r:?}"),
+            }
+        }
+        for (i, id) in leases[..5].iter().enumerate() {
+            let l = store.lease(&acc, id).await.unwrap();
+            assert_eq!(
+                (l.state, l.used_seconds, l.cost),
+                (LeaseState::Released, 12, 120_000),
+                "{i}"
+            );
+        }
+        let ten = store.lease(&acc, &leases[10]).await.unwrap();
+        assert_eq!(
+            (ten.state, ten.used_seconds, ten.cost),
+            (LeaseState::Released, 18, 180_000)
+        );
+        let after = store.balance(&acc).await.unwrap();
+        assert_eq!(after.balance, before.balance - 5 * 120_000 - 180_000);
+        assert_holds_match(&store, &acc, &open).await;
+        assert_books_balance(&store, &acc).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_grants_in_turn_what_the_money_covers() {
+    on_each_backend(|store, _| async move {
+        // 600 s of money; 30 calls at once each want 60 s: ten get them, no grant is cut
+        // (none needs to be), the rest are refused.
+        let (store, acc) = ten_minutes(store).await;
+        let results = at_once(30, |i| {
+            let (store, acc) = (store.clone(), acc.clone());
+            async move { store.reserve(&acc, &ask(60), Some(&format!("r{i}"))).await }
+        })
+        .await;
+        let mut granted = Vec::new();
+        let mut refused = 0;
+        for r in results {
+            match r {
+                Ok(g) => {
+                    assert_eq!((g.granted_now, g.lease.held), (60, 600_000));
+                    granted.push(g.lease.id);
+                }
+                Err(StoreError::Insufficient) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!((granted.len(), refused), (10, 20));
+        let b = store.balance(&acc).await.unwrap();
+        assert_eq!((b.reserved, b.available), (6_000_000, 0));
+        assert_holds_match(&store, &acc, &granted).await;
+        assert_books_balance(&store, &acc).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_racing_on_one_account_never_overspend() {
+    support::stores::on_two_postgres_nodes(|one, two| async move {
+        let (one, acc) = ten_minutes(one).await;
+        let two = Arc::new(two);
+        // The same key tried on both nodes at once: one lease.
+        let tries = at_once(10, |i| {
+            let (store, acc) = (
+                if i % 2 == 0 { one.clone() } else { two.clone() },
+                acc.clone(),
+            );
+            async move { store.reserve(&acc, &ask(60), Some("same")).await.unwrap() }
+        })
+        .await;
+        let first = &tries[0].lease.id;
+        assert!(tries
+            .iter()
+            .all(|g| &g.lease.id == first && g.granted_now == 60));
+        one.release(&acc, first, 30, None).await.unwrap();
+        // 100 calls, half on each node, on the 5.7 minutes left.
+        let costs = at_once(100, |i| {
+            let (store, acc) = (
+                if i % 2 == 0 { one.clone() } else { two.clone() },
+                acc.clone(),
+            );
+            async move {
+                let g = match store.reserve(&acc, &ask(30), Some(&format!("r{i}"))).await {
+                    Ok(g) => g,
+                    Err(StoreError::Insufficient) => return None,
+                    Err(e) => panic!("reserve: {e}"),
+                };
+                let used = 20 + i as i64 % 10;
+                let r = store
+                    .renew(&acc, &g.lease.id, used, &ask(30), Some(&format!("n{i}")))
+                    .await
+                    .unwrap();
+                let end = (used + 15).min(r.lease.granted_seconds);
+                let done = store
+                    .release(&acc, &g.lease.id, end, Some(&format!("x{i}")))
+                    .await
+                    .unwrap();
+                assert_eq!(done.held, 0);
+                Some(done.cost)
+            }
+        })
+        .await;
+        let charged: i64 = costs.iter().flatten().sum();
+        let refused = costs.iter().filter(|c| c.is_none()).count();
+        assert!(refused > 50, "{refused} refused");
+        let b = two.balance(&acc).await.unwrap();
+        assert_eq!(b.balance, 6_000_000 - 300_000 - charged);
+        assert_eq!(b.reserved, 0);
+        assert!(b.balance >= 0, "{b:?}");
+        assert_books_balance(&one, &acc).await;
+    })
+    .await;
+}

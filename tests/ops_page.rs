@@ -411,8 +411,11 @@ fn the_page_lists_a_live_call_then_draws_its_turns_as_a_waterfall() {
         );
         assert!(bar.left >= 0.0 && bar.left + bar.width <= 100.01, "{bar:?}");
     }
-    // The providers' delays make every provider stage take visible time, in order.
-    for stage in ["stt", "llm", "tts", "total"] {
+    // The LLM's and TTS's delays come after the end of the turn, so those stages always
+    // take visible time. (STT's may not: under load the VAD can cut the phrase, and the
+    // first segment's transcript is then final before the turn ends; its bar is checked
+    // against the record above.)
+    for stage in ["llm", "tts", "total"] {
         let bar = turn1.iter().find(|b| b.stage == stage).unwrap();
         assert!(
             bar.ms > 0 && bar.width > 0.0,

@@ -63,6 +63,8 @@ pub struct Store {
     read: AnyPool,
     /// Turns on accounts' balance rows (see [`Store::hot_row`]).
     hot_rows: Arc<[tokio::sync::Mutex<()>]>,
+    /// Accounts' queues of lease operations, committed in batches (billing/batch.rs).
+    lanes: Arc<billing::Lanes>,
     /// Keys checked lately (see [`Store::authenticate`]).
     pub(crate) auth_cache: Arc<accounts::AuthCache>,
 }
@@ -126,6 +128,7 @@ impl Store {
                     write,
                     read,
                     hot_rows: hot_rows(),
+                    lanes: Arc::default(),
                     auth_cache: Arc::default(),
                 }
             }
@@ -140,6 +143,7 @@ impl Store {
                     write: pool.clone(),
                     read: pool,
                     hot_rows: hot_rows(),
+                    lanes: Arc::default(),
                     auth_cache: Arc::default(),
                 }
             }
@@ -165,7 +169,8 @@ impl Store {
     /// updates the row and held until the commit. The database's own lock keeps the row
     /// right across nodes; this keeps a node's concurrent calls of one account from piling
     /// up as waiters on that lock (on PostgreSQL each commit wakes them all, and that herd
-    /// cost more CPU than the work itself: docs/benchmarks.md). Release it before taking
+    /// cost more CPU than the work itself: docs/benchmarks.md). Lease operations of a busy
+    /// account come here one batch at a time (billing/batch.rs). Release it before taking
     /// another connection: the tasks waiting for it may hold the rest of the pool.
     pub(crate) fn hot_row(&self, account_id: &str) -> &tokio::sync::Mutex<()> {
         use std::hash::{Hash, Hasher};

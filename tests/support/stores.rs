@@ -50,3 +50,25 @@ where
         _ => eprintln!("PARLEY_TEST_DATABASE_URL not set: PostgreSQL store tests skipped"),
     }
 }
+
+/// Two stores on one fresh PostgreSQL schema: two Parley nodes sharing their database.
+/// Skipped when `PARLEY_TEST_DATABASE_URL` is not set (SQLite is one node's file).
+pub async fn on_two_postgres_nodes<F, Fut>(check: F)
+where
+    F: FnOnce(Store, Store) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let base = match std::env::var("PARLEY_TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => base,
+        _ => {
+            eprintln!("PARLEY_TEST_DATABASE_URL not set: the two-node test is skipped");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema(&base).await;
+    let one = Store::open(&url, dir.path()).await.unwrap();
+    let two = Store::open(&url, dir.path()).await.unwrap();
+    check(one, two).await;
+    drop_schema(&base, &schema).await;
+}

@@ -1,14 +1,18 @@
 //! The billing operations: balances and plans, top-ups, and the lease lifecycle (reserve,
 //! renew, release, expiry). Each one reads, computes, then writes in a transaction that ends
 //! with conditional updates; losing a race means starting again (see the module docs).
+//! Reserve, renew and release are committed in batches per account (batch.rs); their
+//! one-operation paths here answer what a batch hands back (refusals, closed leases, lost
+//! races).
 
 use sqlx::Row;
 
+use super::batch::{Done, Work};
 use super::ledger::{
     adjust, hold, ledger, ledger_rows, remember, Remembered, Replay, Tx, ATTEMPTS,
 };
 use super::{
-    cost, grant, lease_from, round_up, Balance, Grant, Lease, LeaseRequest, LeaseState, Plan,
+    grant, lease_from, settlement, Balance, Grant, Lease, LeaseRequest, LeaseState, Plan,
     LEASE_COLUMNS,
 };
 use crate::store::clock::add_months;
@@ -106,6 +110,80 @@ impl Store {
         req: &LeaseRequest,
         key: Option<&str>,
     ) -> Result<Grant, StoreError> {
+        let work = Work::Reserve {
+            id: random_id("lse_", 20),
+            req: req.clone(),
+            key: key.map(str::to_owned),
+        };
+        match self.batched(account_id, work).await {
+            Done::Granted(grant) => Ok(grant),
+            Done::Failed(e) => Err(e),
+            Done::Duplicate => self.replay_now(account_id, key, "reserve").await,
+            Done::Released(_) | Done::Alone => self.reserve_alone(account_id, req, key).await,
+        }
+    }
+
+    /// Update: reports `used_s` (cumulative) and asks for `req.seconds` more beyond it.
+    pub async fn renew(
+        &self,
+        account_id: &str,
+        lease_id: &str,
+        used_s: i64,
+        req: &LeaseRequest,
+        key: Option<&str>,
+    ) -> Result<Grant, StoreError> {
+        let work = Work::Renew {
+            lease_id: lease_id.to_string(),
+            used_s,
+            req: req.clone(),
+            key: key.map(str::to_owned),
+        };
+        let op = work.operation();
+        match self.batched(account_id, work).await {
+            Done::Granted(grant) => Ok(grant),
+            Done::Failed(e) => Err(e),
+            Done::Duplicate => self.replay_now(account_id, key, &op).await,
+            Done::Released(_) | Done::Alone => {
+                self.renew_alone(account_id, lease_id, used_s, req, key)
+                    .await
+            }
+        }
+    }
+
+    /// Terminate: the final usage is settled and the rest of the hold returned.
+    pub async fn release(
+        &self,
+        account_id: &str,
+        lease_id: &str,
+        used_s: i64,
+        key: Option<&str>,
+    ) -> Result<Lease, StoreError> {
+        let work = Work::Release {
+            lease_id: lease_id.to_string(),
+            used_s,
+            key: key.map(str::to_owned),
+        };
+        let op = work.operation();
+        match self.batched(account_id, work).await {
+            Done::Released(lease) => Ok(lease),
+            Done::Failed(e) => Err(e),
+            Done::Duplicate => {
+                self.replay(account_id, key, &op).await?;
+                self.lease(account_id, lease_id).await
+            }
+            Done::Granted(_) | Done::Alone => {
+                self.release_alone(account_id, lease_id, used_s, key).await
+            }
+        }
+    }
+
+    /// [`Store::reserve`] in a transaction of its own.
+    async fn reserve_alone(
+        &self,
+        account_id: &str,
+        req: &LeaseRequest,
+        key: Option<&str>,
+    ) -> Result<Grant, StoreError> {
         let op = "reserve";
         for _ in 0..ATTEMPTS {
             let now = now_ms();
@@ -166,8 +244,8 @@ impl Store {
         Err(contended())
     }
 
-    /// Update: reports `used_s` (cumulative) and asks for `req.seconds` more beyond it.
-    pub async fn renew(
+    /// [`Store::renew`] in a transaction of its own.
+    async fn renew_alone(
         &self,
         account_id: &str,
         lease_id: &str,
@@ -250,8 +328,8 @@ impl Store {
         Err(contended())
     }
 
-    /// Terminate: the final usage is settled and the rest of the hold returned.
-    pub async fn release(
+    /// [`Store::release`] in a transaction of its own.
+    async fn release_alone(
         &self,
         account_id: &str,
         lease_id: &str,
@@ -279,7 +357,7 @@ impl Store {
                 self.replay(account_id, key, &op).await?;
                 return self.lease(account_id, lease_id).await;
             }
-            let Some(settled) =
+            let Some((closed, settled)) =
                 close_lease(&mut tx, &lease, used, LeaseState::Released, now).await?
             else {
                 continue;
@@ -287,10 +365,8 @@ impl Store {
             let turn = self.hot_row(account_id).lock().await;
             settled.apply(&mut tx, account_id, now).await?;
             tx.commit().await?;
-            // Before anything else takes a connection: the tasks waiting for this turn hold
-            // theirs.
             drop(turn);
-            return self.lease(account_id, lease_id).await;
+            return Ok(closed);
         }
         Err(contended())
     }
@@ -315,7 +391,7 @@ impl Store {
             let used = (lease.used_seconds + lease.increment_s.max(1)).min(lease.granted_seconds);
             let mut tx = self.writer().begin().await?;
             // Renewed or released since it was read: not this sweep's.
-            if let Some(settled) =
+            if let Some((_, settled)) =
                 close_lease(&mut tx, &lease, used, LeaseState::Expired, now).await?
             {
                 let turn = self.hot_row(&account).lock().await;
@@ -424,24 +500,22 @@ impl Settlement {
     }
 }
 
-/// Closes `lease` as `state`, charging `used` seconds, with its ledger rows; None when the
-/// lease changed since it was read (the caller starts again).
+/// Closes `lease` as `state`, charging `used` seconds, with its ledger rows: the lease as
+/// closed and the balance change; None when the lease changed since it was read (the caller
+/// starts again).
 async fn close_lease(
     tx: &mut Tx,
     lease: &Lease,
     used: i64,
     state: LeaseState,
     now: i64,
-) -> Result<Option<Settlement>, StoreError> {
-    let inc = lease.increment_s.max(1);
-    let billable = round_up(used, inc).min(lease.granted_seconds);
-    let free = billable.min(lease.free_seconds_held);
-    let money = cost(billable - free, lease.rate_per_minute).min(lease.held);
-    let closed = sqlx::query(
+) -> Result<Option<(Lease, Settlement)>, StoreError> {
+    let (money, free) = settlement(lease, used);
+    let closed = sqlx::query(&format!(
         "UPDATE leases SET state = $1, used_s = $2, held = 0, free_held = 0, cost = $3, \
          free_charged = $4, updated_at = $5 WHERE id = $6 AND state = 'open' AND held = $7 \
-         AND free_held = $8 AND granted_s = $9",
-    )
+         AND free_held = $8 AND granted_s = $9 RETURNING {LEASE_COLUMNS}",
+    ))
     .bind(state.as_str())
     .bind(used)
     .bind(money)
@@ -451,12 +525,12 @@ async fn close_lease(
     .bind(lease.held)
     .bind(lease.free_seconds_held)
     .bind(lease.granted_seconds)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if closed == 0 {
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(closed) = closed else {
         return Ok(None);
-    }
+    };
+    let closed = lease_from(&closed)?;
     let (account, id) = (lease.account_id.as_str(), Some(lease.id.as_str()));
     let kind = if state == LeaseState::Expired {
         "expire"
@@ -468,10 +542,13 @@ async fn close_lease(
         ("release", 0, -(lease.held - money)),
     ];
     ledger_rows(tx, account, id, &rows, now).await?;
-    Ok(Some(Settlement {
-        money,
-        held: lease.held,
-        free,
-        free_held: lease.free_seconds_held,
-    }))
+    Ok(Some((
+        closed,
+        Settlement {
+            money,
+            held: lease.held,
+            free,
+            free_held: lease.free_seconds_held,
+        },
+    )))
 }

@@ -1,7 +1,7 @@
 //! The building blocks of every billing operation: reading an account's balance row,
 //! writing the ledger, the conditional updates of the balance row, and idempotency keys.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Executor, Row, Transaction};
 
 use super::BalanceRow;
 use super::Plan;
@@ -29,7 +29,7 @@ impl Store {
         now: i64,
     ) -> Result<BalanceRow, StoreError> {
         loop {
-            let Some(row) = self.balance_row(account_id).await? else {
+            let Some(row) = balance_row(self.reader(), account_id).await? else {
                 let exists = sqlx::query("SELECT id FROM accounts WHERE id = $1")
                     .bind(account_id)
                     .fetch_optional(self.writer())
@@ -48,7 +48,7 @@ impl Store {
                 .await?;
                 continue;
             };
-            if row.plan.free_seconds > 0 && row.free_resets_at > 0 && now >= row.free_resets_at {
+            if row.rollover_due(now) {
                 let mut next = row.free_resets_at;
                 while next <= now {
                     next = add_months(next, 1);
@@ -68,31 +68,38 @@ impl Store {
             return Ok(row);
         }
     }
+}
 
-    async fn balance_row(&self, account_id: &str) -> Result<Option<BalanceRow>, StoreError> {
-        let r = sqlx::query(
-            "SELECT balance, reserved, overdraft, rate_per_minute, increment_s, free_seconds, \
-             free_used, free_held, free_resets_at, debt FROM balances WHERE account_id = $1",
-        )
-        .bind(account_id)
-        .fetch_optional(self.reader())
-        .await?;
-        let Some(r) = r else { return Ok(None) };
-        Ok(Some(BalanceRow {
-            balance: int(&r, "balance")?,
-            reserved: int(&r, "reserved")?,
-            plan: Plan {
-                rate_per_minute: int(&r, "rate_per_minute")?,
-                increment_s: int(&r, "increment_s")?,
-                free_seconds: int(&r, "free_seconds")?,
-                overdraft: int(&r, "overdraft")?,
-            },
-            free_used: int(&r, "free_used")?,
-            free_held: int(&r, "free_held")?,
-            free_resets_at: int(&r, "free_resets_at")?,
-            debt: int(&r, "debt")?,
-        }))
-    }
+/// The account's balance row as it is, if it has one.
+pub(super) async fn balance_row<'e, E>(
+    db: E,
+    account_id: &str,
+) -> Result<Option<BalanceRow>, StoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    let r = sqlx::query(
+        "SELECT balance, reserved, overdraft, rate_per_minute, increment_s, free_seconds, \
+         free_used, free_held, free_resets_at, debt FROM balances WHERE account_id = $1",
+    )
+    .bind(account_id)
+    .fetch_optional(db)
+    .await?;
+    let Some(r) = r else { return Ok(None) };
+    Ok(Some(BalanceRow {
+        balance: int(&r, "balance")?,
+        reserved: int(&r, "reserved")?,
+        plan: Plan {
+            rate_per_minute: int(&r, "rate_per_minute")?,
+            increment_s: int(&r, "increment_s")?,
+            free_seconds: int(&r, "free_seconds")?,
+            overdraft: int(&r, "overdraft")?,
+        },
+        free_used: int(&r, "free_used")?,
+        free_held: int(&r, "free_held")?,
+        free_resets_at: int(&r, "free_resets_at")?,
+        debt: int(&r, "debt")?,
+    }))
 }
 
 /// Holds `money` and `free` seconds more, if the account still has them: false when another
