@@ -10,6 +10,8 @@
 #     WAV, what sipp's rtp_stream sends as payload type 0.
 #   - .cache/speech/speech_8k_s16.wav: the same speech as 8 kHz mono 16-bit PCM (a greeting).
 #   - .cache/models/: ONNX Runtime and silero_vad.onnx, by scripts/fetch_models.sh.
+#   - .cache/python/: Twilio's Python library (pinned, checksum verified), the reference
+#     tests/support/twilio_sign.py checks Parley's X-Twilio-Signature code against.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -95,8 +97,47 @@ generate_speech() {
     say "generated $s16 ($(soxi -D "$s16") s, $(soxi -e "$s16"))"
 }
 
+# --- Twilio's Python library ---------------------------------------------------------------
+# Installed with `pip install --target` into .cache/python rather than into a venv, because
+# python3-venv is not on every Debian machine, and rather than system-wide, which would need
+# root. tests/support/twilio_sign.py puts .cache/python on sys.path itself, so tests run it as
+# plain `python3 tests/support/twilio_sign.py ...` (PYTHONPATH=.cache/python works too).
+# --no-deps: twilio.request_validator needs only the standard library; the REST client's
+# dependencies (requests, aiohttp, PyJWT) are never imported. The wheel is pure Python, so one
+# checksum pins it on every machine and Python 3 version.
+TWILIO_PY_VERSION="9.13.0"
+TWILIO_PY_WHEEL_SHA256="a73eb7139f47ed0ad934e9cf0a26cd0add6b86e6ca4aec5964624a9ea588c11c"
+PYTHON_DIR="$CACHE/python"
+
+# Installs into a temporary directory and renames on success, like the speech fixture, so an
+# interrupted install is never taken for a complete one.
+install_twilio_python() {
+    if [ -d "$PYTHON_DIR/twilio-$TWILIO_PY_VERSION.dist-info" ] &&
+        python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import twilio.request_validator' \
+            "$PYTHON_DIR" 2>/dev/null; then
+        say "twilio $TWILIO_PY_VERSION (Python) present: $PYTHON_DIR"
+        return 0
+    fi
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        say "cannot install the twilio Python package: python3 with pip is missing (the signature cross-check skips, or fails under CI)" >&2
+        return 0
+    fi
+    mkdir -p "$CACHE"
+    local tmp
+    tmp="$(mktemp -d "$CACHE/.python.XXXXXX")"
+    printf 'twilio==%s --hash=sha256:%s\n' "$TWILIO_PY_VERSION" "$TWILIO_PY_WHEEL_SHA256" \
+        >"$tmp.requirements.txt"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+        --no-deps --require-hashes --target "$tmp/lib" -r "$tmp.requirements.txt"
+    rm -rf "$PYTHON_DIR"
+    mv "$tmp/lib" "$PYTHON_DIR"
+    rm -rf "$tmp" "$tmp.requirements.txt"
+    say "installed twilio $TWILIO_PY_VERSION (Python) into $PYTHON_DIR"
+}
+
 install_packages
 generate_speech
+install_twilio_python
 # ONNX Runtime and the Silero VAD model (pinned wheels from PyPI, checksums verified), and
 # the reference speech recording from the silero-vad sdist.
 "$ROOT/scripts/fetch_models.sh"

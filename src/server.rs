@@ -225,6 +225,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (events, durable_events) = crate::events::EventBus::with_durable_feed();
     crate::webhooks::start(store.clone(), durable_events, metrics.clone());
     let agent = call_agent(&config, &metrics).await?;
+    let agent_runtimes = Arc::new(crate::agent::profile::AgentRuntimes::default());
+    let channels = text_channels(&config, &store, &events, &agent, &agent_runtimes);
+    channels.start();
     let drain = crate::drain::Drain::default();
     let cdrs = crate::store::cdr::CdrWriter::start(store.clone());
     let ctx = Arc::new(CallContext {
@@ -236,7 +239,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         greeting,
         limits,
         agent,
-        agent_runtimes: Default::default(),
+        agent_runtimes,
+        channels: channels.clone(),
         store: store.clone(),
         cdrs: cdrs.clone(),
         live: live.clone(),
@@ -272,6 +276,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         events,
         originator,
         drain: drain.clone(),
+        channels,
     });
     // The API keeps serving while calls drain (a hang-up through it still works); once they
     // have, open connections (event streams) get a moment to finish, not forever.
@@ -292,6 +297,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// SMS, web chat and contacts' memory, answered by the calls' AI agent (none in menu mode).
+fn text_channels(
+    config: &Config,
+    store: &crate::store::Store,
+    events: &crate::events::EventBus,
+    agent: &Option<CallAgent>,
+    runtimes: &Arc<crate::agent::profile::AgentRuntimes>,
+) -> crate::channels::Channels {
+    let base = match agent {
+        Some(CallAgent::Ai(rt)) => Some(rt.clone()),
+        _ => None,
+    };
+    let http = base.as_ref().map(|rt| rt.http.clone()).unwrap_or_default();
+    crate::channels::Channels {
+        store: store.clone(),
+        sms: crate::channels::sms::outbox::Sms::new(
+            store.clone(),
+            &config.sms,
+            http,
+            events.clone(),
+        ),
+        memory: crate::memory::Memory::new(store.clone(), config.memory.clone()),
+        agents: Arc::new(crate::channels::agents::TextAgents::new(
+            store.clone(),
+            base,
+            runtimes.clone(),
+        )),
+        events: events.clone(),
+    }
 }
 
 /// What each media worker runs first: takes scheduling priority `nice` (`media.worker_nice`),

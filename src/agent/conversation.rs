@@ -19,6 +19,12 @@ use crate::providers::llm::{ChatMessage, ChatRequest, Role, ToolCall, ToolSpec};
 pub const END_CALL: &str = "end_call";
 pub const TRANSFER_CALL: &str = "transfer_call";
 pub const SEND_DTMF: &str = "send_dtmf";
+/// Offered when the caller can be texted (`Settings::send_sms`); carried out by the session.
+pub const SEND_SMS: &str = "send_sms";
+
+/// What the LLM is told when it greets a caller it remembers.
+pub const GREET_KNOWN: &str = "The call has just been answered. Greet the caller in one short \
+     sentence; if what you remember of them makes it natural, refer to it briefly.";
 
 /// A reply may call tools and go back to the LLM this many times before it must answer.
 const MAX_TOOL_ROUNDS: usize = 5;
@@ -47,6 +53,10 @@ pub struct Settings {
     pub transfer_target: Option<String>,
     /// HTTP tools (the built-in ones are added by the conversation).
     pub tools: Vec<ToolSpec>,
+    /// Greet with the LLM (a caller the agent remembers) instead of the fixed greeting.
+    pub greet_with_llm: bool,
+    /// Offer the `send_sms` tool (the caller's number can be texted).
+    pub send_sms: bool,
 }
 
 impl Settings {
@@ -67,6 +77,8 @@ impl Settings {
             fallback: agent.fallback.clone(),
             transfer_target: agent.transfer_target.clone(),
             tools: tool_specs(&agent.tools),
+            greet_with_llm: false,
+            send_sms: false,
         }
     }
 }
@@ -343,6 +355,14 @@ impl Conversation {
             return;
         }
         match input {
+            Input::Answered if self.settings.greet_with_llm => {
+                self.history.push(ChatMessage::system(GREET_KNOWN));
+                let mut reply = Reply::new(ReplyKind::Answer, TurnTimes::starting(now));
+                reply.times.llm_request = Some(now);
+                reply.llm_active = true;
+                self.reply = Some(reply);
+                self.actions.push_back(Action::StartLlm(self.request()));
+            }
             Input::Answered => {
                 let greeting = self.settings.greeting.clone();
                 if !greeting.trim().is_empty() {
@@ -708,6 +728,20 @@ impl Conversation {
                 "required": ["digits"]
             }),
         });
+        if self.settings.send_sms {
+            tools.push(ToolSpec {
+                name: SEND_SMS.into(),
+                description: "Send the caller a text message (SMS) on the number they are \
+                              calling from, for things better read than heard: an address, \
+                              a link, a confirmation number."
+                    .into(),
+                parameters: serde_json::json!({
+                    "type": "object",
+                    "properties": {"body": {"type": "string", "description": "The text to send"}},
+                    "required": ["body"]
+                }),
+            });
+        }
         tools.extend(self.settings.tools.iter().cloned());
         ChatRequest {
             messages: self.history.clone(),
@@ -805,6 +839,10 @@ impl Conversation {
                     }
                     None => results.push((call.id, "Transfers are not available.".into())),
                 },
+                SEND_SMS if self.settings.send_sms => {
+                    pending += 1;
+                    self.actions.push_back(Action::RunTool(call));
+                }
                 name if self.settings.tools.iter().any(|t| t.name == name) => {
                     pending += 1;
                     self.actions.push_back(Action::RunTool(call));

@@ -22,6 +22,8 @@ fn settings() -> Settings {
             description: "Books a table".into(),
             parameters: serde_json::json!({"type": "object"}),
         }],
+        greet_with_llm: false,
+        send_sms: false,
     }
 }
 
@@ -694,4 +696,52 @@ fn each_answered_turn_reports_its_latency_marks() {
         .played_to(sim.written)
         .iter()
         .all(|a| !matches!(a, Action::TurnCompleted(_))));
+}
+
+#[test]
+fn a_remembered_caller_is_greeted_by_the_llm_with_the_memory_in_its_prompt() {
+    let mut s = settings();
+    s.system_prompt = "You are a test agent.\n\nWhat you remember: they asked about cakes.".into();
+    s.greet_with_llm = true;
+    let mut sim = Sim::new(s);
+    let a = sim.input(Input::Answered);
+    assert!(speaks(&a).is_empty(), "no fixed greeting: {a:?}");
+    let req = llm_request(&a).expect("the greeting is asked of the LLM");
+    assert!(req.messages[0].content.contains("they asked about cakes"));
+    assert_eq!(req.messages.last().unwrap().content, GREET_KNOWN);
+    let a = sim.llm(&["Hi again! Still thinking about that cake?"]);
+    assert_eq!(
+        speaks(&a).join(" "),
+        "Hi again! Still thinking about that cake?"
+    );
+}
+
+#[test]
+fn send_sms_is_offered_only_when_the_caller_can_be_texted_and_runs_as_a_tool() {
+    let mut sim = Sim::greeted(settings());
+    sim.caller_says("Text me the address");
+    let a = sim.ms(400);
+    let req = llm_request(&a).unwrap();
+    assert!(!req.tools.iter().any(|t| t.name == SEND_SMS));
+
+    let mut s = settings();
+    s.send_sms = true;
+    let mut sim = Sim::greeted(s);
+    sim.caller_says("Text me the address");
+    let a = sim.ms(400);
+    let req = llm_request(&a).unwrap();
+    assert!(req.tools.iter().any(|t| t.name == SEND_SMS));
+    let call = ToolCall {
+        id: "call_9".into(),
+        name: SEND_SMS.into(),
+        arguments: r#"{"body":"12 Main St."}"#.into(),
+    };
+    sim.input(Input::LlmToolCall(call.clone()));
+    let a = sim.input(Input::LlmDone);
+    assert!(a.contains(&Action::RunTool(call)), "{a:?}");
+    let a = sim.input(Input::ToolResult {
+        id: "call_9".into(),
+        content: "Sent.".into(),
+    });
+    assert!(llm_request(&a).is_some(), "the model is told and goes on");
 }

@@ -9,4 +9,5 @@ pub mod menu;
 pub mod profile;
 pub mod sentences;
 pub mod session;
+pub mod text;
 pub mod tools;

@@ -99,6 +99,82 @@ pub struct AgentIo {
     pub call_id: String,
     /// A recorded prompt (`media.greeting`) played before the agent speaks.
     pub intro: Option<Arc<Vec<i16>>>,
+    /// What the agent knows of the person on the line, and how to text them.
+    pub caller: Caller,
+}
+
+/// What the agent knows of and can do for the person on the line.
+#[derive(Clone, Default)]
+pub struct Caller {
+    /// Their recent timeline ([`crate::memory::context::render`]); empty: nothing known.
+    pub context: String,
+    /// Greet them with the LLM when `context` is not empty (`memory.greet_known`).
+    pub greet_known: bool,
+    /// The language they use (`en`, `es`, `pt`), for the call's STT, voice and replies.
+    pub language: Option<String>,
+    /// Texting them (`send_sms`), when SMS is configured and their number is known.
+    pub sms: Option<SmsLink>,
+}
+
+/// How the agent texts the caller during a call.
+#[derive(Clone)]
+pub struct SmsLink {
+    pub sms: crate::channels::sms::outbox::Sms,
+    pub account_id: String,
+    /// The caller's number.
+    pub to: String,
+    /// The number they called (or are called from), when it is one of the account's.
+    pub from: Option<String>,
+}
+
+impl SmsLink {
+    /// Sends `arguments`' body; the model is told what happened.
+    async fn send(&self, arguments: &str, call_id: &str, seq: usize) -> String {
+        let body = serde_json::from_str::<serde_json::Value>(arguments)
+            .ok()
+            .and_then(|v| v["body"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        if body.trim().is_empty() {
+            return "Not sent: the text message needs a body.".into();
+        }
+        let request = crate::channels::sms::outbox::SendRequest {
+            account_id: self.account_id.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            body,
+            source: crate::channels::sms::outbox::Source::Agent,
+            // A retried tool call within the call sends once.
+            idempotency_key: Some(format!("call:{call_id}:{seq}")),
+        };
+        match self.sms.send(&request).await {
+            Ok(r) => format!(
+                "The text message is on its way to the caller ({} part(s)).",
+                r.message.segments
+            ),
+            Err(e) => format!("The text message could not be sent ({e}). Tell the caller."),
+        }
+    }
+}
+
+/// The agent's settings for one call with `caller`.
+fn settings_for(base: &Settings, caller: &Caller) -> Settings {
+    let mut settings = base.clone();
+    if let Some(language) = &caller.language {
+        settings.language = language.clone();
+        if let Some(note) = super::text::language_note(language) {
+            settings.system_prompt = format!("{}\n\n{note}", settings.system_prompt.trim_end());
+        }
+    }
+    if !caller.context.is_empty() {
+        settings.system_prompt = format!(
+            "{}\n\n{}",
+            settings.system_prompt.trim_end(),
+            caller.context
+        );
+        settings.greet_with_llm = caller.greet_known;
+    }
+    settings.send_sms = caller.sms.is_some();
+    settings
 }
 
 /// Reply audio not yet in the ring, in playing order.
@@ -136,6 +212,10 @@ struct Driver {
     awaiting_first_packet: bool,
     /// When the media thread reported the caller's latest speech start.
     speech_started_at: Option<std::time::Instant>,
+    /// Texting the caller, when possible.
+    sms: Option<SmsLink>,
+    /// Text messages sent so far (each one's idempotency key).
+    texts: usize,
 }
 
 /// Runs the agent until the call ends (its event channel closes); returns the playout
@@ -147,10 +227,17 @@ pub async fn run(rt: Arc<AgentRuntime>, mut io: AgentIo) -> PlayoutProducer {
         }
     }
     let now = Instant::now().into_std();
-    let language = rt.settings.language.clone();
+    let settings = settings_for(&rt.settings, &io.caller);
+    let language = if settings.language == "auto" {
+        rt.settings.language.clone()
+    } else {
+        settings.language.clone()
+    };
     let stt = rt.stt.as_ref().map(|s| s.start(&language));
     let mut d = Driver {
-        conv: Conversation::new(rt.settings.clone(), now),
+        conv: Conversation::new(settings, now),
+        sms: io.caller.sms.clone(),
+        texts: 0,
         rt,
         stt,
         llm: None,
@@ -487,6 +574,18 @@ impl Driver {
                 }
                 self.drop_pending();
                 self.awaiting_first_packet = false;
+            }
+            Action::RunTool(call) if call.name == super::conversation::SEND_SMS => {
+                let link = self.sms.clone();
+                self.texts += 1;
+                let (call_id, seq) = (self.call_id.clone(), self.texts);
+                self.tools.spawn(async move {
+                    let content = match link {
+                        Some(link) => link.send(&call.arguments, &call_id, seq).await,
+                        None => "Texting is not available on this call.".into(),
+                    };
+                    (call.id, content)
+                });
             }
             Action::RunTool(call) => {
                 let rt = self.rt.clone();

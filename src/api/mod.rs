@@ -50,6 +50,8 @@ pub struct ApiState {
     pub drain: crate::drain::Drain,
     /// Places the calls `POST /v1/calls` asks for.
     pub originator: crate::call::originate::Originator,
+    /// SMS, web chat and contacts' memory.
+    pub channels: crate::channels::Channels,
 }
 
 /// Every route: the documented API, the ops page (a page for browsers, outside the API
@@ -77,6 +79,17 @@ pub fn documented() -> OpenApiRouter<ApiState> {
         .merge(calls::routes())
         .merge(events::routes())
         .merge(webhooks::routes())
+        .merge(text_channel_routes())
+}
+
+/// Twilio's webhooks and the web chat socket (their handlers live with their channels).
+fn text_channel_routes() -> OpenApiRouter<ApiState> {
+    use crate::channels::chat;
+    use crate::channels::sms::webhook;
+    OpenApiRouter::new()
+        .routes(routes!(webhook::inbound))
+        .routes(routes!(webhook::status))
+        .routes(routes!(chat::open))
 }
 
 /// Alive: the process answers HTTP.

@@ -42,8 +42,10 @@ pub struct CallContext {
     pub greeting: Option<Arc<Vec<i16>>>,
     /// Who answers calls (`agent.mode`); `None`: nobody (mode `off`).
     pub agent: Option<CallAgent>,
-    /// The AI agent as each stored agent configures it.
-    pub agent_runtimes: AgentRuntimes,
+    /// The AI agent as each stored agent configures it (shared with the text channels).
+    pub agent_runtimes: Arc<AgentRuntimes>,
+    /// Contacts' memory and SMS (the agent's `send_sms`).
+    pub channels: crate::channels::Channels,
     /// Routing and billing leases.
     pub store: crate::store::Store,
     /// Where call detail records go.
@@ -698,6 +700,10 @@ impl Session {
                         requests: requests_tx,
                         call_id: self.call_id.clone(),
                         intro: ctx.greeting.clone(),
+                        caller: match &who {
+                            CallAgent::Ai(_) => self.caller(&ctx).await,
+                            CallAgent::Menu(_) => Default::default(),
+                        },
                     };
                     let span = tracing::Span::current();
                     let task = match who {
@@ -910,9 +916,89 @@ impl Session {
             .filter_map(|t| t.voice_to_voice().map(|d| d.as_millis() as u64))
             .collect();
         tracing::info!(?reason, ?stats, turns = turns.len(), voice_to_voice_ms = ?v2v, "call ended");
+        self.remember(&ctx, &transcript);
         self.record.transcript(transcript);
         self.record
             .ended(reason.as_ref(), stats.as_deref(), &turns, settled.as_ref())
+    }
+
+    /// The person on the line (the caller, or whom we called), as a number.
+    fn other_party(&self) -> Option<String> {
+        let cdr = self.record.cdr();
+        if cdr.direction == "outbound" {
+            dialled(&cdr.to_uri)
+        } else {
+            dialled(&cdr.from_uri)
+        }
+    }
+
+    /// What the agent knows of the person on the line, and how to text them.
+    async fn caller(&self, ctx: &CallContext) -> agent_session::Caller {
+        let Some(address) = self.other_party() else {
+            return agent_session::Caller::default();
+        };
+        let cdr = self.record.cdr();
+        let account_id = cdr.account_id.clone();
+        let ours = if cdr.direction == "outbound" {
+            dialled(&cdr.from_uri)
+        } else {
+            cdr.number.clone()
+        };
+        let channels = &ctx.channels;
+        let recall = channels.memory.for_call(&account_id, &address).await;
+        let sms = channels.sms.enabled().then(|| agent_session::SmsLink {
+            sms: channels.sms.clone(),
+            account_id: account_id.clone(),
+            to: address.clone(),
+            from: ours,
+        });
+        match recall {
+            Some(r) => agent_session::Caller {
+                context: r.context,
+                greet_known: channels.memory.config().greet_known,
+                language: r.contact.language,
+                sms,
+            },
+            None => agent_session::Caller {
+                sms,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Puts the call on the timeline of the person on the line (a summary, made after the
+    /// call so it delays nothing).
+    fn remember(&self, ctx: &Arc<CallContext>, transcript: &serde_json::Value) {
+        let Some(address) = self.other_party() else {
+            return;
+        };
+        let lines = transcript.as_array().map_or(0, Vec::len);
+        if lines == 0 {
+            return;
+        }
+        let cdr = self.record.cdr();
+        let (account_id, cdr_id) = (cdr.account_id.clone(), cdr.id.clone());
+        let duration_s = cdr
+            .answered_at
+            .map_or(0, |at| (crate::store::now_ms() - at) / 1000);
+        let llm = match &ctx.agent {
+            Some(CallAgent::Ai(rt)) => Some(rt.llm.clone()),
+            _ => None,
+        };
+        let memory = ctx.channels.memory.clone();
+        let transcript = transcript.clone();
+        tokio::spawn(async move {
+            memory
+                .remember_call(
+                    &account_id,
+                    &address,
+                    &cdr_id,
+                    &transcript,
+                    duration_s,
+                    llm.as_ref(),
+                )
+                .await
+        });
     }
 
     /// Answers the INVITE with a final refusal.

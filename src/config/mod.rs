@@ -6,6 +6,7 @@
 //! needs when a deployment refuses to start.
 
 pub mod agent;
+pub mod text;
 pub mod trunks;
 
 use std::fmt;
@@ -269,6 +270,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub billing: BillingConfig,
     pub redis: RedisConfig,
+    pub sms: text::SmsConfig,
+    pub memory: text::MemoryConfig,
     /// `[stt]`, `[llm]`, `[tts]` and `[agent]`: the default agent.
     pub ai: agent::AiConfig,
 }
@@ -321,6 +324,8 @@ impl Default for Config {
             api: ApiConfig::default(),
             billing: BillingConfig::default(),
             redis: RedisConfig::default(),
+            sms: text::SmsConfig::default(),
+            memory: text::MemoryConfig::default(),
             ai: agent::AiConfig::default(),
         }
     }
@@ -533,6 +538,7 @@ impl Config {
                 }
                 self.api.admin_key = (!key.is_empty()).then_some(key);
             }
+            _ if text::set(&mut self.sms, &mut self.memory, key, &v)? => {}
             _ if self.ai.set(key, &v)? => {}
             _ => {
                 let known: Vec<&str> = all_keys()
@@ -581,6 +587,13 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.sms.twilio_account_sid.is_empty() != self.sms.twilio_auth_token.is_empty() {
+            return Err(ConfigError::invalid(
+                "sms.twilio_auth_token",
+                &Origin::Combined,
+                "sms.twilio_account_sid and sms.twilio_auth_token go together: set both or neither",
+            ));
         }
         if let Some(greeting) = &self.media.greeting {
             if !greeting.is_file() {
@@ -640,13 +653,16 @@ pub const KEYS: &[&str] = &[
 ];
 
 const SECTIONS: &[&str] = &[
-    "sip", "media", "call", "http", "database", "api", "billing", "redis", "stt", "llm", "tts",
-    "agent",
+    "sip", "media", "call", "http", "database", "api", "billing", "redis", "sms", "memory", "stt",
+    "llm", "tts", "agent",
 ];
 
 /// [`KEYS`] and the agent sections' [`agent::AGENT_KEYS`].
 pub fn all_keys() -> impl Iterator<Item = &'static str> {
-    KEYS.iter().chain(agent::AGENT_KEYS).copied()
+    KEYS.iter()
+        .chain(text::TEXT_KEYS)
+        .chain(agent::AGENT_KEYS)
+        .copied()
 }
 
 /// `sip.max_calls` -> `PARLEY_SIP_MAX_CALLS`.

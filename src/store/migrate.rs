@@ -221,7 +221,82 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE leases ADD COLUMN debt_s BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE leases ADD COLUMN debt BIGINT NOT NULL DEFAULT 0",
     ),
+    both(9, "contacts, messages and their timeline", TEXT_CHANNELS),
 ];
+
+/// Migration 9: the people an account talks to, their timeline across channels, SMS in and
+/// out (with every provider callback kept as received), and web chat tokens.
+const TEXT_CHANNELS: &str = "CREATE TABLE contacts (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        address TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        language TEXT,
+        language_confidence DOUBLE PRECISION,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE UNIQUE INDEX contacts_address ON contacts (account_id, address);
+    CREATE TABLE timeline (
+        id SERIAL_ID,
+        account_id TEXT NOT NULL,
+        contact_id TEXT NOT NULL REFERENCES contacts(id),
+        channel TEXT NOT NULL,
+        role TEXT NOT NULL,
+        text TEXT NOT NULL,
+        ref_id TEXT,
+        detail TEXT,
+        at BIGINT NOT NULL
+    );
+    CREATE INDEX timeline_contact ON timeline (contact_id, id);
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        contact_id TEXT,
+        direction TEXT NOT NULL,
+        source TEXT NOT NULL,
+        from_number TEXT NOT NULL,
+        to_number TEXT NOT NULL,
+        body TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_rank BIGINT NOT NULL,
+        error_code BIGINT,
+        error_message TEXT,
+        provider_sid TEXT,
+        segments BIGINT NOT NULL,
+        encoding TEXT NOT NULL,
+        idempotency_key TEXT,
+        raw TEXT,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        send_after BIGINT,
+        claimed_until BIGINT,
+        handled_at BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE UNIQUE INDEX messages_sid ON messages (provider_sid);
+    CREATE UNIQUE INDEX messages_idempotency ON messages (account_id, idempotency_key);
+    CREATE INDEX messages_account ON messages (account_id, created_at, id);
+    CREATE INDEX messages_due ON messages (status, send_after);
+    CREATE TABLE message_events (
+        id SERIAL_ID,
+        message_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error_code BIGINT,
+        raw TEXT NOT NULL,
+        applied BIGINT NOT NULL,
+        at BIGINT NOT NULL
+    );
+    CREATE INDEX message_events_message ON message_events (message_id, id);
+    ALTER TABLE accounts ADD COLUMN messaging TEXT;
+    CREATE TABLE chat_tokens (
+        hash TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        contact_id TEXT NOT NULL REFERENCES contacts(id),
+        agent_id TEXT,
+        expires_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    )";
 
 /// Written in place of `SERIAL_ID`: an ever-increasing integer key, the one column type the
 /// dialects spell differently.

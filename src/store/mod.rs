@@ -13,8 +13,11 @@
 pub mod accounts;
 pub mod billing;
 pub mod cdr;
+pub mod chat;
 pub mod clock;
+pub mod contacts;
 pub mod directory;
+pub mod messages;
 mod migrate;
 pub mod webhooks;
 

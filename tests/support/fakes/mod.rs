@@ -7,3 +7,4 @@ pub mod openai_stt;
 pub mod tts_deepgram;
 pub mod tts_elevenlabs;
 pub mod tts_openai;
+pub mod twilio;

@@ -1,0 +1,9 @@
+//! SMS over Twilio: signed webhooks in ([`webhook`]), the outbox and REST sends out
+//! ([`outbox`], [`rest`]), segment counting, business hours.
+
+pub mod hours;
+pub mod outbox;
+pub mod rest;
+pub mod segments;
+pub mod signature;
+pub mod webhook;
