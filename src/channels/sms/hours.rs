@@ -24,7 +24,7 @@
 //! - when the clocks fall back, a local time that happens twice is open both times if it lies
 //!   within an interval; an opening time in the repeated hour opens at its first occurrence.
 
-use jiff::civil::{Date, DateTime};
+use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value};
@@ -238,15 +238,16 @@ impl BusinessHours {
 
     fn open_at(&self, at: Timestamp) -> bool {
         let local = self.tz.to_datetime(at);
-        let minute = u16::try_from(local.hour()).unwrap_or(0) * 60
-            + u16::try_from(local.minute()).unwrap_or(0);
-        self.intervals_of(local)
+        // jiff keeps hours in 0..=23 and minutes in 0..=59, so the conversions cannot fail.
+        let hour = u16::try_from(local.hour()).unwrap_or(0);
+        let minute = u16::try_from(local.minute()).unwrap_or(0);
+        self.intervals_on(local.date())
             .iter()
-            .any(|iv| iv.contains(minute))
+            .any(|iv| iv.contains(hour * 60 + minute))
     }
 
-    fn intervals_of(&self, local: DateTime) -> &[Interval] {
-        let day = usize::try_from(local.weekday().to_monday_zero_offset()).unwrap_or(0);
+    fn intervals_on(&self, date: Date) -> &[Interval] {
+        let day = usize::try_from(date.weekday().to_monday_zero_offset()).unwrap_or(0);
         &self.weekly[day % 7]
     }
 
@@ -255,15 +256,14 @@ impl BusinessHours {
     /// spring forward over it (both readings are then tried and rejected by `open_at`, and
     /// the transition itself is the opening).
     fn start_instants(&self, date: Date) -> Vec<Timestamp> {
-        let day = usize::try_from(date.weekday().to_monday_zero_offset()).unwrap_or(0);
         let mut instants = Vec::new();
-        for iv in &self.weekly[day % 7] {
+        for iv in self.intervals_on(date) {
             let (hour, minute) = (iv.start / 60, iv.start % 60);
             let (Ok(hour), Ok(minute)) = (i8::try_from(hour), i8::try_from(minute)) else {
                 continue;
             };
             let local = self.tz.to_ambiguous_timestamp(date.at(hour, minute, 0, 0));
-            instants.extend(local.clone().earlier().ok());
+            instants.extend(local.earlier().ok());
             instants.extend(local.later().ok());
         }
         instants
@@ -675,6 +675,15 @@ mod tests {
             e.map_err(|e| e.field().to_string()),
             Err("timezone".to_string())
         );
+    }
+
+    #[test]
+    fn hours_bundled_time_zones_are_there_without_the_system_copy() {
+        // The fallback for hosts without /usr/share/zoneinfo (jiff's tzdb-bundle-always).
+        let bundled = jiff::tz::TimeZoneDatabase::bundled();
+        for name in ["America/Sao_Paulo", "America/New_York", "Europe/Lisbon"] {
+            assert!(bundled.get(name).is_ok(), "{name} is not bundled");
+        }
     }
 
     #[test]
