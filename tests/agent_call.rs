@@ -13,6 +13,7 @@ use support::fakes::openai_llm::{FakeLlm, LlmReply};
 use support::fakes::openai_stt::{FakeOpenAiStt, SttReply};
 use support::fakes::tts_deepgram::tone_hz;
 use support::fakes::tts_openai::FakeOpenAiTts;
+use support::fakes::twilio::FakeTwilio;
 use support::*;
 
 /// The fakes and the Parley that uses them.
@@ -888,4 +889,200 @@ fn the_agent_presses_keys_on_the_line_with_send_dtmf() {
     // And the model was told they were sent.
     let results = messages(&rig.llm, 1, "tool");
     assert_eq!(results[0]["content"], "Sent the tones 305.");
+}
+
+/// Parley's environment for SMS through `twilio`, plus `extra`.
+fn with_sms<'a>(
+    sms: &'a [(&'static str, String)],
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut env: Vec<(&str, &str)> = sms.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend_from_slice(extra);
+    env
+}
+
+/// The first LLM request whose messages satisfy `test`, waiting for it.
+fn llm_request_where(
+    llm: &FakeLlm,
+    test: impl Fn(&[serde_json::Value]) -> bool,
+) -> serde_json::Value {
+    poll_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        llm.requests()
+            .into_iter()
+            .find(|r| test(r.body["messages"].as_array().unwrap()))
+            .map(|r| r.body)
+    })
+    .unwrap_or_else(|| panic!("no such LLM request in {:?}", llm.requests()))
+}
+
+fn contact_timeline(p: &Parley, key: &str, number: &str) -> Vec<serde_json::Value> {
+    let path = format!("/v1/contacts/{}/timeline", number.replace('+', "%2B"));
+    let (status, body) = p.api("GET", &path, key, &[], None);
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_caller_is_remembered_from_call_to_sms_to_call_and_in_their_language() {
+    let name = "a_caller_is_remembered_from_call_to_sms_to_call_and_in_their_language";
+    let twilio = FakeTwilio::start();
+    let sms = support::sms::sms_env(&twilio.base_url());
+    let env = with_sms(
+        &sms,
+        &[
+            ("PARLEY_TTS_VOICE", "alloy"),
+            ("PARLEY_TTS_VOICES", "es=nova"),
+            ("PARLEY_MEMORY_LLM_SUMMARY", "false"),
+            ("PARLEY_AGENT_GREETING", "Bob's Bakery, hello!"),
+        ],
+    );
+    let Some(rig) = Rig::start(name, &env) else {
+        return;
+    };
+    let p = &rig.parley;
+    let root = p.printed_admin_key();
+    let (shop, caller) = ("+15550100300", "+15550107777");
+    let (_, key) = p.tenant(&root, "Bakery", Some(shop), "write");
+
+    // 1. A call: the caller orders a cake.
+    rig.stt.push(SttReply::text(
+        "I'd like a birthday cake for Saturday.",
+        Some("english"),
+    ));
+    rig.stt.set_default(SttReply::text("", Some("english")));
+    rig.llm.push(LlmReply::text(&["Happy to. What flavour?"]));
+    let phrase = compose(
+        &p.scratch_dir("audio"),
+        "after-greeting.wav",
+        &[Part::Silence(2_500), Part::Phrase1],
+    );
+    let (output, _) = run_caller_to(shop, p, &phrase, &["--duration", "8", "--from", caller]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        tts_inputs(&rig.tts)[0],
+        "Bob's Bakery, hello!",
+        "a stranger gets the fixed greeting"
+    );
+    let summary = poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        contact_timeline(p, &key, caller)
+            .into_iter()
+            .find(|e| e["channel"] == "voice")
+    })
+    .unwrap_or_else(|| panic!("no call on the timeline\n{}", p.logs()));
+    let summary = summary["text"].as_str().unwrap().to_string();
+    assert!(summary.contains("birthday cake for Saturday"), "{summary}");
+
+    // 2. They text afterwards, in Spanish: the reply knows about the call.
+    rig.llm.push(LlmReply::text(&["Sí, a las diez está bien."]));
+    let form = support::sms::incoming_to(
+        "SM00000000000000000000000000000100",
+        caller,
+        shop,
+        "Hola, ¿puedo recogerla el sábado a las diez?",
+    );
+    assert_eq!(
+        support::sms::post_signed(p, "/webhooks/twilio/sms", &form).0,
+        200
+    );
+    let texting = llm_request_where(&rig.llm, |m| {
+        m.last()
+            .is_some_and(|l| l["content"] == "Hola, ¿puedo recogerla el sábado a las diez?")
+    });
+    let system = texting["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("phone call, summary"), "{system}");
+    assert!(system.contains(&summary), "{system}");
+    assert!(system.contains("Always answer in Spanish."), "{system}");
+    let sent = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        twilio.messages().first().cloned()
+    })
+    .expect("the SMS reply");
+    assert_eq!((sent.to.as_str(), sent.from.as_str()), (caller, shop));
+
+    // 3. They call again: greeted by the LLM with what it remembers, in Spanish, with the
+    // Spanish voice.
+    rig.llm.push(LlmReply::text(&[
+        "¡Hola otra vez! ¿Todo bien con la tarta?",
+    ]));
+    let silence = compose(
+        &p.scratch_dir("audio"),
+        "silence.wav",
+        &[Part::Silence(4_000)],
+    );
+    let (output, _) = run_caller_to(shop, p, &silence, &["--duration", "6", "--from", caller]);
+    assert!(output.status.success(), "{output:?}");
+    let greeting = llm_request_where(&rig.llm, |m| {
+        m.last().is_some_and(|l| {
+            l["role"] == "system"
+                && l["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("The call has just been answered")
+        })
+    });
+    let system = greeting["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("SMS from them: Hola, ¿puedo recogerla el sábado a las diez?"),
+        "{system}"
+    );
+    assert!(
+        system.contains("SMS from you: Sí, a las diez está bien."),
+        "{system}"
+    );
+    assert!(system.contains(&summary), "{system}");
+    assert!(system.contains("Always answer in Spanish."), "{system}");
+    let spoken = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        rig.tts.requests().into_iter().find(|r| {
+            r.body["input"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("¡Hola otra vez!"))
+        })
+    })
+    .expect("the LLM's greeting is spoken");
+    assert_eq!(spoken.body["voice"], "nova", "the Spanish voice");
+}
+
+#[test]
+fn the_agent_texts_the_caller_during_the_call_with_send_sms() {
+    let name = "the_agent_texts_the_caller_during_the_call_with_send_sms";
+    let twilio = FakeTwilio::start();
+    let sms = support::sms::sms_env(&twilio.base_url());
+    let Some(rig) = Rig::start(name, &with_sms(&sms, &[])) else {
+        return;
+    };
+    let p = &rig.parley;
+    let root = p.printed_admin_key();
+    let (shop, caller) = ("+15550100400", "+15550108888");
+    p.tenant(&root, "Bakery", Some(shop), "write");
+    rig.stt
+        .set_default(SttReply::text("Can you text me your address?", None));
+    rig.llm.push(LlmReply::text_and_tools(
+        &["Sure, I'm texting it to you now."],
+        &[(
+            "call_s",
+            "send_sms",
+            r#"{"body":"Bob's Bakery, 12 Main St."}"#,
+        )],
+    ));
+    rig.llm.set_default(LlmReply::text(&["Done."]));
+    let phrase = first_phrase(&p.scratch_dir("audio"));
+    let (output, _) = run_caller_to(shop, p, &phrase, &["--duration", "7", "--from", caller]);
+    assert!(output.status.success(), "{output:?}");
+    let sent = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        twilio.messages().first().cloned()
+    })
+    .unwrap_or_else(|| panic!("no SMS sent\n{}", p.logs()));
+    assert_eq!(
+        (sent.to.as_str(), sent.from.as_str(), sent.body.as_str()),
+        (caller, shop, "Bob's Bakery, 12 Main St.")
+    );
+    let tools = rig.llm.requests()[0].body["tools"].clone();
+    assert!(tools.to_string().contains("send_sms"), "{tools}");
+    let results = messages(&rig.llm, 1, "tool");
+    assert!(
+        results[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("on its way"),
+        "{results:?}"
+    );
 }

@@ -1,0 +1,122 @@
+//! Twilio's side of SMS webhooks for tests: the forms it posts, signed as it signs them
+//! (X-Twilio-Signature over the public URL Parley is configured with), and a raw form POST.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use super::Parley;
+
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const AUTH_TOKEN: &str = "twilio-auth-token-for-tests";
+/// Where Twilio believes Parley is (a proxy in front): signatures are over this URL.
+pub const PUBLIC_URL: &str = "https://sms.parley.example";
+
+/// Parley's environment for SMS through the fake Twilio at `twilio_url`.
+pub fn sms_env(twilio_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PARLEY_SMS_TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
+        ("PARLEY_SMS_TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
+        ("PARLEY_SMS_TWILIO_API_URL", twilio_url.into()),
+        ("PARLEY_SMS_PUBLIC_URL", PUBLIC_URL.into()),
+    ]
+}
+
+/// Posts `params` to `path` signed as Twilio signs it.
+pub fn post_signed(p: &Parley, path: &str, params: &[(String, String)]) -> (u16, String) {
+    let signature = sign(path, params);
+    post_form(p, path, params, Some(&signature))
+}
+
+/// The form Twilio posts for an incoming SMS (its documented parameters).
+pub fn incoming_to(sid: &str, from: &str, to: &str, body: &str) -> Vec<(String, String)> {
+    [
+        ("ToCountry", "US"),
+        ("ToState", "CA"),
+        ("SmsMessageSid", sid),
+        ("NumMedia", "0"),
+        ("ToCity", ""),
+        ("FromZip", ""),
+        ("SmsSid", sid),
+        ("FromState", "NY"),
+        ("SmsStatus", "received"),
+        ("FromCity", ""),
+        ("Body", body),
+        ("FromCountry", "US"),
+        ("To", to),
+        ("ToZip", ""),
+        ("NumSegments", "1"),
+        ("MessageSid", sid),
+        ("AccountSid", ACCOUNT_SID),
+        ("From", from),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub fn status_form(
+    sid: &str,
+    from: &str,
+    to: &str,
+    status: &str,
+    error_code: Option<&str>,
+) -> Vec<(String, String)> {
+    let mut form: Vec<(String, String)> = [
+        ("SmsSid", sid),
+        ("SmsStatus", status),
+        ("MessageStatus", status),
+        ("To", to),
+        ("MessageSid", sid),
+        ("AccountSid", ACCOUNT_SID),
+        ("From", from),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if let Some(code) = error_code {
+        form.push(("ErrorCode".into(), code.into()));
+    }
+    form
+}
+
+pub fn sign(path: &str, params: &[(String, String)]) -> String {
+    parley::channels::sms::signature::expected(AUTH_TOKEN, &format!("{PUBLIC_URL}{path}"), params)
+}
+
+pub fn post_form(
+    p: &Parley,
+    path: &str,
+    params: &[(String, String)],
+    signature: Option<&str>,
+) -> (u16, String) {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let mut s = TcpStream::connect(p.http_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: TwilioProxy/1.1\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+        p.http_addr,
+        body.len()
+    );
+    if let Some(sig) = signature {
+        head.push_str(&format!("X-Twilio-Signature: {sig}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (status, body.unwrap_or_default())
+}
