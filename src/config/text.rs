@@ -128,7 +128,8 @@ pub(super) fn set(
     match key {
         "sms.twilio_account_sid" => {
             let sid = v.string()?;
-            if !sid.is_empty() && !(sid.starts_with("AC") && sid.len() == 34) {
+            let well_formed = sid.starts_with("AC") && sid.len() == 34;
+            if !sid.is_empty() && !well_formed {
                 return Err(v.err("expected Twilio's Account SID: AC and 32 hex digits"));
             }
             sms.twilio_account_sid = sid;

@@ -134,6 +134,11 @@ impl Memory {
         };
         let done = async {
             let mut contact = self.store.contact_for(account_id, address).await?;
+            // The language first: once the call is on the timeline, all it taught is stored.
+            let said = caller_lines(transcript);
+            if !said.is_empty() {
+                self.learn_language(&mut contact, &said).await;
+            }
             let detail = json!({"transcript": transcript, "duration_s": duration_s});
             let entry = NewEntry {
                 channel: Channel::Voice,
@@ -145,10 +150,6 @@ impl Memory {
             self.store
                 .append_timeline(account_id, &contact.id, &entry)
                 .await?;
-            let said = caller_lines(transcript);
-            if !said.is_empty() {
-                self.learn_language(&mut contact, &said).await;
-            }
             Ok::<_, StoreError>(())
         }
         .await;
@@ -171,4 +172,84 @@ fn caller_lines(transcript: &Value) -> String {
                 .join(" ")
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn memory() -> (Memory, Contact, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open("", dir.path()).await.unwrap();
+        let account = store.create_account("Bakery").await.unwrap();
+        let contact = store
+            .contact_for(&account.id, "+15550100999")
+            .await
+            .unwrap();
+        (Memory::new(store, MemoryConfig::default()), contact, dir)
+    }
+
+    #[tokio::test]
+    async fn a_language_is_guessed_from_a_cue_word_and_replaced_only_on_clear_evidence() {
+        let (memory, mut c, _dir) = memory().await;
+        assert_eq!(
+            memory.learn_language(&mut c, "no").await,
+            None,
+            "shared word"
+        );
+        assert_eq!(
+            memory.learn_language(&mut c, "sim").await.as_deref(),
+            Some("pt")
+        );
+        assert_eq!(
+            memory.learn_language(&mut c, "gracias").await.as_deref(),
+            Some("pt"),
+            "one word does not overturn a stored language"
+        );
+        let es = "Quiero cambiar mi cita para mañana por la tarde";
+        assert_eq!(
+            memory.learn_language(&mut c, es).await.as_deref(),
+            Some("es")
+        );
+        let stored = memory.store.contact(&c.account_id, &c.id).await.unwrap();
+        assert_eq!(stored.language.as_deref(), Some("es"));
+        // A language a person set stays.
+        memory
+            .store
+            .set_contact_language(&c.id, Some("en"), Some(1.0))
+            .await
+            .unwrap();
+        let mut c = memory.store.contact(&c.account_id, &c.id).await.unwrap();
+        assert_eq!(
+            memory.learn_language(&mut c, es).await.as_deref(),
+            Some("en")
+        );
+    }
+
+    #[tokio::test]
+    async fn recall_leaves_out_the_message_answered_and_keeps_to_the_budget() {
+        let (mut memory, c, _dir) = memory().await;
+        let add = |text: &'static str, ref_id: &'static str| NewEntry {
+            channel: Channel::Sms,
+            role: Role::Contact,
+            text,
+            ref_id: Some(ref_id),
+            detail: None,
+        };
+        memory
+            .store
+            .append_timeline(&c.account_id, &c.id, &add("Do you deliver?", "msg_1"))
+            .await
+            .unwrap();
+        memory
+            .store
+            .append_timeline(&c.account_id, &c.id, &add("To Elm St?", "msg_2"))
+            .await
+            .unwrap();
+        let context = memory.recall(&c, Some("msg_2")).await.unwrap();
+        assert!(context.contains("Do you deliver?"), "{context}");
+        assert!(!context.contains("Elm St"), "{context}");
+        memory.config.context_chars = 0;
+        assert_eq!(memory.recall(&c, None).await.unwrap(), "");
+    }
 }

@@ -55,7 +55,7 @@ pub fn plain(transcript: &Value, duration_s: i64) -> String {
             .filter(|l| l["role"] == role)
             .filter_map(|l| l["text"].as_str().map(str::trim))
             .filter(|t| !t.is_empty());
-        if last { it.last() } else { it.next() }.map(str::to_string)
+        if last { it.next_back() } else { it.next() }.map(str::to_string)
     };
     let mut out = format!("A {} call.", length(duration_s));
     if let Some(first) = said("caller", false) {

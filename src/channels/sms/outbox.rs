@@ -413,3 +413,90 @@ impl Sms {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sms() -> (Sms, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open("", dir.path()).await.unwrap();
+        let config = SmsConfig {
+            twilio_account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+            twilio_auth_token: "token".into(),
+            ..SmsConfig::default()
+        };
+        let sms = Sms::new(store, &config, reqwest::Client::new(), EventBus::default());
+        (sms, dir)
+    }
+
+    #[tokio::test]
+    async fn the_rate_counts_the_last_minute_per_account() {
+        let (sms, _dir) = sms().await;
+        let t = 1_000_000;
+        assert_eq!(sms.take_rate("a", 2, t), None);
+        assert_eq!(sms.take_rate("a", 2, t + 10), None);
+        assert_eq!(sms.take_rate("a", 2, t + 20), Some(t + MINUTE_MS), "full");
+        assert_eq!(sms.take_rate("b", 2, t + 20), None, "another account's own");
+        assert_eq!(
+            sms.take_rate("a", 2, t + MINUTE_MS),
+            None,
+            "the first left the window"
+        );
+        assert_eq!(
+            sms.take_rate("a", 2, t + MINUTE_MS + 1),
+            Some(t + 10 + MINUTE_MS)
+        );
+    }
+
+    #[tokio::test]
+    async fn sends_are_checked_before_they_are_queued() {
+        let (sms, _dir) = sms().await;
+        let store = &sms.inner.store;
+        let account = store.create_account("Bakery").await.unwrap().id;
+        let req = |to: &str, body: &str, from: Option<&str>| SendRequest {
+            account_id: account.clone(),
+            from: from.map(str::to_string),
+            to: to.into(),
+            body: body.into(),
+            source: Source::Api,
+            idempotency_key: None,
+        };
+        let field_of = |r: Result<Recorded, SmsError>| match r {
+            Err(SmsError::Field { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field_of(sms.send(&req("12", "Hi", None)).await), "to");
+        assert_eq!(
+            field_of(sms.send(&req("+15550100999", " ", None)).await),
+            "body"
+        );
+        let long = "x".repeat(MAX_BODY_CHARS + 1);
+        assert_eq!(
+            field_of(sms.send(&req("+15550100999", &long, None)).await),
+            "body"
+        );
+        assert_eq!(
+            field_of(sms.send(&req("+15550100999", "Hi", None)).await),
+            "from",
+            "no number"
+        );
+        store
+            .create_number(&account, "+15550100200", None)
+            .await
+            .unwrap();
+        let other = Some("+15550100201");
+        assert_eq!(
+            field_of(sms.send(&req("+15550100999", "Hi", other)).await),
+            "from"
+        );
+        let queued = sms
+            .send(&req("+1 555 010 0999", "Olá ☺", None))
+            .await
+            .unwrap();
+        assert_eq!(queued.message.from, "+15550100200");
+        assert_eq!(queued.message.to, "+15550100999");
+        assert_eq!(queued.message.encoding, "UCS-2");
+        assert_eq!(queued.message.status, "pending");
+    }
+}
