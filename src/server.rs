@@ -203,13 +203,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("made the operator's first admin API key; it was printed to stdout once");
     }
     let engine_stats = engine.stats.clone();
-    // With redis.url, call limits and live calls are shared with the other nodes.
+    // With redis.url, call limits, live calls and SMS rates are shared with the other nodes.
     let redis = if config.redis.url.is_empty() {
         None
     } else {
         let redis = crate::cluster::Redis::new(&config.redis, metrics.clone())
             .context("cannot use redis.url")?;
-        tracing::info!(node = redis.node(), prefix = %config.redis.prefix, "sharing call limits and live calls through Redis");
+        tracing::info!(node = redis.node(), prefix = %config.redis.prefix, "sharing call limits, live calls and SMS rates through Redis");
         Some(redis)
     };
     let (live, limits) = match &redis {
@@ -226,7 +226,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     crate::webhooks::start(store.clone(), durable_events, metrics.clone());
     let agent = call_agent(&config, &metrics).await?;
     let agent_runtimes = Arc::new(crate::agent::profile::AgentRuntimes::default());
-    let channels = text_channels(&config, &store, &events, &agent, &agent_runtimes);
+    let channels = text_channels(&config, &store, &events, &agent, &agent_runtimes, &redis);
     channels.start();
     let drain = crate::drain::Drain::default();
     let cdrs = crate::store::cdr::CdrWriter::start(store.clone());
@@ -306,6 +306,7 @@ fn text_channels(
     events: &crate::events::EventBus,
     agent: &Option<CallAgent>,
     runtimes: &Arc<crate::agent::profile::AgentRuntimes>,
+    redis: &Option<Arc<crate::cluster::Redis>>,
 ) -> crate::channels::Channels {
     let base = match agent {
         Some(CallAgent::Ai(rt)) => Some(rt.clone()),
@@ -319,6 +320,7 @@ fn text_channels(
             &config.sms,
             http,
             events.clone(),
+            redis.clone(),
         ),
         memory: crate::memory::Memory::new(store.clone(), config.memory.clone()),
         agents: Arc::new(crate::channels::agents::TextAgents::new(

@@ -1,5 +1,6 @@
 //! State that Parley nodes share through Redis when `redis.url` is set: the per-account
-//! concurrent-call slots ([`slots`]) and the live-call registry ([`calls`]).
+//! concurrent-call slots ([`slots`]), the live-call registry ([`calls`]) and the accounts'
+//! SMS rates ([`sms_rate`]).
 //!
 //! Every key and channel starts with `redis.prefix` (`parley:` by default):
 //!
@@ -10,6 +11,7 @@
 //! | `calls` | sorted set | every node's live calls: call id → expiry |
 //! | `calls:{account}` | sorted set | one account's live calls: call id → expiry |
 //! | `node:{node}:hangup` | pub/sub channel | call ids the node is asked to hang up |
+//! | `sms_rate:{account}` | sorted set | the account's SMS sends of the last minute: id → time |
 //!
 //! Expiry times are Redis's own clock (`TIME`, read inside Lua scripts), so nodes whose clocks
 //! disagree still agree on what has expired. Each node refreshes its entries every third of
@@ -23,6 +25,7 @@
 
 pub mod calls;
 pub mod slots;
+pub mod sms_rate;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

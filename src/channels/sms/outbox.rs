@@ -122,12 +122,21 @@ struct Inner {
     events: EventBus,
     wake: Notify,
     policy: RetryPolicy,
-    /// When each account's latest messages were sent by this node (the rate's window).
+    /// When each account's latest messages were sent by this node (the rate's window,
+    /// without Redis or while it is away).
     sent: Mutex<HashMap<String, VecDeque<i64>>>,
+    /// With Redis, the rates are kept there, for all nodes together.
+    redis: Option<Arc<crate::cluster::Redis>>,
 }
 
 impl Sms {
-    pub fn new(store: Store, config: &SmsConfig, http: reqwest::Client, events: EventBus) -> Sms {
+    pub fn new(
+        store: Store,
+        config: &SmsConfig,
+        http: reqwest::Client,
+        events: EventBus,
+        redis: Option<Arc<crate::cluster::Redis>>,
+    ) -> Sms {
         let rest = config.enabled().then(|| {
             TwilioRest::new(
                 http,
@@ -149,6 +158,7 @@ impl Sms {
                 wake: Notify::new(),
                 policy,
                 sent: Mutex::default(),
+                redis,
             }),
         }
     }
@@ -328,7 +338,7 @@ impl Sms {
             return;
         }
         let per_minute = settings.per_minute.unwrap_or(self.inner.config.per_minute);
-        if let Some(free_at) = self.take_rate(&message.account_id, per_minute, now) {
+        if let Some(free_at) = self.rate(&message, per_minute, now).await {
             if let Err(e) = store.hold_message(&message.id, "pending", free_at).await {
                 tracing::warn!(error = %e, "cannot hold a message for the account's rate");
             }
@@ -381,8 +391,22 @@ impl Sms {
         }
     }
 
-    /// Counts a send against the account's rate; Some(when a send is next allowed) when the
-    /// last minute is full.
+    /// Counts `message`'s send against its account's rate; Some(when a send is next
+    /// allowed) when the last minute is full. Shared by every node through Redis when there
+    /// is one; this node's own count otherwise, or while Redis does not answer.
+    async fn rate(&self, message: &Message, per_minute: u32, now: i64) -> Option<i64> {
+        if let Some(redis) = &self.inner.redis {
+            let taken =
+                crate::cluster::sms_rate::take(redis, &message.account_id, per_minute, &message.id)
+                    .await;
+            if let Ok(wait) = taken {
+                return wait.map(|ms| now + ms as i64);
+            }
+        }
+        self.take_rate(&message.account_id, per_minute, now)
+    }
+
+    /// This node's count of the account's sends (see [`Sms::rate`]).
     fn take_rate(&self, account_id: &str, per_minute: u32, now: i64) -> Option<i64> {
         let mut sent = self.inner.sent.lock().unwrap_or_else(|e| e.into_inner());
         let window = sent.entry(account_id.to_string()).or_default();
@@ -426,7 +450,13 @@ mod tests {
             twilio_auth_token: "token".into(),
             ..SmsConfig::default()
         };
-        let sms = Sms::new(store, &config, reqwest::Client::new(), EventBus::default());
+        let sms = Sms::new(
+            store,
+            &config,
+            reqwest::Client::new(),
+            EventBus::default(),
+            None,
+        );
         (sms, dir)
     }
 
