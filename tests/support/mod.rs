@@ -11,6 +11,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod fakes;
+pub mod sms;
 pub mod stores;
 
 use std::collections::HashMap;
