@@ -891,16 +891,6 @@ fn the_agent_presses_keys_on_the_line_with_send_dtmf() {
     assert_eq!(results[0]["content"], "Sent the tones 305.");
 }
 
-/// Parley's environment for SMS through `twilio`, plus `extra`.
-fn with_sms<'a>(
-    sms: &'a [(&'static str, String)],
-    extra: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut env: Vec<(&str, &str)> = sms.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.extend_from_slice(extra);
-    env
-}
-
 /// The first LLM request whose messages satisfy `test`, waiting for it.
 fn llm_request_where(
     llm: &FakeLlm,
@@ -926,9 +916,8 @@ fn contact_timeline(p: &Parley, key: &str, number: &str) -> Vec<serde_json::Valu
 fn a_caller_is_remembered_from_call_to_sms_to_call_and_in_their_language() {
     let name = "a_caller_is_remembered_from_call_to_sms_to_call_and_in_their_language";
     let twilio = FakeTwilio::start();
-    let sms = support::sms::sms_env(&twilio.base_url());
-    let env = with_sms(
-        &sms,
+    let sms = support::sms::sms_env(
+        &twilio,
         &[
             ("PARLEY_TTS_VOICE", "alloy"),
             ("PARLEY_TTS_VOICES", "es=nova"),
@@ -936,7 +925,7 @@ fn a_caller_is_remembered_from_call_to_sms_to_call_and_in_their_language() {
             ("PARLEY_AGENT_GREETING", "Bob's Bakery, hello!"),
         ],
     );
-    let Some(rig) = Rig::start(name, &env) else {
+    let Some(rig) = Rig::start(name, &support::sms::as_env(&sms)) else {
         return;
     };
     let p = &rig.parley;
@@ -1045,8 +1034,8 @@ fn a_caller_is_remembered_from_call_to_sms_to_call_and_in_their_language() {
 fn the_agent_texts_the_caller_during_the_call_with_send_sms() {
     let name = "the_agent_texts_the_caller_during_the_call_with_send_sms";
     let twilio = FakeTwilio::start();
-    let sms = support::sms::sms_env(&twilio.base_url());
-    let Some(rig) = Rig::start(name, &with_sms(&sms, &[])) else {
+    let sms = support::sms::sms_env(&twilio, &[]);
+    let Some(rig) = Rig::start(name, &support::sms::as_env(&sms)) else {
         return;
     };
     let p = &rig.parley;

@@ -16,15 +16,22 @@
 //! - The schemas are checked against real answers: each request body schema's fields must be
 //!   exactly the fields the handler accepts (it names them when refusing an unknown one), and
 //!   the answers of a run through the API (accounts, keys, billing, leases, agents, numbers,
-//!   webhooks, calls, records) must fit their documented schema, field for field.
+//!   webhooks, messages sent through a fake Twilio, contacts, messaging settings, chat
+//!   tokens, calls, records) must fit their documented schema, field for field.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::fakes::twilio::FakeTwilio;
+use support::sms::{as_env, sms_env, twilio_webhook};
 use support::*;
+
+/// Where the run-through's Twilio reaches Parley (its webhooks are signed over this URL).
+const PUBLIC_URL: &str = "https://sms.example.com";
 
 /// Routes served but left out of the document on purpose, with why. A plain `.route(...)`
 /// anywhere under `src/` must be listed here (or, better, registered with `routes!`).
@@ -113,6 +120,12 @@ fn the_document_is_openapi_3_with_the_bearer_scheme() {
     assert_eq!(scheme["type"], "http", "{scheme}");
     assert_eq!(scheme["scheme"], "bearer", "{scheme}");
     assert_eq!(scheme["bearerFormat"], "pk_<id>_<secret>", "{scheme}");
+    let chat = &doc["components"]["securitySchemes"]["chat_token"];
+    assert_eq!(
+        (&chat["type"], &chat["in"], &chat["name"]),
+        (&json!("apiKey"), &json!("query"), &json!("token")),
+        "{chat}"
+    );
 
     let ops = operations(&doc);
     assert!(ops.len() > 30, "only {} operations", ops.len());
@@ -155,8 +168,16 @@ fn the_document_is_openapi_3_with_the_bearer_scheme() {
             })
             .unwrap_or_default();
         assert_eq!(in_path, params, "{at}: path parameters");
-        // The `/v1` API needs a key; health, metrics and this document do not.
-        assert_eq!(is_bearer(op), path.starts_with("/v1/"), "{at}: security");
+        // The `/v1` API needs a key, but the web chat socket, which needs a chat token (minted
+        // with a key); health, metrics, this document and Twilio's webhooks (checked against
+        // Twilio's signature) need neither.
+        let chat_token = op["security"] == json!([{ "chat_token": [] }]);
+        assert!(!chat_token || path == "/v1/chat", "{at}: a chat token");
+        assert_eq!(
+            is_bearer(op) || chat_token,
+            path.starts_with("/v1/"),
+            "{at}: security"
+        );
         if is_bearer(op) {
             assert!(responses.contains_key("401"), "{at}: 401 not documented");
         }
@@ -478,11 +499,32 @@ impl Checked<'_> {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.call_with(method, template, path, &[], body)
+    }
+
+    /// [`Checked::call`] with extra request headers.
+    fn call_with(
+        &mut self,
+        method: &str,
+        template: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let at = format!("{method} {path}");
         let op = &self.doc["paths"][template][method.to_lowercase()];
         assert!(op.is_object(), "{method} {template} is not in the document");
         let body = body.map(|b| b.to_string());
-        let (status, answer) = send(self.p, method, path, Some(&self.key), body.as_deref());
+        let (status, text) = http_request_with(
+            self.p.http_addr,
+            method,
+            path,
+            Some(&self.key),
+            headers,
+            body.as_deref(),
+        )
+        .unwrap_or_else(|e| panic!("{at}: {e}"));
+        let answer = serde_json::from_str(&text).unwrap_or(Value::String(text));
         let response = &op["responses"][status.to_string()];
         assert!(
             response.is_object(),
@@ -508,7 +550,10 @@ impl Checked<'_> {
 /// answers fit the documented answer schemas.
 #[test]
 fn request_bodies_and_answers_match_the_document() {
-    let p = Parley::start(&[]);
+    // SMS is configured (against a fake Twilio) so that the messages' answers are real ones.
+    let twilio = FakeTwilio::start();
+    let env = sms_env(&twilio, &[("PARLEY_SMS_PUBLIC_URL", PUBLIC_URL)]);
+    let p = Parley::start(&as_env(&env));
     let doc = document(&p);
     let mut api = Checked {
         p: &p,
@@ -648,6 +693,8 @@ fn request_bodies_and_answers_match_the_document() {
     let one = concrete("/v1/webhooks/{id}", &[("id", &hook)]);
     assert_eq!(api.call("DELETE", "/v1/webhooks/{id}", &one, None).0, 204);
 
+    text_channels(&mut api, &acc, &twilio);
+
     assert_eq!(api.call("GET", "/v1/calls", "/v1/calls", None).0, 200);
     assert_eq!(
         api.call("GET", "/v1/calls/{id}", "/v1/calls/nope", None).0,
@@ -704,4 +751,96 @@ fn request_bodies_and_answers_match_the_document() {
     }
     assert!(bodies >= 12, "only {bodies} request bodies");
     eprintln!("checked against the document: {:#?}", api.seen);
+}
+
+/// The run-through's part for SMS, contacts, messaging settings and web chat tokens, on
+/// account `acc` (named with `account_id`: the key is the operator's).
+fn text_channels(api: &mut Checked<'_>, acc: &str, twilio: &FakeTwilio) {
+    let body = json!({"account_id": acc, "number": "+15551230098"});
+    assert_eq!(
+        api.call("POST", "/v1/numbers", "/v1/numbers", Some(body)).0,
+        201
+    );
+    let messaging = concrete("/v1/accounts/{id}/messaging", &[("id", acc)]);
+    let template = "/v1/accounts/{id}/messaging";
+    assert_eq!(api.call("GET", template, &messaging, None).0, 200);
+    let every_day: serde_json::Map<String, Value> =
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .iter()
+            .map(|d| (d.to_string(), json!([["00:00", "24:00"]])))
+            .collect();
+    let body = json!({"business_hours": {"timezone": "UTC", "weekly": every_day},
+        "sms_per_minute": 1000});
+    let (s, settings) = api.call("PUT", template, &messaging, Some(body));
+    assert_eq!(s, 200, "{settings}");
+    let body = json!({"business_hours": {"timezone": "Mars/Olympus", "weekly": {}}});
+    assert_eq!(api.call("PUT", template, &messaging, Some(body)).0, 422);
+
+    let body = json!({"account_id": acc, "to": "+15557654321", "body": "See you at 3pm."});
+    let (s, sent) = api.call("POST", "/v1/messages", "/v1/messages", Some(body.clone()));
+    assert_eq!(s, 201, "{sent}");
+    let id = sent["id"].as_str().unwrap().to_string();
+    let key = [("Idempotency-Key", "openapi-1")];
+    let path = "/v1/messages";
+    assert_eq!(
+        api.call_with("POST", path, path, &key, Some(body.clone()))
+            .0,
+        201
+    );
+    assert_eq!(api.call_with("POST", path, path, &key, Some(body)).0, 200);
+    let other = json!({"account_id": acc, "to": "+15557654321", "body": "Another text."});
+    assert_eq!(api.call_with("POST", path, path, &key, Some(other)).0, 409);
+    let bad = json!({"account_id": acc, "to": "nope", "body": "x"});
+    assert_eq!(api.call("POST", path, path, Some(bad)).0, 422);
+    let body = json!({"account_id": acc, "to": ["+15557654322", "nope"], "body": "Reminder"});
+    let bulk = "/v1/messages/bulk";
+    assert_eq!(api.call("POST", bulk, bulk, Some(body)).0, 202);
+
+    // A status callback, so that the message's `events` are checked too.
+    let sid = poll_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        twilio
+            .messages()
+            .into_iter()
+            .find(|m| m.body == "See you at 3pm.")
+            .map(|m| m.sid)
+    })
+    .expect("the message reaches the fake Twilio");
+    let params = [("MessageSid", sid.as_str()), ("MessageStatus", "delivered")];
+    let (s, text) = twilio_webhook(api.p, PUBLIC_URL, "/webhooks/twilio/status", &params);
+    assert_eq!(s, 200, "{text}");
+    let list = format!("/v1/messages?account_id={acc}&limit=1");
+    let (s, page) = api.call("GET", "/v1/messages", &list, None);
+    assert_eq!(s, 200);
+    assert!(page["next_cursor"].is_string(), "{page}");
+    let one = format!("/v1/messages/{id}?account_id={acc}");
+    let (s, detail) = api.call("GET", "/v1/messages/{id}", &one, None);
+    assert_eq!(s, 200);
+    assert_eq!(detail["events"][0]["status"], "delivered", "{detail}");
+    assert_eq!(
+        api.call("GET", "/v1/messages/{id}", "/v1/messages/msg_nope", None)
+            .0,
+        404
+    );
+
+    let list = format!("/v1/contacts?account_id={acc}");
+    let (s, contacts) = api.call("GET", "/v1/contacts", &list, None);
+    assert_eq!(s, 200);
+    let contact = contacts["data"][0]["id"].as_str().unwrap().to_string();
+    let one = format!("/v1/contacts/{contact}?account_id={acc}");
+    assert_eq!(api.call("GET", "/v1/contacts/{id}", &one, None).0, 200);
+    let body = json!({"language": "es"});
+    assert_eq!(
+        api.call("PATCH", "/v1/contacts/{id}", &one, Some(body)).0,
+        200
+    );
+    let timeline = format!("/v1/contacts/{contact}/timeline?account_id={acc}");
+    let (s, entries) = api.call("GET", "/v1/contacts/{id}/timeline", &timeline, None);
+    assert_eq!(s, 200);
+    assert!(!entries["data"].as_array().unwrap().is_empty(), "{entries}");
+
+    let tokens = "/v1/chat/tokens";
+    let body = json!({"account_id": acc, "contact": "visitor-1", "ttl_s": 600});
+    assert_eq!(api.call("POST", tokens, tokens, Some(body)).0, 201);
+    let body = json!({"account_id": acc, "contact": "visitor-1", "ttl_s": 5});
+    assert_eq!(api.call("POST", tokens, tokens, Some(body)).0, 422);
 }

@@ -29,14 +29,14 @@ impl Rig {
         let twilio = FakeTwilio::start();
         twilio.require_auth(ACCOUNT_SID, AUTH_TOKEN);
         let llm = FakeLlm::start();
-        let (twilio_url, llm_url) = (twilio.base_url(), llm.base_url());
-        let sms = sms_env(&twilio_url);
-        let mut env: Vec<(&str, &str)> = sms.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        env.extend([
+        let llm_url = llm.base_url();
+        let mut extra = vec![
             ("PARLEY_LLM_PROVIDER", "openai"),
             ("PARLEY_LLM_BASE_URL", llm_url.as_str()),
-        ]);
-        env.extend_from_slice(extra_env);
+        ];
+        extra.extend_from_slice(extra_env);
+        let sms = sms_env(&twilio, &extra);
+        let env = as_env(&sms);
         let parley = Parley::start(&env);
         let root = parley.printed_admin_key();
         let (_, key) = parley.tenant(&root, "Bakery", Some(SHOP), "write");

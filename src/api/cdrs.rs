@@ -5,11 +5,10 @@
 use axum::body::Body as HttpBody;
 use axum::extract::{Path, State};
 
-use super::query::Query;
+use super::query::{cursor, page_limit, parse_cursor, Query};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use serde_json::{json, Value};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -60,7 +59,6 @@ struct AccountQuery {
     account_id: Option<String>,
 }
 
-const PAGE: i64 = 100;
 /// Rows fetched per database round trip while exporting.
 const EXPORT_PAGE: i64 = 500;
 
@@ -75,18 +73,7 @@ fn time(field: &str, raw: &Option<String>) -> Result<Option<i64>, ApiError> {
 }
 
 fn cursor_of(cdr: &Cdr) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{}|{}", cdr.started_at, cdr.id))
-}
-
-fn parse_cursor(raw: &str) -> Result<(i64, String), ApiError> {
-    let bad = || ApiError::field("cursor", "not a cursor this API returned");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (at, id) = text.split_once('|').ok_or_else(bad)?;
-    Ok((at.parse().map_err(|_| bad())?, id.to_string()))
+    cursor(cdr.started_at, &cdr.id)
 }
 
 fn query(auth: &Auth, f: &Filters, limit: i64) -> Result<CdrQuery, ApiError> {
@@ -135,10 +122,7 @@ async fn list(
     auth: Auth,
     Query(f): Query<Filters>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = f.limit.unwrap_or(PAGE);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field("limit", "must be 1 to 1000"));
-    }
+    let limit = page_limit(f.limit)?;
     let q = query(&auth, &f, limit)?;
     let page = state.store.cdrs(&q).await?;
     let next = (page.len() as i64 == limit)

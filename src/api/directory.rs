@@ -129,7 +129,7 @@ fn agent_config(body: &Body) -> Result<(String, Value), ApiError> {
 }
 
 /// The account a request names (`account_id`) or the key's own, checked for `scope`.
-fn target(auth: &Auth, named: Option<String>, scope: Scope) -> Result<String, ApiError> {
+pub(super) fn target(auth: &Auth, named: Option<String>, scope: Scope) -> Result<String, ApiError> {
     let account = named.unwrap_or_else(|| auth.0.account_id.clone());
     auth.on_account(&account, scope, "account")?;
     Ok(account)

@@ -109,7 +109,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// What went wrong, for programs: `unauthorized`, `forbidden`, `not_found`,
     /// `invalid_field`, `bad_body`, `bad_json`, `bad_idempotency_key`, `conflict`,
-    /// `insufficient_funds`, `store_unavailable`.
+    /// `insufficient_funds`, `store_unavailable`, `sms_not_configured`.
     pub code: &'static str,
     /// What went wrong, for people.
     pub message: String,
@@ -130,6 +130,18 @@ pub enum Refused {
     /// The database failed; try again (`store_unavailable`).
     #[response(status = 503)]
     StoreUnavailable(ErrorBody),
+}
+
+/// What an operation that sends SMS may answer besides: no valid key, or it cannot send now.
+#[derive(IntoResponses)]
+pub enum RefusedSms {
+    /// No API key, or not a valid one (`unauthorized`).
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The database failed; try again (`store_unavailable`). Or this Parley has no SMS
+    /// provider (`sms_not_configured`: `sms.twilio_account_sid` and `sms.twilio_auth_token`).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }
 
 /// The key's scope does not allow this (`forbidden`).

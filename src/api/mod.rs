@@ -1,6 +1,8 @@
 //! The HTTP control plane: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, and the `/v1`
 //! API (accounts and API keys, billing and leases, agents and numbers, calls, call records,
-//! events, webhooks), every `/v1` route behind an API key.
+//! events, webhooks, SMS, contacts and their timelines, web chat tokens), every `/v1` route
+//! behind an API key but the web chat socket (behind a chat token); and Twilio's webhooks
+//! (behind Twilio's signature).
 //!
 //! A route is added with a handler carrying `#[utoipa::path(...)]` and one line in its
 //! module's `routes()`: `.routes(routes!(handler))` (handlers on the same path together:
@@ -13,9 +15,13 @@ pub mod billing;
 pub mod body;
 pub mod calls;
 pub mod cdrs;
+pub mod chat;
+pub mod contacts;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod messages;
+pub mod messaging;
 pub mod openapi;
 pub mod ops_page;
 pub mod query;
@@ -79,6 +85,10 @@ pub fn documented() -> OpenApiRouter<ApiState> {
         .merge(calls::routes())
         .merge(events::routes())
         .merge(webhooks::routes())
+        .merge(messages::routes())
+        .merge(messaging::routes())
+        .merge(contacts::routes())
+        .merge(chat::routes())
         .merge(text_channel_routes())
 }
 

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
@@ -29,14 +29,20 @@ use super::schemas::Event;
 /// (the attribute takes a literal only).
 pub const BEARER: &str = "bearer";
 
+/// The name of the web chat's token scheme (`GET /v1/chat?token=…`), which a visitor's
+/// browser holds instead of an API key.
+pub const CHAT_TOKEN: &str = "chat_token";
+
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Parley",
         description = "The control plane of Parley, a voice-AI engine: accounts and API keys, \
             agents and numbers, live calls, call detail records, billing and leases, webhooks \
-            and live events. Every `/v1` operation needs an API key: \
-            `Authorization: Bearer <key>`."
+            and live events, SMS, contacts and their timelines, and web chat. Every `/v1` \
+            operation needs an API key, `Authorization: Bearer <key>`, but the web chat \
+            socket, which takes a chat token minted with one; Twilio's webhooks are checked \
+            against Twilio's signature."
     ),
     modifiers(&BearerKey),
     components(schemas(ErrorBody, Event)),
@@ -50,11 +56,16 @@ pub const BEARER: &str = "bearer";
         (name = "cdrs", description = "Call detail records"),
         (name = "events", description = "Live events as Server-Sent Events"),
         (name = "webhooks", description = "Event subscriptions delivered by signed POST"),
+        (name = "messages", description = "SMS sent and received, and when an account may send"),
+        (name = "contacts", description = "The people an account talks to, and their timeline on every channel"),
+        (name = "chat", description = "Web chat: tokens for visitors, and the chat socket"),
+        (name = "sms", description = "Twilio's webhooks: messages received and delivery status"),
     )
 )]
 struct Base;
 
-/// Adds the API key scheme: `Authorization: Bearer pk_<id>_<secret>`.
+/// Adds the API key scheme, `Authorization: Bearer pk_<id>_<secret>`, and the web chat's
+/// token.
 struct BearerKey;
 
 impl Modify for BearerKey {
@@ -68,9 +79,13 @@ impl Modify for BearerKey {
                  `POST /v1/accounts/{id}/keys` makes more, scoped `read`, `write` or `admin`.",
             ))
             .build();
-        doc.components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+        let chat = ApiKeyValue::with_description(
+            "token",
+            "A web chat token from `POST /v1/chat/tokens`, in the query: `/v1/chat?token=pct_…`.",
+        );
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+        components.add_security_scheme(CHAT_TOKEN, SecurityScheme::ApiKey(ApiKey::Query(chat)));
     }
 }
 

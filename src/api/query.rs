@@ -3,9 +3,38 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use base64::Engine;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+
+/// Items per page when `limit` is not given.
+pub const PAGE: i64 = 100;
+
+/// A page's `limit`: 1 to 1000, default [`PAGE`].
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(PAGE);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be 1 to 1000"));
+    }
+    Ok(limit)
+}
+
+/// The opaque cursor of a keyset page that ends at (`at`, `id`): the listing's sort key.
+pub fn cursor(at: i64, id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{at}|{id}"))
+}
+
+/// The (`at`, `id`) a [`cursor`] carries.
+pub fn parse_cursor(raw: &str) -> Result<(i64, String), ApiError> {
+    let bad = || ApiError::field("cursor", "not a cursor this API returned");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (at, id) = text.split_once('|').ok_or_else(bad)?;
+    Ok((at.parse().map_err(|_| bad())?, id.to_string()))
+}
 
 /// The query string as `T`.
 pub struct Query<T>(pub T);

@@ -351,13 +351,269 @@ pub struct DeliveryList {
 pub struct Event {
     /// Increasing within a process run (the SSE `id`).
     pub seq: i64,
-    /// `call.started`, `call.answered`, `call.ended`, `turn.completed`, `lease.final_units`.
+    /// `call.started`, `call.answered`, `call.ended`, `turn.completed`, `lease.final_units`,
+    /// `sms.received`, `sms.status`, `chat.message`.
     #[schema(rename = "type")]
     pub kind: String,
     pub account_id: String,
     #[schema(format = DateTime)]
     pub at: String,
     pub data: Value,
+}
+
+/// A text message (SMS), sent or received.
+#[derive(ToSchema)]
+pub struct Message {
+    /// `msg_…`
+    pub id: String,
+    pub account_id: String,
+    /// The person at the other end (`/v1/contacts`).
+    #[schema(required = true)]
+    pub contact_id: Option<String>,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// Who made it: `twilio` (received), `api`, `bulk`, `agent` (the AI agent's reply).
+    pub source: String,
+    /// E.164 (a received message's sender may be a short code, kept as sent).
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    /// `scheduled` (held for the account's business hours), `pending` (in Parley's outbox),
+    /// then Twilio's: `accepted`, `queued`, `sending`, `sent`, `delivered`, `undelivered`,
+    /// `failed`, `read`; received: `received`.
+    pub status: String,
+    /// Twilio's error code when it refused or could not deliver it (e.g. 21211).
+    #[schema(required = true)]
+    pub error_code: Option<i64>,
+    #[schema(required = true)]
+    pub error_message: Option<String>,
+    /// Twilio's `MessageSid`, once it has one.
+    #[schema(required = true)]
+    pub provider_sid: Option<String>,
+    /// SMS parts it takes (160 GSM-7 characters, or 70 UCS-2, each; fewer when split).
+    pub segments: i64,
+    /// `GSM-7` or `UCS-2` (any character outside GSM-7, such as an emoji).
+    pub encoding: String,
+    #[schema(required = true)]
+    pub idempotency_key: Option<String>,
+    /// Send attempts made so far (Twilio's 5xx, 429 and network failures are retried).
+    pub attempts: i64,
+    /// Not sent before this time (business hours, the account's rate).
+    #[schema(format = DateTime, required = true)]
+    pub send_after: Option<String>,
+    /// Twilio's webhook parameters, as received (received messages only).
+    #[schema(value_type = Option<Object>, required = true)]
+    pub raw: Option<Value>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// A page of messages, newest first.
+#[derive(ToSchema)]
+pub struct MessagePage {
+    pub data: Vec<Message>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A delivery-status callback Twilio made for a message.
+#[derive(ToSchema)]
+pub struct MessageEvent {
+    /// The status it reported.
+    pub status: String,
+    /// False when it arrived after a later status and was kept without moving the status back.
+    pub applied: bool,
+    /// Its parameters, as received.
+    #[schema(value_type = Object)]
+    pub raw: Value,
+}
+
+/// A message with its delivery-status callbacks.
+#[derive(ToSchema)]
+pub struct MessageDetail {
+    #[serde(flatten)]
+    pub message: Message,
+    /// In arrival order.
+    pub events: Vec<MessageEvent>,
+}
+
+/// One recipient of a bulk send: its message (`id`, `status`), or why it has none (`error`).
+#[derive(ToSchema)]
+pub struct BulkOutcome {
+    /// The number as the request gave it.
+    pub to: String,
+    pub id: Option<String>,
+    pub status: Option<String>,
+    /// `field` names the request's field at fault, e.g. `to[3]` or `messages[3].body`.
+    pub error: Option<super::error::ErrorDetail>,
+}
+
+/// What a bulk send did, recipient by recipient in the request's order.
+#[derive(ToSchema)]
+pub struct BulkResult {
+    pub data: Vec<BulkOutcome>,
+    /// Recipients with a message in the outbox.
+    pub queued: i64,
+    /// Recipients refused.
+    pub failed: i64,
+}
+
+/// How a contact is reached.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum ContactKind {
+    /// A phone number: calls and SMS.
+    Phone,
+    /// A web chat visitor.
+    Web,
+}
+
+/// A language the agent answers in.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum LanguageCode {
+    En,
+    Es,
+    Pt,
+}
+
+/// Someone an account talks to, on any channel.
+#[derive(ToSchema)]
+pub struct Contact {
+    /// `ctc_…`
+    pub id: String,
+    pub account_id: String,
+    /// An E.164 number, or `web:<the business's id for a web visitor>`.
+    pub address: String,
+    pub kind: ContactKind,
+    /// The language they write and speak (`en`, `es`, `pt`), once known.
+    #[schema(required = true)]
+    pub language: Option<String>,
+    /// How sure the detection that set `language` was, 0 to 1; 1: a person set it.
+    #[schema(required = true)]
+    pub language_confidence: Option<f64>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The last time anything happened with them.
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// A page of contacts, the most recently active first.
+#[derive(ToSchema)]
+pub struct ContactPage {
+    pub data: Vec<Contact>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// Where a timeline entry happened.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum TimelineChannel {
+    Voice,
+    Sms,
+    Chat,
+}
+
+/// Who a timeline entry is from.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum TimelineRole {
+    /// The person (caller, texter, visitor).
+    Contact,
+    /// The AI agent, or the business through the API.
+    Agent,
+    /// A record about a conversation (a call's summary).
+    Summary,
+}
+
+/// One thing said or done with a contact.
+#[derive(ToSchema)]
+pub struct TimelineEntry {
+    pub id: i64,
+    pub contact_id: String,
+    pub channel: TimelineChannel,
+    pub role: TimelineRole,
+    pub text: String,
+    /// The message (`msg_…`) or call record (`cdr_…`) it comes from.
+    #[schema(required = true)]
+    pub ref_id: Option<String>,
+    /// More about it: a call's `{"transcript": [...], "duration_s": …}`.
+    #[schema(value_type = Option<Object>, required = true)]
+    pub detail: Option<Value>,
+    #[schema(format = DateTime)]
+    pub at: String,
+}
+
+/// A page of a contact's timeline, newest first.
+#[derive(ToSchema)]
+pub struct TimelinePage {
+    pub data: Vec<TimelineEntry>,
+    /// Pass as `cursor` for the next (older) page; null on the last one.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A web chat token, shown this once (only its hash is kept).
+#[derive(ToSchema)]
+pub struct ChatToken {
+    /// `pct_…`
+    pub token: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// The visitor's contact (`ctc_…`).
+    pub contact_id: String,
+    /// Where the page opens the chat, as a WebSocket on this server: `/v1/chat?token=…`.
+    pub url: String,
+}
+
+/// One day's open hours: `[["09:00", "12:00"], ["13:00", "18:00"]]`, each interval from
+/// its start (included) to its end (excluded, `24:00` allowed), not overlapping.
+type Day = Option<Vec<Vec<String>>>;
+
+/// Weekly open hours; a day left out is closed.
+#[derive(ToSchema)]
+pub struct Weekly {
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
+    pub mon: Day,
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
+    pub tue: Day,
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
+    pub wed: Day,
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
+    pub thu: Day,
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
+    pub fri: Day,
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
+    pub sat: Day,
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
+    pub sun: Day,
+}
+
+/// When an account's SMS may go out, in wall-clock time of its own zone (daylight-saving
+/// changes included).
+#[derive(ToSchema)]
+#[schema(example = json!({"timezone": "America/Sao_Paulo", "weekly": {"mon": [["09:00", "18:00"]], "sat": [["10:00", "14:00"]]}}))]
+pub struct BusinessHours {
+    /// An IANA time zone, e.g. `America/New_York`.
+    pub timezone: String,
+    pub weekly: Weekly,
+}
+
+/// An account's messaging settings.
+#[derive(ToSchema)]
+pub struct MessagingSettings {
+    /// Null: messages go at any time.
+    #[schema(required = true)]
+    pub business_hours: Option<BusinessHours>,
+    /// SMS per minute; null: the server's `sms.per_minute`.
+    #[schema(required = true)]
+    pub sms_per_minute: Option<i64>,
 }
 
 #[cfg(test)]
@@ -457,5 +713,58 @@ mod tests {
             data: json!({}),
         };
         assert_eq!(fields(&event), fields_of::<super::Event>());
+    }
+
+    #[test]
+    fn messages_contacts_and_timeline_entries_match_their_schemas() {
+        let message = crate::store::messages::Message {
+            id: "msg_1".into(),
+            account_id: "acc_1".into(),
+            contact_id: None,
+            direction: "outbound".into(),
+            source: "api".into(),
+            from: "+15551230001".into(),
+            to: "+15551230002".into(),
+            body: "hi".into(),
+            status: "pending".into(),
+            error_code: None,
+            error_message: None,
+            provider_sid: None,
+            segments: 1,
+            encoding: "GSM-7".into(),
+            idempotency_key: None,
+            attempts: 0,
+            send_after: None,
+            raw: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert_eq!(fields(&message), fields_of::<super::Message>());
+        let contact = crate::store::contacts::Contact {
+            id: "ctc_1".into(),
+            account_id: "acc_1".into(),
+            address: "web:v1".into(),
+            kind: crate::store::contacts::ContactKind::Web,
+            language: None,
+            language_confidence: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert_eq!(fields(&contact), fields_of::<super::Contact>());
+        let entry = crate::store::contacts::Entry {
+            id: 1,
+            contact_id: "ctc_1".into(),
+            channel: crate::store::contacts::Channel::Voice,
+            role: crate::store::contacts::Role::Summary,
+            text: "called".into(),
+            ref_id: None,
+            detail: Some(json!({"transcript": [], "duration_s": 3})),
+            at: 0,
+        };
+        assert_eq!(fields(&entry), fields_of::<super::TimelineEntry>());
+        // The enums are written as the schemas list them.
+        assert_eq!(json!(entry)["channel"], "voice");
+        assert_eq!(json!(entry)["role"], "summary");
+        assert_eq!(json!(contact)["kind"], "web");
     }
 }

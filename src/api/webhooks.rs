@@ -26,6 +26,9 @@ const EVENT_TYPES: &[&str] = &[
     "call.ended",
     "turn.completed",
     "lease.final_units",
+    "sms.received",
+    "sms.status",
+    "chat.message",
 ];
 
 pub fn routes() -> OpenApiRouter<ApiState> {
@@ -41,7 +44,8 @@ pub struct NewWebhook {
     /// Where events are POSTed: `http://` or `https://`.
     pub url: String,
     /// The event types to deliver (default all): `*`, `call.started`, `call.answered`,
-    /// `call.ended`, `turn.completed`, `lease.final_units`.
+    /// `call.ended`, `turn.completed`, `lease.final_units`, `sms.received`, `sms.status`,
+    /// `chat.message`.
     pub events: Option<Vec<String>>,
     /// The signing key, 16 characters or more (default: one is made and shown once).
     pub secret: Option<String>,

@@ -37,6 +37,7 @@ pub struct ChatQuery {
     path = "/v1/chat",
     operation_id = "open_chat",
     tag = "chat",
+    security(("chat_token" = [])),
     params(ChatQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket chat"),

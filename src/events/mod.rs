@@ -20,7 +20,8 @@ const BACKLOG: usize = 4096;
 pub struct BusEvent {
     /// Increasing within a process run (SSE `id`).
     pub seq: u64,
-    /// `call.started`, `call.answered`, `call.ended`, `turn.completed`, `lease.final_units`.
+    /// `call.started`, `call.answered`, `call.ended`, `turn.completed`, `lease.final_units`,
+    /// `sms.received`, `sms.status`, `chat.message`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub account_id: String,

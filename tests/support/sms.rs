@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use super::fakes::twilio::FakeTwilio;
 use super::Parley;
 
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -12,14 +13,47 @@ pub const AUTH_TOKEN: &str = "twilio-auth-token-for-tests";
 /// Where Twilio believes Parley is (a proxy in front): signatures are over this URL.
 pub const PUBLIC_URL: &str = "https://sms.parley.example";
 
-/// Parley's environment for SMS through the fake Twilio at `twilio_url`.
-pub fn sms_env(twilio_url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("PARLEY_SMS_TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
-        ("PARLEY_SMS_TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
-        ("PARLEY_SMS_TWILIO_API_URL", twilio_url.into()),
-        ("PARLEY_SMS_PUBLIC_URL", PUBLIC_URL.into()),
+/// `PARLEY_SMS_*` for sending through `twilio` (webhooks signed over [`PUBLIC_URL`]), plus
+/// `extra` (which may override them).
+pub fn sms_env(twilio: &FakeTwilio, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("PARLEY_SMS_TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_string()),
+        ("PARLEY_SMS_TWILIO_AUTH_TOKEN", AUTH_TOKEN.to_string()),
+        ("PARLEY_SMS_TWILIO_API_URL", twilio.base_url()),
+        ("PARLEY_SMS_PUBLIC_URL", PUBLIC_URL.to_string()),
     ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+/// The environment as [`super::Launch::env`] takes it.
+pub fn as_env(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// POSTs a Twilio webhook to `path` with `params`, signed over `public_url` + `path`
+/// (`public_url` empty: the URL Parley sees, `http://<its address>`). (status, body).
+pub fn twilio_webhook(
+    p: &Parley,
+    public_url: &str,
+    path: &str,
+    params: &[(&str, &str)],
+) -> (u16, String) {
+    let base = if public_url.is_empty() {
+        format!("http://{}", p.http_addr)
+    } else {
+        public_url.to_string()
+    };
+    let owned: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let signature =
+        parley::channels::sms::signature::expected(AUTH_TOKEN, &format!("{base}{path}"), &owned);
+    post_form(p, path, &owned, Some(&signature))
 }
 
 /// Posts `params` to `path` signed as Twilio signs it.
