@@ -33,6 +33,9 @@ impl Rig {
         let mut extra = vec![
             ("PARLEY_LLM_PROVIDER", "openai"),
             ("PARLEY_LLM_BASE_URL", llm_url.as_str()),
+            // The agent also takes calls, so it needs ears; no call is made here.
+            ("PARLEY_STT_PROVIDER", "openai"),
+            ("PARLEY_STT_BASE_URL", "http://127.0.0.1:9"),
         ];
         extra.extend_from_slice(extra_env);
         let sms = sms_env(&twilio, &extra);
