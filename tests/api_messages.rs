@@ -373,7 +373,7 @@ fn business_hours_hold_messages_and_the_rate_spreads_them() {
         "business_hours.weekly",
     );
     assert_refused(
-        &put(&key, json!({"sms_per_minute": 0})),
+        &put(&root, json!({"sms_per_minute": 0})),
         422,
         "sms_per_minute",
     );
@@ -390,7 +390,7 @@ fn business_hours_hold_messages_and_the_rate_spreads_them() {
         assert_eq!(s, 201, "{k}");
         (s, k["key"].as_str().unwrap().to_string())
     };
-    assert_eq!(put(&reader, json!({"sms_per_minute": 5})).0, 403);
+    assert_eq!(put(&reader, json!({"business_hours": null})).0, 403);
 
     // Open only tomorrow (UTC): a send now is held until tomorrow's 00:00.
     let tomorrow = jiff::tz::TimeZone::UTC
@@ -422,10 +422,19 @@ fn business_hours_hold_messages_and_the_rate_spreads_them() {
     // The rate: 2 a minute, 4 asked for; 2 go now and 2 wait a minute.
     let (acc2, key2) = p.tenant(&root, "Slow", Some("+15551230002"), "write");
     let settings2 = format!("/v1/accounts/{acc2}/messaging");
-    let (status, s) = p.api(
+    // The rate is the operator's to set, not the tenant's.
+    let (status, _) = p.api(
         "PUT",
         &settings2,
         &key2,
+        &[],
+        Some(r#"{"sms_per_minute":2000}"#),
+    );
+    assert_eq!(status, 403);
+    let (status, s) = p.api(
+        "PUT",
+        &settings2,
+        &root,
         &[],
         Some(r#"{"sms_per_minute":2}"#),
     );

@@ -71,7 +71,7 @@ async fn named(state: &ApiState, account: &str, raw: &str) -> Result<Contact, Ap
     Ok(state.store.find_contact(account, &key).await?)
 }
 
-/// The account's contacts, the most recently active first, a page at a time.
+/// The account's contacts, newest first, a page at a time.
 #[utoipa::path(
     get,
     path = "/v1/contacts",
@@ -94,7 +94,7 @@ async fn list(
     let before = q.cursor.as_deref().map(parse_cursor).transpose()?;
     let page = state.store.contacts(&account, before, limit).await?;
     let next = (page.len() as i64 == limit)
-        .then(|| page.last().map(|c| cursor(c.updated_at, &c.id)))
+        .then(|| page.last().map(|c| cursor(c.created_at, &c.id)))
         .flatten();
     Ok(Json(json!({ "data": page, "next_cursor": next })))
 }

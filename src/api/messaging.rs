@@ -26,13 +26,13 @@ pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(get_settings, put_settings))
 }
 
-/// `PUT /v1/accounts/{id}/messaging`: replaces the settings; a field left out or null is
-/// unset.
+/// `PUT /v1/accounts/{id}/messaging`: a field left out keeps its value, null unsets it.
 #[derive(ToSchema)]
 pub struct MessagingChange {
     /// When the account's SMS may go out; null: at any time.
     pub business_hours: Option<schemas::BusinessHours>,
-    /// SMS the account may send per minute, 1 to 100000; null: `sms.per_minute`.
+    /// SMS the account may send per minute, 1 to 100000; null: `sms.per_minute`. Only the
+    /// operator's admin key may set it.
     pub sms_per_minute: Option<i64>,
 }
 
@@ -66,7 +66,8 @@ async fn get_settings(
     Ok(Json(answer(&state.store.messaging_settings(&id).await?)))
 }
 
-/// Sets the account's business hours and SMS rate (both at once: PUT replaces them).
+/// Sets the account's business hours and (operator only) its SMS rate; a field left out
+/// keeps its value.
 /// Messages already waiting follow the new settings when they fall due.
 #[utoipa::path(
     put,
@@ -89,8 +90,16 @@ async fn put_settings(
 ) -> Result<Json<Value>, ApiError> {
     auth.on_account(&id, Scope::Write, "account")?;
     body.only(&["business_hours", "sms_per_minute"])?;
+    // The rate protects the operator's Twilio account (and its sender reputation) from any
+    // one tenant, so only the operator changes it.
+    if body.0.contains_key("sms_per_minute") {
+        auth.operator_admin()?;
+    }
+    let stored = state.store.messaging_settings(&id).await?;
+    let kept = |field: &str| stored.get(field).cloned().unwrap_or(Value::Null);
     let hours = match body.0.get("business_hours") {
-        None | Some(Value::Null) => Value::Null,
+        None => kept("business_hours"),
+        Some(Value::Null) => Value::Null,
         Some(doc) => {
             let hours = BusinessHours::from_json(doc).map_err(|e| {
                 let field = match e.field() {
@@ -110,7 +119,8 @@ async fn put_settings(
         }
     };
     let per_minute = match body.int("sms_per_minute")? {
-        None => Value::Null,
+        None if body.0.contains_key("sms_per_minute") => Value::Null,
+        None => kept("sms_per_minute"),
         Some(n) if (1..=MAX_PER_MINUTE).contains(&n) => json!(n),
         Some(_) => {
             return Err(ApiError::field(

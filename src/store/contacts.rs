@@ -274,8 +274,7 @@ impl Store {
         contact_from(&row)
     }
 
-    /// The contact `id` whatever its account (for the operator), or at `address` in
-    /// `account_id`.
+    /// The contact of `account_id` whose id or address is `id_or_address`.
     pub async fn find_contact(
         &self,
         account_id: &str,
@@ -294,8 +293,9 @@ impl Store {
         contact_from(&row)
     }
 
-    /// An account's contacts, most recently changed first, after `before` (an updated_at,
-    /// id pair from the previous page).
+    /// An account's contacts, newest first, after `before` (the created_at, id of the last
+    /// of the previous page). Ordered by creation, which never changes, so a contact that
+    /// writes while a client pages through cannot jump over the cursor and be missed.
     pub async fn contacts(
         &self,
         account_id: &str,
@@ -306,7 +306,7 @@ impl Store {
             None => {
                 sqlx::query(&format!(
                     "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = $1 \
-                     ORDER BY updated_at DESC, id DESC LIMIT $2"
+                     ORDER BY created_at DESC, id DESC LIMIT $2"
                 ))
                 .bind(account_id)
                 .bind(limit)
@@ -316,8 +316,8 @@ impl Store {
             Some((at, id)) => {
                 sqlx::query(&format!(
                     "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = $1 \
-                     AND (updated_at < $2 OR (updated_at = $3 AND id < $4)) \
-                     ORDER BY updated_at DESC, id DESC LIMIT $5"
+                     AND (created_at < $2 OR (created_at = $3 AND id < $4)) \
+                     ORDER BY created_at DESC, id DESC LIMIT $5"
                 ))
                 .bind(account_id)
                 .bind(at)

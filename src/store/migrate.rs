@@ -237,6 +237,7 @@ const TEXT_CHANNELS: &str = "CREATE TABLE contacts (
         updated_at BIGINT NOT NULL
     );
     CREATE UNIQUE INDEX contacts_address ON contacts (account_id, address);
+    CREATE INDEX contacts_account ON contacts (account_id, created_at, id);
     CREATE TABLE timeline (
         id SERIAL_ID,
         account_id TEXT NOT NULL,
