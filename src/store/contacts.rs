@@ -213,7 +213,8 @@ pub(crate) async fn contact_in(
     contact_from(&row)
 }
 
-/// Adds `entry` to `contact_id`'s timeline inside `conn`'s transaction.
+/// Adds `entry` to `contact_id`'s timeline inside `conn`'s transaction, and marks the
+/// contact as just active.
 pub(crate) async fn append_in(
     conn: &mut sqlx::AnyConnection,
     account_id: &str,
@@ -235,6 +236,11 @@ pub(crate) async fn append_in(
     .bind(at)
     .execute(&mut *conn)
     .await?;
+    sqlx::query("UPDATE contacts SET updated_at = $1 WHERE id = $2")
+        .bind(at)
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -362,11 +368,6 @@ impl Store {
         let now = now_ms();
         let mut tx = self.writer().begin().await?;
         append_in(&mut tx, account_id, contact_id, entry, now).await?;
-        sqlx::query("UPDATE contacts SET updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(contact_id)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(())
     }

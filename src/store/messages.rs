@@ -188,22 +188,32 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
+        self.recorded_new(tx, &id, contact, Role::Contact, m.body, now)
+            .await
+    }
+
+    /// Puts new message `id`'s line on its contact's timeline, commits `tx`, and reads the
+    /// message back.
+    async fn recorded_new(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Any>,
+        id: &str,
+        contact: Contact,
+        role: Role,
+        body: &str,
+        now: i64,
+    ) -> Result<Recorded, StoreError> {
         let entry = NewEntry {
             channel: Channel::Sms,
-            role: Role::Contact,
-            text: m.body,
-            ref_id: Some(&id),
+            role,
+            text: body,
+            ref_id: Some(id),
             detail: None,
         };
-        append_in(&mut tx, m.account_id, &contact.id, &entry, now).await?;
-        sqlx::query("UPDATE contacts SET updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&contact.id)
-            .execute(&mut *tx)
-            .await?;
+        append_in(&mut tx, &contact.account_id, &contact.id, &entry, now).await?;
         tx.commit().await?;
         let message = self
-            .message_by_id(&id)
+            .message_by_id(id)
             .await?
             .ok_or(StoreError::NotFound("message"))?;
         Ok(Recorded {
@@ -289,29 +299,8 @@ impl Store {
             }
             (Err(e), _) => return Err(e.into()),
         }
-        let entry = NewEntry {
-            channel: Channel::Sms,
-            role: Role::Agent,
-            text: m.body,
-            ref_id: Some(&id),
-            detail: None,
-        };
-        append_in(&mut tx, m.account_id, &contact.id, &entry, now).await?;
-        sqlx::query("UPDATE contacts SET updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&contact.id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let message = self
-            .message_by_id(&id)
-            .await?
-            .ok_or(StoreError::NotFound("message"))?;
-        Ok(Recorded {
-            message,
-            contact,
-            created: true,
-        })
+        self.recorded_new(tx, &id, contact, Role::Agent, m.body, now)
+            .await
     }
 
     async fn message_replayed(
