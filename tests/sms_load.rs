@@ -69,21 +69,23 @@ fn inbound_sms_latency() {
     let twilio = FakeTwilio::start();
     twilio.require_auth(ACCOUNT_SID, AUTH_TOKEN);
     let llm = FakeLlm::start();
-    let (twilio_url, llm_url) = (twilio.base_url(), llm.base_url());
-    let sms = sms_env(&twilio_url);
-    let mut env: Vec<(&str, &str)> = sms.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.extend([
-        ("PARLEY_LLM_PROVIDER", "openai"),
-        ("PARLEY_LLM_BASE_URL", llm_url.as_str()),
-        // An LLM needs an STT to start; no call is made, so none is ever asked.
-        ("PARLEY_STT_PROVIDER", "openai"),
-        ("PARLEY_STT_BASE_URL", llm_url.as_str()),
-        ("PARLEY_SMS_REPLY", if reply { "true" } else { "false" }),
-        // The account's rate would otherwise pace the replies at 60 a minute; this lets
-        // every reply go out during the load.
-        ("PARLEY_SMS_PER_MINUTE", "100000"),
-        ("PARLEY_LOG", "warn"),
-    ]);
+    let llm_url = llm.base_url();
+    let sms = sms_env(
+        &twilio,
+        &[
+            ("PARLEY_LLM_PROVIDER", "openai"),
+            ("PARLEY_LLM_BASE_URL", llm_url.as_str()),
+            // An LLM needs an STT to start; no call is made, so none is ever asked.
+            ("PARLEY_STT_PROVIDER", "openai"),
+            ("PARLEY_STT_BASE_URL", llm_url.as_str()),
+            ("PARLEY_SMS_REPLY", if reply { "true" } else { "false" }),
+            // The account's rate would otherwise pace the replies at 60 a minute; this lets
+            // every reply go out during the load.
+            ("PARLEY_SMS_PER_MINUTE", "100000"),
+            ("PARLEY_LOG", "warn"),
+        ],
+    );
+    let env = as_env(&sms);
     let parley = Parley::start(&env);
     let root = parley.printed_admin_key();
     let (account, _) = parley.tenant(&root, "load", Some(SHOP), "write");
