@@ -2,14 +2,23 @@
 CARGO  ?= cargo
 CONFIG ?=
 
-.PHONY: all run test setup fmt lint bench
+.PHONY: all run models doctor test setup fmt lint bench
 
 all: test
 
-# Release build, then serve on the defaults (or on CONFIG=path/to/parley.toml).
+# The VAD model on first use (pinned, checksummed; see scripts/run.sh when offline), the
+# release build, then serve on the defaults (or on CONFIG=path/to/parley.toml).
 run:
-	$(CARGO) build --release
-	./target/release/parley serve $(if $(CONFIG),--config $(CONFIG))
+	CARGO=$(CARGO) ./scripts/run.sh $(if $(CONFIG),--config $(CONFIG))
+
+# ONNX Runtime and the Silero VAD model into .cache/models (what `parley serve` loads).
+models:
+	./scripts/fetch_models.sh --runtime
+
+# Every dependency the configuration needs, one verdict a line (exit 1 when one is missing).
+doctor:
+	$(CARGO) build --release --bin parley
+	./target/release/parley doctor $(if $(CONFIG),--config $(CONFIG))
 
 # Install missing system packages and fixtures, then run every test of the workspace: doc
 # tests, then unit, integration (the real binary with sipp) and bench targets, with

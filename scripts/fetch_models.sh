@@ -11,6 +11,13 @@
 #                                            the input of the VAD reference check
 #                                            (scripts/vad_reference.py, fixtures/vad/)
 #
+# With --runtime, only what `parley serve` needs (ONNX Runtime and the model, not the test
+# speech): `make run`, `make models` and the container build use that.
+#
+# PARLEY_CACHE_DIR moves the cache (default: .cache/ in the source tree; the container puts it in
+# /opt/parley). pip's own settings apply (PIP_INDEX_URL, PIP_FIND_LINKS, proxies), so a mirror or
+# a directory of the pinned archives works as well as PyPI.
+#
 # Idempotent: when the extracted files are present with the right checksums it only verifies
 # them and prints their paths. Downloaded archives are kept in .cache/models/dl/ so an
 # interrupted run resumes without downloading again. Any checksum mismatch is an error (exit 1)
@@ -28,9 +35,21 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-MODELS="$ROOT/.cache/models"
-SPEECH="$ROOT/.cache/speech"
+CACHE="${PARLEY_CACHE_DIR:-$ROOT/.cache}"
+MODELS="$CACHE/models"
+SPEECH="$CACHE/speech"
 DL="$MODELS/dl"
+
+RUNTIME_ONLY=false
+for arg in "$@"; do
+    case "$arg" in
+        --runtime) RUNTIME_ONLY=true ;;
+        *)
+            printf 'fetch_models: unknown argument %s (usage: fetch_models.sh [--runtime])\n' "$arg" >&2
+            exit 2
+            ;;
+    esac
+done
 
 ORT_VERSION="1.22.1"
 SILERO_VERSION="6.2.3"
@@ -72,6 +91,35 @@ die() {
     exit 1
 }
 
+# Temporary files and directories of this run, removed on any exit: an interrupted or failed
+# run leaves only complete, checksummed files behind.
+TEMPS=()
+cleanup() {
+    local t
+    for t in "${TEMPS[@]}"; do
+        rm -rf "$t"
+    done
+    # Directories this run created and left empty go too.
+    rmdir "$DL" "$MODELS" "$SPEECH" "$CACHE" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# What a failed download means for the user, and the one command that fixes it.
+offline_help() {
+    local missing=()
+    [ -f "$ORT_LIB" ] || missing+=("$ORT_LIB")
+    [ -f "$MODEL" ] || missing+=("$MODEL")
+    cat >&2 <<HELP
+fetch_models: missing: ${missing[*]:-none of the VAD files (only the test speech)}
+fetch_models: without them Parley still answers calls (menu, DTMF, recordings, the API,
+  Deepgram's streaming STT), but the voice activity detection is off: an AI agent with an
+  OpenAI-compatible STT never hears the caller and barge-in is off.
+fetch_models: fix: once PyPI (or a mirror in PIP_INDEX_URL) is reachable, run: make models
+HELP
+}
+
 sha256_of() {
     if command -v sha256sum >/dev/null 2>&1; then
         sha256sum "$1" | cut -d' ' -f1
@@ -106,12 +154,26 @@ fetch_archive() {
         return 0
     fi
     rm -f "$DL/$name"
-    command -v python3 >/dev/null 2>&1 || die "python3 (with pip) is needed to download $name from PyPI"
-    say "downloading $name from PyPI"
-    python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$DL" "$@" \
-        || die "pip could not download $name (is PyPI reachable?)"
-    [ -f "$DL/$name" ] || die "pip did not produce $DL/$name (files there: $(ls "$DL" | tr '\n' ' '))"
-    check_sum "$DL/$name" "$want"
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+        offline_help
+        die "python3 with pip is needed to download $name from PyPI (Debian: apt-get install python3-pip)"
+    fi
+    mkdir -p "$DL"
+    # pip writes into a directory of this run's own; only a complete, checksummed archive is
+    # moved into dl/.
+    local tmp
+    tmp="$(mktemp -d "$DL/.download.XXXXXX")"
+    TEMPS+=("$tmp")
+    say "downloading $name (pinned, sha256 ${want:0:12}...)"
+    if ! python3 -m pip download --disable-pip-version-check --no-deps --progress-bar on \
+        --dest "$tmp" "$@" >&2; then
+        offline_help
+        die "pip could not download $name (is PyPI reachable?)"
+    fi
+    [ -f "$tmp/$name" ] || die "pip did not produce $name (it wrote: $(ls "$tmp" | tr '\n' ' '))"
+    check_sum "$tmp/$name" "$want" "$name (downloaded)"
+    mv -f "$tmp/$name" "$DL/$name"
+    say "downloaded $name ($(($(stat -c %s "$DL/$name") / 1048576)) MiB)"
 }
 
 # extract ARCHIVE MEMBER DEST SHA256: copies one member of a .whl (zip) or .tar.gz to DEST
@@ -120,6 +182,7 @@ extract() {
     local archive="$1" member="$2" dest="$3" want="$4" tmp
     mkdir -p "$(dirname "$dest")"
     tmp="$(mktemp "$dest.tmp.XXXXXX")"
+    TEMPS+=("$tmp")
     python3 - "$archive" "$member" "$tmp" <<'PY' || { rm -f "$tmp"; die "could not extract $member from $archive"; }
 import shutil, sys, tarfile, zipfile
 archive, member, out = sys.argv[1:4]
@@ -136,8 +199,6 @@ PY
     say "extracted $dest"
 }
 
-mkdir -p "$MODELS" "$SPEECH"
-
 if ! has_sum "$ORT_LIB" "$ORT_LIB_SHA256"; then
     fetch_archive "$ORT_WHEEL" "$ORT_WHEEL_SHA256" --only-binary=:all: --implementation cp \
         --python-version 3.11 --abi cp311 --platform "$ORT_PLATFORM" "onnxruntime==$ORT_VERSION"
@@ -149,13 +210,13 @@ if ! has_sum "$MODEL" "$MODEL_SHA256"; then
     extract "$DL/$SILERO_WHEEL" "silero_vad/data/silero_vad.onnx" "$MODEL" "$MODEL_SHA256"
 fi
 
-if ! has_sum "$SPEECH_WAV" "$SPEECH_SHA256"; then
+if ! $RUNTIME_ONLY && ! has_sum "$SPEECH_WAV" "$SPEECH_SHA256"; then
     fetch_archive "$SILERO_SDIST" "$SILERO_SDIST_SHA256" --no-binary=:all: "silero-vad==$SILERO_VERSION"
     extract "$DL/$SILERO_SDIST" "silero_vad-$SILERO_VERSION/tests/data/test.wav" "$SPEECH_WAV" "$SPEECH_SHA256"
 fi
 
 say "onnxruntime $ORT_VERSION: $ORT_LIB"
 say "silero-vad $SILERO_VERSION model: $MODEL"
-say "reference speech: $SPEECH_WAV"
+$RUNTIME_ONLY || say "reference speech: $SPEECH_WAV"
 printf 'PARLEY_MEDIA_ONNXRUNTIME=%s\n' "$ORT_LIB"
 printf 'PARLEY_MEDIA_VAD_MODEL=%s\n' "$MODEL"

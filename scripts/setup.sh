@@ -5,7 +5,8 @@
 #
 #   - Debian packages: sipp (sip-tester), libopus-dev + pkg-config (Opus codec build),
 #     espeak-ng + sox (speech fixture), iproute2 (`ip netns` for the RFC 4475 test),
-#     chromium (headless, for the ops page test).
+#     chromium (headless, for the ops page test), kamailio (the fleet test's SIP front),
+#     baresip (a real softphone for the first-run test), python3-pip where pip is missing.
 #   - .cache/speech/speech_8k_pcmu.wav: synthesized English speech, 8 kHz mono G.711 mu-law
 #     WAV, what sipp's rtp_stream sends as payload type 0.
 #   - .cache/speech/speech_8k_s16.wav: the same speech as 8 kHz mono 16-bit PCM (a greeting).
@@ -32,7 +33,12 @@ as_root() {
 }
 
 # --- Debian packages ------------------------------------------------------------------------
-PACKAGES=(sip-tester libopus-dev pkg-config espeak-ng sox iproute2 chromium)
+PACKAGES=(sip-tester libopus-dev pkg-config espeak-ng sox iproute2 chromium kamailio baresip)
+# pip fetches the VAD assets and Twilio's library from PyPI; Debian's copy only where no python3
+# with pip is on PATH already (a pyenv or a venv has its own).
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    PACKAGES+=(python3-pip)
+fi
 
 install_packages() {
     if ! command -v dpkg >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then

@@ -1,4 +1,6 @@
-//! Parley: a voice-AI engine. See DESIGN.md for the architecture.
+//! Parley: a voice-AI engine. Calls over SIP, SMS and web chat answered by an AI agent,
+//! with the control plane around them. `docs/architecture.md` in the repository describes
+//! the modules, threads and the path of a call and of an SMS.
 
 pub mod agent;
 pub mod api;
@@ -10,6 +12,8 @@ pub mod drain;
 pub mod events;
 pub mod memory;
 pub mod metrics;
+pub mod ops;
+pub mod priority;
 pub mod providers;
 pub mod server;
 pub mod sip;

@@ -1,4 +1,4 @@
-//! The `parley` binary: serve, check-config, call.
+//! The `parley` binary: serve, check-config, doctor, healthcheck, media vad, call.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +39,25 @@ enum Commands {
     },
     /// Validate a config file (and PARLEY_* variables) and exit: 0 when valid, 2 when not.
     CheckConfig { file: PathBuf },
+    /// Check every dependency the configuration needs (VAD model, espeak-ng, free ports, data
+    /// directory, database, Redis, provider hosts): one verdict a line; exit 1 when something
+    /// required is missing, 2 on a bad config.
+    Doctor {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Ask the local node's /readyz (on http.listen, or --addr): exit 0 when ready, 1 when
+    /// not. For container health checks (no curl needed).
+    Healthcheck {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// HTTP address to ask instead of the configured http.listen.
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
     /// Media diagnostics.
     Media {
         #[command(subcommand)]
@@ -154,6 +173,54 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Commands::Doctor { config } => {
+            let config = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("parley: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let findings = runtime.block_on(parley::ops::doctor::examine(&config));
+            print!("{}", parley::ops::doctor::render(&findings));
+            if parley::ops::doctor::healthy(&findings) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Commands::Healthcheck {
+            config,
+            addr,
+            timeout,
+        } => {
+            use parley::ops::healthcheck;
+            let addr = match addr {
+                Some(a) => a,
+                None => match load_config(config.as_ref()) {
+                    Ok(c) => healthcheck::local_target(c.http.listen),
+                    Err(code) => return code,
+                },
+            };
+            if !(timeout.is_finite() && timeout > 0.0) {
+                eprintln!("parley: --timeout {timeout} is not a number of seconds");
+                return ExitCode::from(2);
+            }
+            match healthcheck::check(addr, Duration::from_secs_f64(timeout)) {
+                Ok(body) => {
+                    println!("ready: {body}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("parley: not ready: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Commands::Serve { config } => {
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,

@@ -1,4 +1,6 @@
-//! `parley serve`: starts the SIP runtime, the call manager and the HTTP API on one config.
+//! `parley serve`: wires the SIP runtime, media engine, store, Redis, event bus and webhooks,
+//! text channels, CDR writer, call manager, lease sweeper and HTTP API on one config, and
+//! drains on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,17 +173,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .media
         .vad_paths()
         .map(|(onnxruntime, model)| VadModelPaths { onnxruntime, model });
-    if config.media.vad && vad.is_none() {
-        tracing::warn!(
-            "VAD off: ONNX Runtime or the Silero model is missing (run scripts/fetch_models.sh \
-             or set media.onnxruntime and media.vad_model)"
-        );
+    if vad.is_none() {
+        let missing = config.media.vad_assets_missing();
+        if !missing.is_empty() {
+            let missing: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
+            tracing::warn!(
+                missing = %missing.join(", "),
+                "VAD off: {}",
+                crate::config::VAD_MISSING_ADVICE
+            );
+        }
     }
     let engine = Arc::new(
         MediaEngine::start_with(
             config.media.workers,
             vad.as_ref(),
-            worker_priority(config.media.worker_nice),
+            crate::priority::worker_priority(config.media.worker_nice),
         )
         .context("cannot start the media workers")?,
     );
@@ -283,8 +290,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let drain_limit = Duration::from_secs(config.call.drain_s);
     let drained = Arc::new(tokio::sync::Notify::new());
     let done = drained.clone();
+    let retry_after_s = config.sip.retry_after_s;
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         crate::drain::signalled().await;
+        // OPTIONS probes get 503 from now on: a dispatcher takes the node out of rotation.
+        sip.send(runtime::Command::Drain { retry_after_s });
         crate::drain::drain(&drain, &metrics, &live, &cdrs, drain_limit).await;
         done.notify_one();
     });
@@ -330,30 +340,6 @@ fn text_channels(
         )),
         events: events.clone(),
     }
-}
-
-/// What each media worker runs first: takes scheduling priority `nice` (`media.worker_nice`),
-/// so that on a busy machine SIP, the database and HTTP wait rather than the audio.
-fn worker_priority(nice: i32) -> Arc<dyn Fn() -> bool + Send + Sync> {
-    Arc::new(move || {
-        if nice == 0 {
-            return true;
-        }
-        #[cfg(target_os = "linux")]
-        {
-            // SAFETY: setpriority(2) with who = 0 sets the calling thread's nice value (on
-            // Linux each thread has its own); it touches no memory of ours.
-            let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } == 0;
-            if !done {
-                tracing::warn!(nice, "cannot raise the media worker's priority (needs root or CAP_SYS_NICE); it runs at the default");
-            }
-            done
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            false
-        }
-    })
 }
 
 /// After draining, how long open HTTP connections get to finish.

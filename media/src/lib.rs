@@ -1,6 +1,9 @@
-//! Parley's real-time media library: RTP, the adaptive jitter buffer with loss concealment
-//! and comfort noise, codecs (G.711, G.722, Opus), resampling, the lock-free playout and
-//! capture rings, the sans-I/O media session and the media worker threads, and WAV I/O.
+//! Parley's real-time media library: RTP and RTCP, the adaptive jitter buffer with loss
+//! concealment and comfort noise, codecs (G.711, G.722, Opus), resampling, DTMF (RFC 4733
+//! and in-band), voice activity detection (Silero, batched across calls), silence
+//! suppression (talkspurts), call quality (E-model MOS), the lock-free playout and capture
+//! rings, the sans-I/O media session and the media worker threads, and WAV I/O. It knows
+//! nothing about SIP, HTTP or AI providers.
 //!
 //! The per-frame paths (`g711`, `rtp`) work on caller-provided slices and
 //! never allocate or panic on bad input, so they can run on the media

@@ -185,6 +185,7 @@ const CSV_COLUMNS: &[&str] = &[
     "mos",
     "recording",
     "trunk",
+    "node",
 ];
 
 /// One CSV field, quoted when it must be (RFC 4180).

@@ -198,6 +198,10 @@ pub struct Cdr {
     /// The configured trunk the call came in or went out through, by name.
     #[schema(required = true)]
     pub trunk: Option<String>,
+    /// The Parley node that held the call: its `redis.node_id`, else its host's name (null
+    /// on records written before nodes were named).
+    #[schema(required = true)]
+    pub node: Option<String>,
 }
 
 /// A page of call records, newest first.
@@ -676,6 +680,7 @@ mod tests {
             transcript: json!([]),
             recording: None,
             trunk: None,
+            node: Some("media-1".into()),
         };
         assert_eq!(fields(&cdr), fields_of::<super::Cdr>());
         let call = crate::call::registry::LiveCall {

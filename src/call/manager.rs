@@ -188,7 +188,8 @@ impl CallManager {
             .core()
             .map(|c| (c.from.uri, c.to.uri))
             .unwrap_or_default();
-        let mut record = CallRecord::inbound(&call_id, &from, &to);
+        let mut record =
+            CallRecord::inbound(&call_id, &from, &to).on_node(ctx.config.redis.node_name());
         // A call from a trunk's address is the trunk's.
         let trunk = ctx
             .trunks
@@ -725,8 +726,7 @@ impl Session {
                 }
             }
         }
-        // Each turn's latency marks, kept for the call's record (CDRs come with the control
-        // plane).
+        // Each turn's latency marks, kept for the call's detail record.
         let mut turns: Vec<crate::agent::latency::TurnTimes> = Vec::new();
         // A transfer in progress: the tool call it answers, and when to give up on it.
         let mut transfer: Option<(String, tokio::time::Instant)> = None;

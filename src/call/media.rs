@@ -1,7 +1,7 @@
 //! A call's media as the async side sees it: the call's slot on a media worker thread, its
-//! playout ring (prompts now, TTS later), its capture ring (recording now, STT later) and its
-//! media events. Nothing here runs per frame on the media thread; file writes and prompt
-//! pacing happen in tokio tasks.
+//! playout ring (prompts, or the agent's replies), its capture ring (the recording, and the
+//! agent's STT) and its media events. Nothing here runs per frame on the media thread; file
+//! writes and prompt pacing happen in tokio tasks.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,4 +1,7 @@
-//! Where SIP, media and (later) the agent meet: admission, per-call sessions, RTP ports.
+//! Where SIP, media, billing and the agent meet: admission, routing and the per-call session
+//! (`manager`), calls placed through trunks (`originate`) and from the command line
+//! (`outbound`), a call's media, billing lease and record, live calls, per-account call
+//! limits and the RTP port pool.
 
 pub mod lease;
 pub mod limits;

@@ -299,7 +299,8 @@ impl CallManager {
             &format!("sip:{from}@{local}"),
             &target,
             &trunk.name,
-        );
+        )
+        .on_node(ctx.config.redis.node_name());
         record.routed(&route);
         let session = Session {
             ctx: ctx.clone(),

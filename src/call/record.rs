@@ -49,8 +49,15 @@ impl CallRecord {
                 transcript: Value::Array(vec![]),
                 recording: None,
                 trunk: None,
+                node: None,
             },
         }
+    }
+
+    /// The call is held by the node named `node` (`redis.node_id`, else the host's name).
+    pub fn on_node(mut self, node: &str) -> CallRecord {
+        self.cdr.node = Some(node.to_string());
+        self
     }
 
     /// A call Parley places through `trunk`.

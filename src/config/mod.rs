@@ -168,7 +168,35 @@ impl MediaConfig {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_VAD_MODEL));
         (lib.is_file() && model.is_file()).then_some((lib, model))
     }
+
+    /// The VAD assets this configuration needs that are not on disk: empty when the VAD is
+    /// off or both files are there. Configured paths are checked at load, so in practice
+    /// these are the fetched defaults.
+    pub fn vad_assets_missing(&self) -> Vec<PathBuf> {
+        if !self.vad {
+            return Vec::new();
+        }
+        [
+            self.onnxruntime
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ONNXRUNTIME)),
+            self.vad_model
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_VAD_MODEL)),
+        ]
+        .into_iter()
+        .filter(|p| !p.is_file())
+        .collect()
+    }
 }
+
+/// What a missing VAD takes away, and the one command that brings it back; shared by the
+/// server's start-up warning and `parley doctor`.
+pub const VAD_MISSING_ADVICE: &str = "without the VAD, calls are still answered (menu, DTMF, \
+     recordings, the API, Deepgram's streaming STT), but an AI agent with an OpenAI-compatible \
+     STT never hears the caller (its turns are cut on VAD events) and barge-in is off. Fix: run \
+     `make models` (scripts/fetch_models.sh) in Parley's source tree, or set media.onnxruntime \
+     and media.vad_model (PARLEY_MEDIA_ONNXRUNTIME, PARLEY_MEDIA_VAD_MODEL) to the files";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BillingConfig {
@@ -227,11 +255,41 @@ pub struct RedisConfig {
     pub url: String,
     /// Prepended to every key and channel, so several deployments can share one Redis.
     pub prefix: String,
-    /// This node's name in Redis; empty: a random one per process.
+    /// This node's name, in Redis and in its call records; empty: a random one per process
+    /// in Redis, the host's name in records ([`RedisConfig::node_name`]).
     pub node_id: String,
     /// How long a node's entries outlive its last refresh (it refreshes every third of
     /// this): a crashed node's calls stop counting and being listed after this long.
     pub ttl_s: u64,
+}
+
+impl RedisConfig {
+    /// The name this node's call records carry: `node_id`, else the host's name (the same
+    /// for every process on the host: several nodes on one host set `node_id` each).
+    pub fn node_name(&self) -> &str {
+        if self.node_id.is_empty() {
+            host_name()
+        } else {
+            &self.node_id
+        }
+    }
+}
+
+/// The host's name (`gethostname`), read once; `parley` when it cannot be read.
+fn host_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+        let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+        if ok && !name.is_empty() {
+            name
+        } else {
+            "parley".to_string()
+        }
+    })
 }
 
 impl Default for RedisConfig {
@@ -916,7 +974,12 @@ mod tests {
         assert_eq!(c.redis.url, "redis://127.0.0.1:6379/2");
         assert_eq!(c.redis.prefix, "staging:");
         assert_eq!(c.redis.node_id, "media-1");
+        assert_eq!(c.redis.node_name(), "media-1");
         assert_eq!(c.redis.ttl_s, 9);
+        // Unnamed, a node's records carry its host's name.
+        let unnamed = RedisConfig::default();
+        assert!(!unnamed.node_name().is_empty());
+        assert_eq!(unnamed.node_name(), RedisConfig::default().node_name());
         for (key, value, why) in [
             ("PARLEY_REDIS_URL", "rediss://h", "TLS"),
             ("PARLEY_REDIS_URL", "http://h", "redis://"),

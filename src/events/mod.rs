@@ -1,6 +1,7 @@
-//! The internal event bus: what happens to calls and money, as typed JSON events, fanned
-//! out to whoever listens (the `/v1/events` Server-Sent Events stream now; webhooks next).
-//! Publishing never blocks: a listener that falls behind misses events and is told so.
+//! The internal event bus: what happens to calls, money and messages, as typed JSON events,
+//! fanned out to whoever listens (the `/v1/events` Server-Sent Events stream), and to the
+//! webhook outbox through a feed that loses nothing ([`EventBus::with_durable_feed`]).
+//! Publishing never blocks: a stream listener that falls behind misses events and is told so.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

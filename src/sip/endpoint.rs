@@ -237,6 +237,8 @@ pub struct Endpoint {
     /// Lazily-validated timer heap: an entry may be stale, and is checked when popped.
     timers: BinaryHeap<Reverse<(Instant, TimerTarget)>>,
     out: VecDeque<Output>,
+    /// Set once the node drains: Retry-After seconds for its 503 to out-of-dialog OPTIONS.
+    draining: Option<u32>,
 }
 
 fn random_token(len: usize) -> String {
@@ -341,7 +343,16 @@ impl Endpoint {
             dialogs: HashMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
+            draining: None,
         }
+    }
+
+    /// The node is draining: from now on an out-of-dialog OPTIONS is answered 503 with
+    /// `Retry-After: retry_after_s`, so a dispatcher probing with OPTIONS (Kamailio's
+    /// `ds_probing_mode`) takes the node out of its rotation. New INVITEs are refused by the
+    /// call layer; dialogs in progress go on.
+    pub fn set_draining(&mut self, retry_after_s: u32) {
+        self.draining = Some(retry_after_s);
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -579,12 +590,18 @@ impl Endpoint {
 
         match req.method {
             Method::Invite => self.on_new_invite(now, tx_id, peer, local, req, &core),
-            Method::Options => self.reply(now, tx_id, &req, 200, |r| {
-                r.headers.push("Allow", ALLOW);
-                r.headers.push("Accept", "application/sdp");
-                r.headers.push("Accept-Language", "en");
-                r.headers.push("Supported", SUPPORTED.join(", "));
-            }),
+            Method::Options => match self.draining {
+                Some(retry_after) => self.reply(now, tx_id, &req, 503, |r| {
+                    r.headers.push("Retry-After", &retry_after.to_string());
+                    r.headers.push("Warning", warning("draining: no new calls"));
+                }),
+                None => self.reply(now, tx_id, &req, 200, |r| {
+                    r.headers.push("Allow", ALLOW);
+                    r.headers.push("Accept", "application/sdp");
+                    r.headers.push("Accept-Language", "en");
+                    r.headers.push("Supported", SUPPORTED.join(", "));
+                }),
+            },
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
                 self.reply(now, tx_id, &req, 481, |_| {})
             }

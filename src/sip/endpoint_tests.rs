@@ -395,6 +395,33 @@ fn local_bye_completes_on_200() {
     ));
 }
 
+#[test]
+fn a_draining_node_answers_options_503_and_keeps_its_calls() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(500);
+    let options = |branch: &str| in_dialog("OPTIONS", branch, "x", 1).replace(";tag=x", "");
+    assert_eq!(feed(&mut ep, t0, &options("z9hG4bKo1")).codes(), vec![200]);
+    let (_, tag) = answered_call(&mut ep, t0);
+    ep.set_draining(7);
+    // A dispatcher's probe: out of the rotation, and for how long to expect it.
+    let d = feed(&mut ep, t0, &options("z9hG4bKo2"));
+    assert_eq!(d.codes(), vec![503]);
+    assert_eq!(d.response(503).headers.get("Retry-After"), Some("7"));
+    assert!(d.response(503).headers.get("Warning").is_some());
+    // The call in progress goes on: its in-dialog requests are answered as before.
+    let d = feed(&mut ep, t0, &in_dialog("OPTIONS", "z9hG4bKo3", &tag, 2));
+    assert_eq!(d.codes(), vec![200]);
+    let d = feed(&mut ep, t0, &in_dialog("BYE", "z9hG4bKb", &tag, 3));
+    assert_eq!(d.codes(), vec![200]);
+    assert!(matches!(
+        d.events[..],
+        [Event::Ended {
+            reason: EndReason::RemoteBye,
+            ..
+        }]
+    ));
+}
+
 /// A NOTIFY of the refer package from the caller, with a sipfrag status line.
 fn refer_notify(branch: &str, tag: &str, cseq: u32, sipfrag: &str, state: &str) -> String {
     format!(

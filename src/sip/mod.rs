@@ -1,5 +1,7 @@
-//! The SIP stack: message parsing over rsip, transports, transactions, dialogs and the
-//! user agent core. It knows nothing about media or AI; `call::` ties it to them.
+//! The SIP stack: message parsing over rsip (`message`, `headers`), transactions, dialogs,
+//! the user agent core (`endpoint`, sans-I/O), SDP offer/answer (`sdp`), digest
+//! authentication (`auth`), and the runtime that owns the UDP and TCP sockets and drives the
+//! endpoint (`runtime`). It knows nothing about media or AI; `call::` ties it to them.
 
 pub mod auth;
 pub mod dialog;

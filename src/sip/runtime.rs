@@ -49,6 +49,11 @@ pub enum Command {
         peer: Peer,
         reply: oneshot::Sender<(CallRef, SocketAddr)>,
     },
+    /// The node drains: OPTIONS get 503 with this Retry-After from now on, so dispatchers
+    /// that probe with OPTIONS stop sending calls ([`crate::sip::endpoint::Endpoint::set_draining`]).
+    Drain {
+        retry_after_s: u32,
+    },
 }
 
 /// Counters the runtime keeps for /metrics.
@@ -317,6 +322,7 @@ impl Runtime {
                 let call = self.endpoint.invite(now, invite, peer, local);
                 let _ = reply.send((call, local));
             }
+            Command::Drain { retry_after_s } => self.endpoint.set_draining(retry_after_s),
         }
     }
 

@@ -21,7 +21,7 @@ pub struct Cdr {
     pub call_id: String,
     /// `inbound` or `outbound`.
     pub direction: String,
-    /// `sip` (WebRTC and SMS come with their issues).
+    /// `sip`, the only channel calls come over (text messages are kept in `messages`).
     pub channel: String,
     pub from_uri: String,
     pub to_uri: String,
@@ -60,6 +60,9 @@ pub struct Cdr {
     pub recording: Option<String>,
     /// The configured trunk the call came in or went out through, by name.
     pub trunk: Option<String>,
+    /// The Parley node that held the call ([`crate::config::RedisConfig::node_name`]); none
+    /// on records written before nodes were named.
+    pub node: Option<String>,
 }
 
 /// Filters of a listing or an export.
@@ -82,7 +85,7 @@ pub struct CdrQuery {
 
 const COLUMNS: &str = "id, account_id, agent_id, call_id, direction, channel, from_uri, to_uri, \
      number, started_at, answered_at, ended_at, duration_ms, billable_s, cost, hangup_cause, \
-     hangup_side, final_code, codec, packets_lost, loss_percent, jitter_ms, mos, turns, recording, transcript, trunk";
+     hangup_side, final_code, codec, packets_lost, loss_percent, jitter_ms, mos, turns, recording, transcript, trunk, node";
 
 fn cdr_from(row: &sqlx::any::AnyRow) -> Result<Cdr, StoreError> {
     let turns: String = row.try_get("turns")?;
@@ -115,6 +118,7 @@ fn cdr_from(row: &sqlx::any::AnyRow) -> Result<Cdr, StoreError> {
         transcript: serde_json::from_str(&transcript).unwrap_or(Value::Array(vec![])),
         recording: row.try_get("recording")?,
         trunk: row.try_get("trunk")?,
+        node: row.try_get("node")?,
     })
 }
 
@@ -122,7 +126,7 @@ impl Store {
     pub async fn insert_cdr(&self, c: &Cdr) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO cdrs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) \
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) \
              ON CONFLICT (id) DO NOTHING"
         ))
         .bind(&c.id)
@@ -152,6 +156,7 @@ impl Store {
         .bind(c.recording.as_deref())
         .bind(c.transcript.to_string())
         .bind(c.trunk.as_deref())
+        .bind(c.node.as_deref())
         .execute(self.writer())
         .await?;
         Ok(())

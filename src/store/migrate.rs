@@ -222,6 +222,11 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE leases ADD COLUMN debt BIGINT NOT NULL DEFAULT 0",
     ),
     both(9, "contacts, messages and their timeline", TEXT_CHANNELS),
+    both(
+        10,
+        "the node that held each call",
+        "ALTER TABLE cdrs ADD COLUMN node TEXT",
+    ),
 ];
 
 /// Migration 9: the people an account talks to, their timeline across channels, SMS in and

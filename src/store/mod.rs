@@ -1,9 +1,11 @@
-//! The store: accounts, API keys (and, as the control plane grows, agents, numbers, leases,
-//! CDRs). SQLite by default (a WAL-mode file in the data directory), PostgreSQL when
-//! `database.url` names one. One set of queries serves both, through sqlx's `Any` driver:
-//! they use `$1` placeholders (numbered in the order they appear, each used once: SQLite
-//! numbers parameters by first appearance) and the SQL both dialects share; times are integer
-//! milliseconds since the Unix epoch, money integer micro-units.
+//! The store: accounts and API keys, billing (balances, leases, ledger), agents and numbers,
+//! call records, webhook subscriptions and their outbox, contacts and their timelines, text
+//! messages (the SMS outbox among them) and web chat tokens. SQLite by default (a WAL-mode
+//! file in the data directory), PostgreSQL when `database.url` names one. One set of queries
+//! serves both, through sqlx's `Any` driver: they use `$1` placeholders (numbered in the
+//! order they appear, each used once: SQLite numbers parameters by first appearance) and the
+//! SQL both dialects share; times are integer milliseconds since the Unix epoch, money
+//! integer micro-units.
 //!
 //! SQLite allows one writer at a time, and a deferred transaction that reads before it
 //! writes fails rather than waits when another writer got in first. So on SQLite writes go

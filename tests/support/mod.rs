@@ -362,6 +362,9 @@ pub struct Launch<'a> {
     pub prefix: &'a [&'a str],
     /// Arguments after `serve`, e.g. `["--config", "/path/parley.toml"]`.
     pub args: &'a [&'a str],
+    /// What starts the server instead of `parley serve` (e.g. a checkout's `scripts/run.sh`,
+    /// which ends in it); `args` follow it.
+    pub command: Option<&'a [&'a str]>,
     /// Extra environment (applied last, so it can override the listen variables).
     pub env: &'a [(&'a str, &'a str)],
     /// SIP listen address; `None` picks a free loopback port.
@@ -415,8 +418,13 @@ impl Parley {
         let stderr_path = tmp_path.join("parley.stderr.log");
 
         let mut argv: Vec<OsString> = opts.prefix.iter().map(OsString::from).collect();
-        argv.push(parley_bin().into());
-        argv.push("serve".into());
+        match opts.command {
+            Some(command) => argv.extend(command.iter().map(OsString::from)),
+            None => {
+                argv.push(parley_bin().into());
+                argv.push("serve".into());
+            }
+        }
         argv.extend(opts.args.iter().map(OsString::from));
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -803,6 +811,15 @@ impl Sipp {
     pub fn spawn(scenario: &str, parley: &Parley, args: &[&str]) -> Sipp {
         let n = SIPP_RUNS.fetch_add(1, Ordering::Relaxed);
         let dir = parley.scratch_dir(&format!("sipp-{scenario}-{n}"));
+        Sipp::spawn_at(scenario, parley.sip_addr, dir, args)
+    }
+
+    /// [`Sipp::spawn`] towards any SIP address (a proxy in front of Parleys), from `dir`.
+    /// For several calls (`-m`), pass a `-cid_str` with `%u` in `args`: it overrides the
+    /// fixed Call-ID.
+    pub fn spawn_at(scenario: &str, target: SocketAddr, dir: PathBuf, args: &[&str]) -> Sipp {
+        let n = SIPP_RUNS.fetch_add(1, Ordering::Relaxed);
+        fs::create_dir_all(&dir).unwrap();
         let speech = speech_pcmu_wav();
         if speech.exists() {
             std::os::unix::fs::symlink(&speech, dir.join("speech_8k_pcmu.wav"))
@@ -811,7 +828,7 @@ impl Sipp {
         let call_id = format!("{scenario}-{}-{n}-{}", std::process::id(), unique_suffix());
         let local_port = free_udp_port();
         let media_port = free_udp_block(4);
-        let target = parley.sip_addr.to_string();
+        let target = target.to_string();
         let scenario_file = scenario_path(scenario);
         assert!(
             scenario_file.exists(),

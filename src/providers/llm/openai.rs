@@ -17,7 +17,7 @@ use crate::providers::{
 };
 
 const PROVIDER: &str = "openai";
-const DEFAULT_BASE: &str = "https://api.openai.com/v1";
+pub(crate) const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 const DEFAULT_MODEL: &str = "gpt-4o-mini";
 
 type Events = mpsc::Sender<Result<LlmEvent, ProviderError>>;

@@ -24,7 +24,7 @@ use crate::config::agent::{Secret, SttConfig};
 use crate::providers::{body_excerpt, error_chain, AbortOnDrop, ProviderError, Retry, Ttfb};
 
 const PROVIDER: &str = "deepgram";
-const DEFAULT_BASE: &str = "wss://api.deepgram.com";
+pub(crate) const DEFAULT_BASE: &str = "wss://api.deepgram.com";
 const DEFAULT_MODEL: &str = "nova-3";
 /// Audio is sent in frames of at least this many samples (50 ms): fewer, larger frames than
 /// the agent's 20 ms ones, at little cost in latency (SpeechEnd flushes at once).

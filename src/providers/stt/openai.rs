@@ -18,7 +18,7 @@ use crate::providers::{
 };
 
 const PROVIDER: &str = "openai";
-const DEFAULT_BASE: &str = "https://api.openai.com/v1";
+pub(crate) const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 const DEFAULT_MODEL: &str = "whisper-1";
 /// Audio kept from before SpeechStart (300 ms).
 const PREROLL: usize = AGENT_RATE as usize * 3 / 10;

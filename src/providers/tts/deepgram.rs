@@ -12,7 +12,7 @@ use crate::config::agent::TtsConfig;
 use crate::providers::{http_client, ProviderError, Retry, Ttfb};
 
 const PROVIDER: &str = "deepgram";
-const VENDOR_URL: &str = "https://api.deepgram.com";
+pub(crate) const VENDOR_URL: &str = "https://api.deepgram.com";
 /// We ask for PCM at the agent's rate, so nothing needs resampling.
 const RATE: u32 = 16_000;
 

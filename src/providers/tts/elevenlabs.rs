@@ -34,7 +34,7 @@ use crate::providers::error_chain;
 use crate::providers::{body_excerpt, ProviderError, Retry, Ttfb};
 
 const PROVIDER: &str = "elevenlabs";
-const VENDOR_URL: &str = "wss://api.elevenlabs.io";
+pub(crate) const VENDOR_URL: &str = "wss://api.elevenlabs.io";
 const DEFAULT_MODEL: &str = "eleven_flash_v2_5";
 /// A premade voice ("George"); premade voices speak every language of the multilingual
 /// models.

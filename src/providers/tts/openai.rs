@@ -12,7 +12,7 @@ use crate::config::agent::TtsConfig;
 use crate::providers::{http_client, ProviderError, Retry, Ttfb};
 
 const PROVIDER: &str = "openai";
-const VENDOR_URL: &str = "https://api.openai.com/v1";
+pub(crate) const VENDOR_URL: &str = "https://api.openai.com/v1";
 const DEFAULT_MODEL: &str = "gpt-4o-mini-tts";
 /// OpenAI's voices are multilingual: one default serves every language.
 const DEFAULT_VOICE: &str = "alloy";
