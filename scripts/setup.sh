@@ -33,7 +33,7 @@ as_root() {
 }
 
 # --- Debian packages ------------------------------------------------------------------------
-PACKAGES=(sip-tester libopus-dev pkg-config espeak-ng sox iproute2 chromium kamailio baresip)
+PACKAGES=(sip-tester libopus-dev pkg-config espeak-ng sox iproute2 chromium kamailio baresip libcap2-bin)
 # pip fetches the VAD assets and Twilio's library from PyPI; Debian's copy only where no python3
 # with pip is on PATH already (a pyenv or a venv has its own).
 if ! python3 -m pip --version >/dev/null 2>&1; then
