@@ -23,6 +23,11 @@ esac
 
 export DEBIAN_FRONTEND=noninteractive
 if [ -n "${PARLEY_APT_SIMULATE:-}" ]; then
+    # apt knows no package before its first update (a fresh machine, or an image that cleaned
+    # its lists): fetch the lists then, as root.
+    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null && [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq
+    fi
     # -s: resolve and print what would be installed, change nothing (works without root).
     apt-get install -s -y --no-install-recommends "${PACKAGES[@]}" >/dev/null
     echo "packages ($1): ${PACKAGES[*]} resolve"
