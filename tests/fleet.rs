@@ -372,8 +372,8 @@ impl Node {
             .collect()
     }
 
-    fn has_recording(&self, name: &str) -> bool {
-        self.p.data_dir.join("recordings").join(name).is_file()
+    fn recording(&self, name: &str) -> PathBuf {
+        self.p.data_dir.join("recordings").join(name)
     }
 }
 
@@ -524,12 +524,18 @@ fn a_fleet_behind_kamailio_spreads_fails_over_and_drains() {
             "node-b" => (&b, &a),
             _ => panic!("a record names no node of the fleet: {r:?}"),
         };
-        let recording = r.recording.clone().expect("recorded");
+        // The caller's speech reached the node that answered (RTP does not pass Kamailio).
+        let name = r.recording.clone().expect("recorded");
+        let wav = wait_for_file(&held_by.recording(&name), Duration::from_secs(10), read_wav)
+            .unwrap_or_else(|e| panic!("{r:?}: no recording on {}: {e}", held_by.name));
         assert!(
-            held_by.has_recording(&recording) && !other.has_recording(&recording),
-            "{r:?}: the recording is on {} only",
-            held_by.name
+            wav.duration() >= Duration::from_millis(speech_ms / 2) && wav.rms() > 0.01,
+            "{r:?}: the recording on {} lasts {:?}, RMS {:.4}",
+            held_by.name,
+            wav.duration(),
+            wav.rms()
         );
+        assert!(!other.recording(&name).exists(), "{r:?}");
         *per_node.entry(node).or_default() += 1;
     }
     assert!(
@@ -647,11 +653,12 @@ fn a_fleet_behind_kamailio_spreads_fails_over_and_drains() {
         f.starts_with('A')
     });
 
-    // SIGTERM of B with calls up on both nodes.
+    // SIGTERM of B with calls up on both nodes: the speech, then silence, 10 s in all
+    // (less than call.drain_s, more than B's checks below take).
     let talking: Vec<Sipp> = (0..4)
         .map(|i| {
             let dir = scratch.join(format!("talking-{i}"));
-            Sipp::spawn_at("uac_speech", k.addr, dir, &["-d", &pause])
+            Sipp::spawn_at("uac_speech", k.addr, dir, &["-d", "10000"])
         })
         .collect();
     let calls = held_calls(&shared, &a, &talking);
@@ -687,6 +694,18 @@ fn a_fleet_behind_kamailio_spreads_fails_over_and_drains() {
         f.starts_with('I')
     });
     assert_all_answered(&during.wait(Duration::from_secs(60)), 10);
+    // B stays out while it drains: its probes get 503, where a 200 would bring it back.
+    let probes = Duration::from_secs(shipped_define("DS_PING_INTERVAL"))
+        + Duration::from_millis(shipped_define("FR_TIMER_MS"));
+    let back = poll_until(probes, Duration::from_millis(20), || {
+        let flags = k.flags(&b.p);
+        (!flags.starts_with('I')).then_some(flags)
+    });
+    assert_eq!(back, None, "B rejoined while draining\n{}", k.logs());
+    assert!(
+        b.p.exit_status().is_none(),
+        "B still holds its calls, so the probes above reached a draining node"
+    );
     let records = records_of(&shared, &call_ids("during-drain", 10));
     let answered: BTreeSet<&String> = records
         .iter()

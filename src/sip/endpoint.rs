@@ -592,7 +592,7 @@ impl Endpoint {
             Method::Invite => self.on_new_invite(now, tx_id, peer, local, req, &core),
             Method::Options => match self.draining {
                 Some(retry_after) => self.reply(now, tx_id, &req, 503, |r| {
-                    r.headers.push("Retry-After", &retry_after.to_string());
+                    r.headers.push("Retry-After", retry_after.to_string());
                     r.headers.push("Warning", warning("draining: no new calls"));
                 }),
                 None => self.reply(now, tx_id, &req, 200, |r| {

@@ -274,3 +274,29 @@ impl CdrWriter {
         self.pending.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::record::CallRecord;
+
+    #[tokio::test]
+    async fn a_record_keeps_the_node_that_held_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open("", dir.path()).await.unwrap();
+        let account = store.create_account("A").await.unwrap().id;
+        for (call, node) in [("c1", Some("media-1")), ("c2", None)] {
+            let record = CallRecord::inbound(call, "sip:a@b", "sip:c@d");
+            let record = match node {
+                Some(node) => record.on_node(node),
+                None => record,
+            };
+            let mut cdr = record.refused(503, "draining");
+            cdr.account_id = account.clone();
+            store.insert_cdr(&cdr).await.unwrap();
+            let read = store.cdr(&account, &cdr.id).await.unwrap();
+            assert_eq!(read.node.as_deref(), node);
+            assert_eq!(read, cdr);
+        }
+    }
+}
