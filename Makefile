@@ -37,8 +37,13 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Every criterion bench of the workspace, release build: media/benches/ (the media engine's
+# per-frame work) and benches/ (SIP, SDP, transactions, billing leases, one agent turn end to
+# end). A plain `cargo bench` selects only the root package; `--bench '*'` keeps to the bench
+# targets (without it --workspace also builds every unit-test harness in release).
+# Results and how to read them: docs/benchmarks.md.
 bench:
-	$(CARGO) bench
+	$(CARGO) bench --workspace --bench '*'
 
 # PESQ of the receive path under 0-10 % loss and 30 ms jitter (zero-fill, repeat, Parley's
 # concealment): on the sample speech it rewrites its section of docs/benchmarks.md; with

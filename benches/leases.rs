@@ -109,9 +109,11 @@ impl Bench {
 fn main() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let mut b = Bench::open(dir.path());
+    // Each operation commits (about 1 ms): 50 samples in 10 s keep the run near a minute.
     let mut c = Criterion::default()
+        .sample_size(50)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5))
+        .measurement_time(Duration::from_secs(10))
         .configure_from_args();
     let mut g = c.benchmark_group("billing_lease_sqlite");
     g.bench_function("reserve", |bench| {

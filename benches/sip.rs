@@ -291,8 +291,7 @@ fn transactions(c: &mut Criterion) {
     g.finish();
 }
 
-/// One inbound call's signalling: INVITE in, 200 with SDP out, ACK in, BYE in and its 200
-/// out, then the timers due by then. Returns the time spent inside the endpoint.
+/// Inbound calls, one after another, through one long-lived endpoint on simulated time.
 struct CallDriver {
     ep: Endpoint,
     peer: Peer,
@@ -336,6 +335,8 @@ impl CallDriver {
         incoming
     }
 
+    /// One inbound call's signalling: INVITE in, 200 with SDP out, ACK in, BYE in and its
+    /// 200 out, then the timers due by then. Returns the time spent inside the endpoint.
     fn call(&mut self) -> Duration {
         self.next_id += 1;
         let id = self.next_id;

@@ -17,16 +17,18 @@
 //! `parley_turn_engine_added_seconds` and voice-to-voice stage from `/metrics` at the end and
 //! prints their means beside its own p50/p99, so the two views can be compared.
 //!
-//! A turn takes about 1.5 s of wall time (speech, the silence, the reply, a quiet gap), so
+//! A turn takes about 1.2 s of wall time (speech, the silence, the reply, a quiet gap), so
 //! criterion takes one turn per sample (it warns that it cannot fit its samples in the
-//! target time; that is expected) and `--sample-size N` sets the number of turns.
+//! target time; that is expected): 50 turns by default, `-- --sample-size N` for N.
 //!
 //! Needs the VAD model and ONNX Runtime (`scripts/fetch_models.sh`) and the speech fixture
 //! (`scripts/setup.sh`); without them it says so and skips (a failure when `CI` is set, as
 //! for the integration tests). `PARLEY_LOG` (an env-filter, e.g. `info`) shows the server's
-//! logs.
+//! logs. The in-process server takes SIGINT as `parley serve` does (it drains), so Ctrl-C
+//! ends the bench at its next turn, when the reply does not come.
 
-#[allow(dead_code)] // this bench uses a few of the integration tests' helpers
+// The integration tests' harness (free ports, HTTP, WAV) and fakes, reused as they are; the
+// module allows its own dead code, since each user takes a different part.
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -511,9 +513,9 @@ fn main() {
         return;
     };
     let mut c = Criterion::default()
-        .sample_size(30)
+        .sample_size(50)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(30))
+        .measurement_time(Duration::from_secs(50))
         .configure_from_args();
     let mut g = c.benchmark_group("turn");
     g.sampling_mode(SamplingMode::Flat);
