@@ -403,38 +403,28 @@ fn remote_endpoints(config: &Config) -> Vec<(String, String)> {
     use crate::providers::{llm, stt, tts};
     let ai = &config.ai;
     let mut out = Vec::new();
-    let base = |set: &Option<String>, vendor: &str| set.clone().unwrap_or_else(|| vendor.into());
-    match ai.stt.provider {
-        SttKind::Deepgram => out.push((
-            "stt".into(),
-            base(&ai.stt.base_url, stt::deepgram::DEFAULT_BASE),
-        )),
-        SttKind::OpenAi => out.push((
-            "stt".into(),
-            base(&ai.stt.base_url, stt::openai::DEFAULT_BASE),
-        )),
-        SttKind::Auto | SttKind::None => {}
-    }
-    if ai.llm.provider == LlmKind::OpenAi {
-        out.push((
-            "llm".into(),
-            base(&ai.llm.base_url, llm::openai::DEFAULT_BASE),
-        ));
-    }
-    match ai.tts.provider {
-        TtsKind::Deepgram => out.push((
-            "tts".into(),
-            base(&ai.tts.base_url, tts::deepgram::VENDOR_URL),
-        )),
-        TtsKind::ElevenLabs => out.push((
-            "tts".into(),
-            base(&ai.tts.base_url, tts::elevenlabs::VENDOR_URL),
-        )),
-        TtsKind::OpenAi => out.push((
-            "tts".into(),
-            base(&ai.tts.base_url, tts::openai::VENDOR_URL),
-        )),
-        TtsKind::Auto | TtsKind::Espeak => {}
+    // Each configured provider's vendor address, used when its base_url is not set.
+    let stt = match ai.stt.provider {
+        SttKind::Deepgram => Some(stt::deepgram::DEFAULT_BASE),
+        SttKind::OpenAi => Some(stt::openai::DEFAULT_BASE),
+        SttKind::Auto | SttKind::None => None,
+    };
+    let llm = (ai.llm.provider == LlmKind::OpenAi).then_some(llm::openai::DEFAULT_BASE);
+    let tts = match ai.tts.provider {
+        TtsKind::Deepgram => Some(tts::deepgram::VENDOR_URL),
+        TtsKind::ElevenLabs => Some(tts::elevenlabs::VENDOR_URL),
+        TtsKind::OpenAi => Some(tts::openai::VENDOR_URL),
+        TtsKind::Auto | TtsKind::Espeak => None,
+    };
+    for (what, base_url, vendor) in [
+        ("stt", &ai.stt.base_url, stt),
+        ("llm", &ai.llm.base_url, llm),
+        ("tts", &ai.tts.base_url, tts),
+    ] {
+        if let Some(vendor) = vendor {
+            let url = base_url.clone().unwrap_or_else(|| vendor.to_string());
+            out.push((what.to_string(), url));
+        }
     }
     for tool in &ai.agent.tools {
         out.push((format!("tool {}", tool.name), tool.url.clone()));
@@ -536,6 +526,23 @@ mod tests {
         );
         assert!(host_port("no scheme").is_none());
         assert!(host_port("ftp://host/x").is_none());
+    }
+
+    #[test]
+    fn providers_are_checked_at_their_base_url_or_their_vendors() {
+        let mut config = Config::default();
+        config.ai.stt.provider = SttKind::Deepgram;
+        config.ai.llm.provider = LlmKind::OpenAi;
+        config.ai.llm.base_url = Some("http://127.0.0.1:11434/v1".into());
+        config.ai.tts.provider = TtsKind::Espeak;
+        let endpoints = remote_endpoints(&config);
+        assert_eq!(
+            endpoints,
+            [
+                ("stt".to_string(), "wss://api.deepgram.com".to_string()),
+                ("llm".to_string(), "http://127.0.0.1:11434/v1".to_string()),
+            ]
+        );
     }
 
     #[test]
