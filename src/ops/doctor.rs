@@ -233,14 +233,17 @@ fn tcp_free(what: &str, addr: SocketAddr) -> Finding {
 }
 
 /// Each call takes an even/odd pair of the range; the range is only useful where its pairs
-/// can be bound. Binding every even port of a range of 10,000 takes a few milliseconds.
+/// can be bound. Binding every port of a range of 10,000 takes a few milliseconds.
 fn rtp_ports(range: PortRange, sip_listen: SocketAddr) -> Finding {
     let ip = sip_listen.ip();
     let first_even = range.start + range.start % 2;
     let (mut free, mut taken) = (0u32, 0u32);
     let mut port = first_even;
     while port < range.end {
-        if UdpSocket::bind(SocketAddr::new(ip, port)).is_ok() {
+        // RTP on the even port, RTCP on the odd one above it: a call needs both.
+        let rtp = UdpSocket::bind(SocketAddr::new(ip, port));
+        let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1));
+        if rtp.is_ok() && rtcp.is_ok() {
             free += 1;
         } else {
             taken += 1;
@@ -255,17 +258,17 @@ fn rtp_ports(range: PortRange, sip_listen: SocketAddr) -> Finding {
         (0, _) => Finding::new(
             Verdict::Missing,
             what,
-            format!("{range}: no RTP port of the range can be bound"),
+            format!("{range}: no RTP/RTCP port pair of the range can be bound"),
         ),
         (f, 0) => Finding::new(
             Verdict::Ok,
             what,
-            format!("{range}: {f} RTP ports free ({f} calls)"),
+            format!("{range}: {f} RTP/RTCP port pairs free ({f} calls)"),
         ),
         (f, t) => Finding::new(
             Verdict::Warn,
             what,
-            format!("{range}: {f} RTP ports free, {t} held by other processes"),
+            format!("{range}: {f} RTP/RTCP port pairs free, {t} held by other processes"),
         ),
     }
 }
