@@ -74,6 +74,11 @@ impl CallLease {
         self.answered = Some(now);
     }
 
+    /// How often the lease is renewed.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
     /// When the next renewal is due.
     pub fn next_heartbeat(&self, after: Instant) -> Instant {
         after + self.heartbeat

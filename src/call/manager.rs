@@ -14,12 +14,13 @@ use crate::agent::profile::{AgentProfile, AgentRuntimes};
 use crate::agent::session::{
     self as agent_session, sleep_until, AgentIo, AgentRuntime, FromAgent, ToAgent,
 };
+use crate::call::core::{Action, CallCore, CoreConfig, HangupCause, Input};
 use crate::call::lease::CallLease;
 use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
 use crate::call::record::CallRecord;
 use crate::call::registry::{LiveCall, LiveCalls, LiveEntry};
-use crate::config::{Config, FinalUnitAction};
+use crate::config::{recording_name, Config, FinalUnitAction};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::sip::endpoint::{CallRef, Event};
@@ -322,10 +323,6 @@ async fn stop_agent(
     playout
 }
 
-/// The out-of-credit notice starts this long before the grant runs out, and the BYE follows
-/// it by as much (the last packets are on their way).
-const NOTICE_MARGIN: Duration = Duration::from_millis(300);
-
 /// What an answered call holds as it starts to converse.
 pub(super) struct InCall {
     pub media: CallMedia,
@@ -355,9 +352,6 @@ pub(super) fn agent_for(ctx: &CallContext, route: &Route) -> (AgentProfile, Opti
 
 /// How long each digit the agent sends is held.
 const DTMF_SEND_MS: u32 = 100;
-
-/// How long a transfer may take to report success or failure (the target rings meanwhile).
-const TRANSFER_WAIT: Duration = Duration::from_secs(45);
 
 /// Answers the agent's transfer tool call `id` with `content`.
 fn tell(agent: &Option<AgentLink>, id: String, content: String) {
@@ -395,21 +389,6 @@ pub(super) struct Session {
     /// The call's detail record, filled in as it goes.
     pub(super) record: CallRecord,
     pub(super) _guard: ActiveGuard,
-}
-
-/// A filesystem-safe name for a Call-ID.
-pub fn recording_name(call_id: &str) -> String {
-    let name: String = call_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{}.wav", name.trim_start_matches('.'))
 }
 
 impl Session {
@@ -665,29 +644,8 @@ impl Session {
             ctx.events
                 .publish("call.answered", &account_id, serde_json::json!(call));
         }
-        let mut told_final = false;
-        let final_units = |lease: &CallLease, told: &mut bool| {
-            if lease.final_units() && !*told {
-                *told = true;
-                ctx.events.publish(
-                    "lease.final_units",
-                    &account_id,
-                    serde_json::json!({
-                        "call": record_id,
-                        "lease_id": lease.id(),
-                        "granted_seconds": lease.granted_s(),
-                        "action": match ctx.config.billing.final_unit_action {
-                            FinalUnitAction::Terminate => "terminate",
-                            FinalUnitAction::Allow => "allow",
-                        },
-                    }),
-                );
-            }
-        };
-        final_units(&lease, &mut told_final);
         let answered = tokio::time::Instant::now();
         lease.answered(answered);
-        let mut next_beat = lease.next_heartbeat(answered);
         let mut agent = None;
         match (who, agent_audio) {
             (Some(who), Some(audio)) => {
@@ -728,23 +686,96 @@ impl Session {
         }
         // Each turn's latency marks, kept for the call's detail record.
         let mut turns: Vec<crate::agent::latency::TurnTimes> = Vec::new();
-        // A transfer in progress: the tool call it answers, and when to give up on it.
-        let mut transfer: Option<(String, tokio::time::Instant)> = None;
-
-        let max = profile.max_duration(ctx.config.call.max_duration_s);
-        let limit = tokio::time::sleep(max.unwrap_or(Duration::from_secs(u64::MAX / 4)));
-        tokio::pin!(limit);
-        let mut hung_up = false;
-        let mut transcript = serde_json::Value::Array(vec![]);
         let terminate = ctx.config.billing.final_unit_action == FinalUnitAction::Terminate;
         // Out of credit: the notice goes out so that it ends as the grant does, then BYE.
         let notice = ctx.final_notice.clone().filter(|_| terminate);
-        let notice_len = notice.as_ref().map_or(Duration::ZERO, |n| {
-            Duration::from_millis(n.len() as u64 * 1000 / parley_media::playout::ENGINE_RATE as u64)
-        });
-        let mut notice_ends: Option<tokio::time::Instant> = None;
-        let mut over_grant = false;
+        let mut core = CallCore::answered(
+            answered.into_std(),
+            CoreConfig {
+                heartbeat: lease.heartbeat(),
+                terminate,
+                notice: notice.as_ref().map(|n| {
+                    Duration::from_millis(
+                        n.len() as u64 * 1000 / parley_media::playout::ENGINE_RATE as u64,
+                    )
+                }),
+                max_duration: profile.max_duration(ctx.config.call.max_duration_s),
+            },
+            lease.granted_s(),
+            lease.final_units(),
+        );
+        let mut transcript = serde_json::Value::Array(vec![]);
         let reason = loop {
+            // Carry out what the call core decided, then wait for what happens next.
+            while let Some(action) = core.poll_action() {
+                match action {
+                    Action::Hangup(cause) => {
+                        self.hang_up_for(cause);
+                        ctx.sip.send(Command::Hangup { call });
+                    }
+                    Action::Refer { target } => {
+                        tracing::info!(%target, "transferring the caller (REFER)");
+                        ctx.sip.send(Command::Refer { call, target });
+                    }
+                    Action::TellAgent { id, text } => tell(&agent, id, text),
+                    Action::RenewLease => {
+                        let now = tokio::time::Instant::now();
+                        match lease.renew(now).await {
+                            Ok(()) => {
+                                if lease.final_units() {
+                                    tracing::info!(
+                                        "final units granted: the call ends when they run out"
+                                    );
+                                }
+                                core.handle(
+                                    now.into_std(),
+                                    Input::Granted {
+                                        seconds: lease.granted_s(),
+                                        final_units: lease.final_units(),
+                                    },
+                                );
+                            }
+                            Err(StoreError::Conflict(e)) => {
+                                tracing::warn!(error = %e, "cannot renew: the store closed the billing lease");
+                                core.handle(now.into_std(), Input::LeaseClosed);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot renew the billing lease"),
+                        }
+                    }
+                    Action::FinalUnits => ctx.events.publish(
+                        "lease.final_units",
+                        &account_id,
+                        serde_json::json!({
+                            "call": record_id,
+                            "lease_id": lease.id(),
+                            "granted_seconds": lease.granted_s(),
+                            "action": if terminate { "terminate" } else { "allow" },
+                        }),
+                    ),
+                    Action::PlayNotice => {
+                        tracing::info!(
+                            "the call's credit runs out: the agent stops and the notice plays"
+                        );
+                        if let Some(a) = agent.take() {
+                            if let Some(playout) = stop_agent(a, &mut turns, &mut transcript).await
+                            {
+                                playout.clear();
+                                media.give_playout(playout);
+                            }
+                        }
+                        if let Some(n) = &notice {
+                            media.play(n.clone());
+                        }
+                    }
+                    Action::InDebt => {
+                        // billing.final_unit_action = "allow": it goes on; the lease's
+                        // release records what it uses from now on as debt.
+                        tracing::info!("the call's credit ran out; it goes on as debt");
+                        Metrics::inc(&ctx.metrics.calls_in_debt);
+                    }
+                }
+            }
+            let wake = core.next_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
                 ev = events.recv() => match ev {
                     Some(Event::Ended { reason, .. }) => break Some(reason),
@@ -752,48 +783,22 @@ impl Session {
                     Some(Event::Confirmed { body, .. }) => self.on_ack(&body, &media),
                     Some(Event::Reinvite { request, .. }) => self.on_reinvite(&request, &media),
                     Some(Event::ReferAnswered { code, .. }) => {
-                        if (200..300).contains(&code) {
-                            tracing::info!(code, "REFER accepted; waiting for the transfer's outcome");
-                        } else if let Some((id, _)) = transfer.take() {
-                            tracing::info!(code, "REFER refused");
-                            tell(&agent, id, format!(
-                                "The transfer was refused (SIP {code}). Tell the caller and offer to help or take a message."
-                            ));
-                        }
+                        tracing::info!(code, "REFER answered");
+                        core.handle(std::time::Instant::now(), Input::ReferAnswered { code });
                     }
                     Some(Event::TransferProgress { status, terminated, .. }) => {
                         tracing::info!(status, terminated, "transfer progress");
-                        if (200..300).contains(&status) {
-                            if let Some((id, _)) = transfer.take() {
-                                tell(&agent, id, "The caller was transferred; this call ends now.".into());
-                            }
-                            // RFC 5589 §6: the transferor ends its call once the transfer worked.
-                            if !hung_up {
-                                hung_up = true;
-                                ctx.sip.send(Command::Hangup { call });
-                            }
-                        } else if status >= 300 || terminated {
-                            if let Some((id, _)) = transfer.take() {
-                                tell(&agent, id, format!(
-                                    "The transfer failed: the colleague's line answered {status}. Tell the caller and offer to help or take a message."
-                                ));
-                            }
-                        }
+                        core.handle(
+                            std::time::Instant::now(),
+                            Input::TransferProgress { status, terminated },
+                        );
                     }
                     Some(_) => {}
                 },
-                _ = sleep_until(transfer.as_ref().map(|t| t.1)) => {
-                    if let Some((id, _)) = transfer.take() {
-                        tracing::info!("no outcome of the transfer in time");
-                        tell(&agent, id, "The transfer did not complete in time. Tell the caller and offer to help or take a message.".into());
-                    }
-                }
+                _ = sleep_until(wake) => core.handle_timeout(tokio::time::Instant::now().into_std()),
                 Some((at, ev)) = media.next_stamped_event() => match &ev {
-                    MediaEvent::RtpTimeout if !hung_up => {
-                        tracing::info!(timeout_s = ctx.config.media.rtp_timeout_s, "no RTP, hanging up");
-                        Metrics::inc(&ctx.metrics.calls_rtp_timeout);
-                        hung_up = true;
-                        ctx.sip.send(Command::Hangup { call });
+                    MediaEvent::RtpTimeout => {
+                        core.handle(tokio::time::Instant::now().into_std(), Input::MediaTimeout)
                     }
                     MediaEvent::Dtmf(d) => {
                         tracing::info!(digit = %d.digit, duration_ms = d.duration_ms, "DTMF");
@@ -808,26 +813,17 @@ impl Session {
                 },
                 Some(request) = next_request(&mut agent) => match request {
                     FromAgent::Hangup => {
-                        if !hung_up {
-                            tracing::info!("the agent ended the call");
-                            hung_up = true;
-                            ctx.sip.send(Command::Hangup { call });
-                        }
+                        core.handle(tokio::time::Instant::now().into_std(), Input::AgentHangup)
                     }
                     FromAgent::SendDtmf(digits) => {
                         for digit in digits.chars() {
                             media.send_dtmf(digit, DTMF_SEND_MS);
                         }
                     }
-                    FromAgent::Transfer { id, target } => {
-                        if transfer.is_some() {
-                            tell(&agent, id, "A transfer is already in progress.".into());
-                        } else {
-                            tracing::info!(%target, "transferring the caller (REFER)");
-                            ctx.sip.send(Command::Refer { call, target });
-                            transfer = Some((id, tokio::time::Instant::now() + TRANSFER_WAIT));
-                        }
-                    }
+                    FromAgent::Transfer { id, target } => core.handle(
+                        tokio::time::Instant::now().into_std(),
+                        Input::TransferRequested { id, target },
+                    ),
                     FromAgent::Turn(times) => {
                         ctx.events.publish(
                             "turn.completed",
@@ -843,66 +839,8 @@ impl Session {
                     }
                     FromAgent::Transcript(lines) => transcript = lines,
                 },
-                _ = tokio::time::sleep_until(next_beat) => {
-                    let now = tokio::time::Instant::now();
-                    next_beat = lease.next_heartbeat(now);
-                    match lease.renew(now).await {
-                        Ok(()) if lease.final_units() => {
-                            tracing::info!("final units granted: the call ends when they run out");
-                            final_units(&lease, &mut told_final);
-                        }
-                        Ok(()) => {}
-                        Err(StoreError::Conflict(e)) if !hung_up => {
-                            tracing::warn!(error = %e, "the billing lease is closed, hanging up");
-                            hung_up = true;
-                            ctx.sip.send(Command::Hangup { call });
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot renew the billing lease"),
-                    }
-                }
-                Some(()) = hangup_requests.recv(), if !hung_up => {
-                    tracing::info!("hanging up as the API asked");
-                    hung_up = true;
-                    ctx.sip.send(Command::Hangup { call });
-                }
-                _ = sleep_until(lease.runs_out_at().filter(|_| lease.final_units()).map(|t| t.checked_sub(notice_len + NOTICE_MARGIN).unwrap_or(t))),
-                    if !hung_up && notice.is_some() && notice_ends.is_none() => {
-                    tracing::info!("the call's credit runs out: the agent stops and the notice plays");
-                    if let Some(a) = agent.take() {
-                        if let Some(playout) = stop_agent(a, &mut turns, &mut transcript).await {
-                            playout.clear();
-                            media.give_playout(playout);
-                        }
-                    }
-                    if let Some(n) = &notice {
-                        media.play(n.clone());
-                    }
-                    notice_ends = Some(tokio::time::Instant::now() + notice_len + NOTICE_MARGIN);
-                }
-                _ = sleep_until(notice_ends), if !hung_up => {
-                    tracing::info!("the call's credit ran out, hanging up after the notice");
-                    Metrics::inc(&ctx.metrics.calls_ended_credit);
-                    hung_up = true;
-                    ctx.sip.send(Command::Hangup { call });
-                }
-                _ = sleep_until(lease.runs_out_at()), if !hung_up && notice_ends.is_none() && !over_grant => {
-                    if terminate {
-                        tracing::info!("the call's credit ran out, hanging up");
-                        Metrics::inc(&ctx.metrics.calls_ended_credit);
-                        hung_up = true;
-                        ctx.sip.send(Command::Hangup { call });
-                    } else {
-                        // billing.final_unit_action = "allow": it goes on; the lease's
-                        // release records what it uses from now on as debt.
-                        tracing::info!("the call's credit ran out; it goes on as debt");
-                        Metrics::inc(&ctx.metrics.calls_in_debt);
-                        over_grant = true;
-                    }
-                }
-                _ = &mut limit, if !hung_up => {
-                    tracing::info!(max_duration = ?max, "maximum call duration reached, hanging up");
-                    hung_up = true;
-                    ctx.sip.send(Command::Hangup { call });
+                Some(()) = hangup_requests.recv(), if core.hung_up().is_none() => {
+                    core.handle(tokio::time::Instant::now().into_std(), Input::HangupRequested)
                 }
             }
         };
@@ -920,6 +858,31 @@ impl Session {
         self.record.transcript(transcript);
         self.record
             .ended(reason.as_ref(), stats.as_deref(), &turns, settled.as_ref())
+    }
+
+    /// What the call core's decision to end the call is logged and counted as.
+    fn hang_up_for(&self, cause: HangupCause) {
+        let metrics = &self.ctx.metrics;
+        match cause {
+            HangupCause::Agent => tracing::info!("the agent ended the call"),
+            HangupCause::Requested => tracing::info!("hanging up as the API asked"),
+            HangupCause::MediaTimeout => {
+                tracing::info!(
+                    timeout_s = self.ctx.config.media.rtp_timeout_s,
+                    "no RTP, hanging up"
+                );
+                Metrics::inc(&metrics.calls_rtp_timeout);
+            }
+            HangupCause::Credit => {
+                tracing::info!("the call's credit ran out, hanging up");
+                Metrics::inc(&metrics.calls_ended_credit);
+            }
+            HangupCause::LeaseClosed => tracing::warn!("the billing lease is closed, hanging up"),
+            HangupCause::MaxDuration => {
+                tracing::info!("maximum call duration reached, hanging up")
+            }
+            HangupCause::Transferred => tracing::info!("the caller was transferred, hanging up"),
+        }
     }
 
     /// The person on the line (the caller, or whom we called), as a number.
@@ -1092,16 +1055,5 @@ impl Session {
                 });
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recording_names_are_safe() {
-        assert_eq!(recording_name("1-2@127.0.0.1"), "1-2@127.0.0.1.wav");
-        assert_eq!(recording_name("../../etc/passwd"), "_.._etc_passwd.wav");
     }
 }

@@ -3,6 +3,7 @@
 //! (`outbound`), a call's media, billing lease and record, live calls, per-account call
 //! limits and the RTP port pool.
 
+pub mod core;
 pub mod lease;
 pub mod limits;
 pub mod manager;
