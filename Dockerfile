@@ -2,8 +2,8 @@
 # Rust image, run on slim Debian with only what the binary needs at run time.
 #
 #   docker build -t parley .
-#   docker run --rm --network host --stop-timeout 40 --cap-add SYS_NICE parley
-#   docker run --rm --network host --stop-timeout 40 --cap-add SYS_NICE \
+#   docker run --rm --network host --stop-timeout 45 --cap-add SYS_NICE parley
+#   docker run --rm --network host --stop-timeout 45 --cap-add SYS_NICE \
 #       -v $PWD/parley.toml:/etc/parley/parley.toml parley serve --config /etc/parley/parley.toml
 #
 # Every build and run-time step below is a script of the project (scripts/container/,
@@ -11,10 +11,11 @@
 # against them, so what the image does is tested without a Docker daemon.
 #
 # Stopping: SIGTERM starts the drain (new calls get 503, calls in progress go on for up to
-# call.drain_s = 30 s, then BYE and their records are written). Docker's default stop grace is
-# 10 s, which would cut calls on every deploy: give at least call.drain_s + 5 s
-# (`docker run --stop-timeout 40`, `docker stop -t 40`, compose `stop_grace_period: 40s`,
-# Kubernetes `terminationGracePeriodSeconds: 40`).
+# call.drain_s = 30 s, then BYE and up to 10 s for their records to be written, then 2 s for
+# open HTTP streams: 42 s at most). Docker's default stop grace is 10 s, which would cut calls
+# on every deploy: give at least call.drain_s + 12 s, rounded up to 45 s on the defaults
+# (`docker run --stop-timeout 45`, `docker stop -t 45`, compose `stop_grace_period: 45s`,
+# Kubernetes `terminationGracePeriodSeconds: 45`).
 #
 # Priority: the media workers run at nice -10 (media.worker_nice) so a busy control plane waits
 # rather than the audio. That needs CAP_SYS_NICE: `--cap-add SYS_NICE` (compose
@@ -35,7 +36,7 @@ ARG RUNTIME_IMAGE=debian:12.11-slim
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 
-COPY scripts/container/ scripts/container/
+COPY scripts/container/packages.sh scripts/container/
 RUN scripts/container/packages.sh build
 
 # The VAD assets (ONNX Runtime and the Silero model, pinned and checksummed): this layer
@@ -46,6 +47,7 @@ RUN PARLEY_CACHE_DIR=/opt/parley scripts/fetch_models.sh --runtime
 # The dependencies, from the manifests alone: a source edit does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 COPY media/Cargo.toml media/
+COPY scripts/container/stub_workspace.sh scripts/container/build.sh scripts/container/
 RUN scripts/container/stub_workspace.sh . && scripts/container/build.sh deps
 
 # Parley itself.
@@ -55,11 +57,14 @@ RUN scripts/container/build.sh parley /out
 # ---- run --------------------------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE}
 
-COPY scripts/container/packages.sh scripts/container/runtime_user.sh /usr/local/lib/parley/
+# Each script is copied just before the step that runs it, so editing one re-runs only its
+# own step and what follows.
+COPY scripts/container/packages.sh /usr/local/lib/parley/
 RUN /usr/local/lib/parley/packages.sh runtime
 
 COPY --from=build /opt/parley/models/libonnxruntime.so.1.22.1 /opt/parley/models/silero_vad.onnx /opt/parley/models/
 COPY --from=build /out/parley /usr/local/bin/parley
+COPY scripts/container/runtime_user.sh /usr/local/lib/parley/
 RUN /usr/local/lib/parley/runtime_user.sh /usr/local/bin/parley
 
 USER parley

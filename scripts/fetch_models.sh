@@ -94,13 +94,20 @@ die() {
 # Temporary files and directories of this run, removed on any exit: an interrupted or failed
 # run leaves only complete, checksummed files behind.
 TEMPS=()
+# The directories this run may create, deepest first; the ones that are not there yet are
+# removed again at the end if they are still empty, and no others.
+NEW_DIRS=()
+for d in "$DL" "$MODELS" "$SPEECH" "$CACHE"; do
+    [ -e "$d" ] || NEW_DIRS+=("$d")
+done
 cleanup() {
     local t
     for t in "${TEMPS[@]}"; do
         rm -rf "$t"
     done
-    # Directories this run created and left empty go too.
-    rmdir "$DL" "$MODELS" "$SPEECH" "$CACHE" 2>/dev/null || true
+    for t in "${NEW_DIRS[@]}"; do
+        rmdir "$t" 2>/dev/null || true
+    done
 }
 trap cleanup EXIT
 trap 'exit 130' INT

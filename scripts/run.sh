@@ -19,6 +19,12 @@ say() { printf 'run: %s\n' "$*"; }
 if ! "$ROOT/scripts/fetch_models.sh" --runtime; then
     say "serving WITHOUT the VAD (see above); fetch it later with: make models"
 fi
+# Parley's default model paths are the checkout's .cache/models; a cache moved elsewhere is
+# named to it (unless the caller already chose the files).
+if [ -n "${PARLEY_CACHE_DIR:-}" ]; then
+    export PARLEY_MEDIA_ONNXRUNTIME="${PARLEY_MEDIA_ONNXRUNTIME:-$PARLEY_CACHE_DIR/models/libonnxruntime.so.1.22.1}"
+    export PARLEY_MEDIA_VAD_MODEL="${PARLEY_MEDIA_VAD_MODEL:-$PARLEY_CACHE_DIR/models/silero_vad.onnx}"
+fi
 "$CARGO" build --release --bin parley
 say "starting parley serve $*"
 exec "$ROOT/target/release/parley" serve "$@"

@@ -61,6 +61,17 @@ install_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}"
     say "installed: ${missing[*]}"
+    quiet_kamailio
+}
+
+# Debian's kamailio package enables and starts its own service on port 5060 of every interface.
+# The tests only need the binary (they start Kamailio themselves on free ports), and a system
+# Kamailio would take the port `make run` serves SIP on.
+quiet_kamailio() {
+    if [ -d /run/systemd/system ] && systemctl is-enabled --quiet kamailio 2>/dev/null; then
+        as_root systemctl disable --now kamailio >/dev/null 2>&1 &&
+            say "disabled the kamailio system service (Parley's tests start their own)"
+    fi
 }
 
 # --- speech fixture -------------------------------------------------------------------------

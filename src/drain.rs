@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::call::registry::LiveCalls;
 use crate::metrics::Metrics;
 use crate::store::cdr::CdrWriter;
 
@@ -52,14 +51,24 @@ pub async fn signalled() {
 /// How often the drain looks at what is left.
 const POLL: Duration = Duration::from_millis(100);
 /// After the BYEs, how long calls get to end and records to be written.
-const FINISH: Duration = Duration::from_secs(10);
+pub const FINISH: Duration = Duration::from_secs(10);
+/// After draining, how long open HTTP connections (event streams) get to finish.
+pub const CONNECTIONS_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest a stop can take with `call.drain_s = drain_s`: calls finishing, then the BYEs
+/// and records, then open connections. A supervisor's stop timeout (Docker's stop grace,
+/// systemd's TimeoutStopSec) below this kills the node while it still writes records.
+pub fn longest_stop(drain_s: u64) -> Duration {
+    Duration::from_secs(drain_s) + FINISH + CONNECTIONS_GRACE
+}
 
 /// Drains this node: no new calls, then up to `limit` for the calls in progress to end,
-/// then BYE for the rest, then their records written.
+/// then BYE for the rest (`hang_up_all`, which says how many it hung up), then their
+/// records written.
 pub async fn drain(
     drain: &Drain,
     metrics: &Metrics,
-    live: &LiveCalls,
+    hang_up_all: impl FnOnce() -> usize,
     cdrs: &CdrWriter,
     limit: Duration,
 ) {
@@ -71,14 +80,8 @@ pub async fn drain(
         tokio::time::sleep(POLL).await;
     }
     if active() > 0 {
-        let left = live.list(None);
-        tracing::info!(
-            calls = left.len(),
-            "drain time is up: hanging up the calls left"
-        );
-        for call in &left {
-            live.hang_up(&call.id);
-        }
+        let left = hang_up_all();
+        tracing::info!(calls = left, "drain time is up: hung up the calls left");
     }
     let until = tokio::time::Instant::now() + FINISH;
     while (active() > 0 || cdrs.pending() > 0) && tokio::time::Instant::now() < until {

@@ -5,8 +5,9 @@
 //! unprivileged binary the capability as a *permitted* file capability (`cap_sys_nice+p`), which
 //! the kernel grants only when the container was started with it (`--cap-add SYS_NICE`) and
 //! which is not *effective* until the thread raises it: [`raise_sys_nice`] does that, on each
-//! worker thread, just before setpriority(2). A binary marked `+ep` instead would not start at
-//! all where the capability is withheld.
+//! worker thread, just before setpriority(2), and drops it again right after (the workers parse
+//! what strangers send). A binary marked `+ep` instead would not start at all where the
+//! capability is withheld.
 
 use std::sync::Arc;
 
@@ -19,12 +20,15 @@ pub fn worker_priority(nice: i32) -> Arc<dyn Fn() -> bool + Send + Sync> {
         }
         #[cfg(target_os = "linux")]
         {
-            if nice < 0 {
-                raise_sys_nice();
-            }
+            let raised = nice < 0 && raise_sys_nice();
             // SAFETY: setpriority(2) with who = 0 sets the calling thread's nice value (on
             // Linux each thread has its own); it touches no memory of ours.
             let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } == 0;
+            if raised {
+                // This thread parses what strangers send; it keeps no privilege it no longer
+                // needs.
+                drop_sys_nice();
+            }
             if !done {
                 tracing::warn!(nice, "cannot raise the media worker's priority (needs root or CAP_SYS_NICE: docker run --cap-add SYS_NICE, systemd AmbientCapabilities=CAP_SYS_NICE); it runs at the default");
             }
@@ -96,6 +100,38 @@ pub fn raise_sys_nice() -> bool {
         )
     };
     set == 0
+}
+
+/// Removes CAP_SYS_NICE from the calling thread's effective and permitted sets, for good.
+#[cfg(target_os = "linux")]
+fn drop_sys_nice() {
+    let bit = 1u32 << CAP_SYS_NICE;
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: as in raise_sys_nice.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    if got != 0 {
+        return;
+    }
+    data[0].effective &= !bit;
+    data[0].permitted &= !bit;
+    // SAFETY: as in raise_sys_nice; dropping capabilities needs no privilege.
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    };
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -27,21 +27,7 @@ use crate::providers::stt::Stt;
 use crate::providers::tts::espeak::EspeakTts;
 use crate::providers::tts::Tts;
 use crate::providers::Ttfb;
-use crate::sip::endpoint::EndpointConfig;
 use crate::sip::runtime;
-use crate::sip::transaction::TimerConfig;
-
-/// The SIP core's settings from the `[sip]` section.
-pub fn endpoint_config(config: &Config) -> EndpointConfig {
-    EndpointConfig {
-        timers: TimerConfig {
-            t1: Duration::from_millis(config.sip.t1_ms),
-            t2: Duration::from_millis(config.sip.t2_ms),
-            t4: Duration::from_millis(config.sip.t4_ms),
-        },
-        user_agent: config.sip.user_agent.clone(),
-    }
-}
 
 /// Who answers calls, as `agent.mode` (resolved at load) says.
 async fn call_agent(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Option<CallAgent>> {
@@ -158,7 +144,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let sip = runtime::start(
         config.sip.listen,
-        endpoint_config(&config),
+        config.endpoint_config(),
         config.sip.external_ip,
         events_tx,
     )
@@ -295,14 +281,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         crate::drain::signalled().await;
         // OPTIONS probes get 503 from now on: a dispatcher takes the node out of rotation.
         sip.send(runtime::Command::Drain { retry_after_s });
-        crate::drain::drain(&drain, &metrics, &live, &cdrs, drain_limit).await;
+        crate::drain::drain(&drain, &metrics, || live.hang_up_all(), &cdrs, drain_limit).await;
         done.notify_one();
     });
     tokio::select! {
         served = server => served.context("HTTP server failed")?,
         _ = async {
             drained.notified().await;
-            tokio::time::sleep(CONNECTIONS_GRACE).await;
+            tokio::time::sleep(crate::drain::CONNECTIONS_GRACE).await;
         } => tracing::info!("closing the HTTP connections still open"),
     }
     tracing::info!("shutting down");
@@ -341,9 +327,6 @@ fn text_channels(
         events: events.clone(),
     }
 }
-
-/// After draining, how long open HTTP connections get to finish.
-const CONNECTIONS_GRACE: Duration = Duration::from_secs(2);
 
 /// How often leases past their validity are looked for.
 const LEASE_SWEEP: Duration = Duration::from_secs(5);

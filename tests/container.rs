@@ -70,7 +70,8 @@ fn every_step_of_the_dockerfile_is_a_project_script() {
         .collect();
     assert!(runs.len() >= 5, "{runs:?}");
     for run in runs {
-        for step in run.split("&&") {
+        // Any way of chaining a second command counts as a step of its own.
+        for step in run.split(['&', ';', '|']).filter(|s| !s.trim().is_empty()) {
             // Leading VAR=value assignments are the step's environment.
             let program = step
                 .split_whitespace()
@@ -157,8 +158,10 @@ fn the_image_is_pinned_checks_its_health_and_stops_within_its_drain() {
     );
     assert_eq!(get("STOPSIGNAL"), ["SIGTERM"]);
 
-    // The stop grace it documents covers the drain, with 5 s for the records to be written.
+    // The stop grace it documents covers the longest stop: the drain, the records written
+    // after the BYEs, the open connections.
     let drain = parley::config::Config::default().call.drain_s;
+    let longest = parley::drain::longest_stop(drain).as_secs();
     let text = dockerfile_text();
     let grace: u64 = text
         .split("--stop-timeout ")
@@ -167,32 +170,51 @@ fn the_image_is_pinned_checks_its_health_and_stops_within_its_drain() {
         .and_then(|n| n.parse().ok())
         .expect("the Dockerfile documents --stop-timeout");
     assert!(
-        grace >= drain + 5,
-        "--stop-timeout {grace} < drain {drain} + 5"
+        grace >= longest,
+        "--stop-timeout {grace} < the longest stop, {longest} s"
     );
     assert!(text.contains(&format!("stop_grace_period: {grace}s")));
+    // So do the fleet kit's supervisors.
+    let compose = std::fs::read_to_string(repo_root().join("deploy/docker-compose.yml")).unwrap();
+    let unit = std::fs::read_to_string(repo_root().join("deploy/systemd/parley.service")).unwrap();
+    let seconds_after = |text: &str, key: &str| -> u64 {
+        text.split(key)
+            .nth(1)
+            .and_then(|t| t.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} seconds"))
+    };
+    assert!(seconds_after(&compose, "stop_grace_period:") >= longest);
+    assert!(seconds_after(&unit, "TimeoutStopSec=") >= longest);
     assert!(text.contains("--cap-add SYS_NICE"));
 
-    // The model files the image points Parley at are the ones the fetch script makes.
+    // The model files the image points Parley at are the ones the fetch script makes, at the
+    // version it pins: a new ONNX Runtime must change every place that names the file.
     let env = image_env();
     let fetch = std::fs::read_to_string(repo_root().join("scripts/fetch_models.sh")).unwrap();
-    for var in ["PARLEY_MEDIA_ONNXRUNTIME", "PARLEY_MEDIA_VAD_MODEL"] {
+    let version = fetch
+        .lines()
+        .find_map(|l| l.strip_prefix("ORT_VERSION=\""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("ORT_VERSION in fetch_models.sh");
+    let lib = format!("libonnxruntime.so.{version}");
+    for (var, file) in [
+        ("PARLEY_MEDIA_ONNXRUNTIME", lib.as_str()),
+        ("PARLEY_MEDIA_VAD_MODEL", "silero_vad.onnx"),
+    ] {
         let path = &env.iter().find(|(k, _)| k == var).unwrap().1;
-        let file = Path::new(path).file_name().unwrap().to_str().unwrap();
-        assert!(
-            path.starts_with("/opt/parley/models/"),
-            "{var}={path} is not where the build stage fetched it"
-        );
-        let stem = file.split(".so").next().unwrap();
-        assert!(
-            fetch.contains(stem),
-            "{file} is not made by fetch_models.sh"
-        );
+        assert_eq!(path, &format!("/opt/parley/models/{file}"), "{var}");
         assert!(
             get("COPY").iter().any(|c| c.contains(path.as_str())),
             "{path} is not copied into the image"
         );
     }
+    assert!(parley::config::DEFAULT_ONNXRUNTIME.ends_with(&lib));
+    let run = std::fs::read_to_string(repo_root().join("scripts/run.sh")).unwrap();
+    assert!(
+        run.contains(&lib),
+        "scripts/run.sh names another ONNX Runtime"
+    );
 }
 
 /// The image's `ENV` settings.
@@ -259,6 +281,8 @@ fn the_dependency_layer_builds_exactly_the_workspaces_dependencies() {
     );
     // It stubbed sources, so `cargo build` there compiles dependencies and nothing of ours.
     assert!(stage.path().join("src/main.rs").is_file());
+    // and nothing the real tree lacks (it would survive `COPY . .` as a target of its own).
+    assert!(!stage.path().join("media/src/main.rs").exists());
     assert!(stage.path().join("media/src/lib.rs").is_file());
 }
 
@@ -360,6 +384,21 @@ fn media_worker_nices(pid: u32) -> Vec<i64> {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if !comm.starts_with("parley-media") {
             continue;
+        }
+        // Having set its priority, the worker holds CAP_SYS_NICE no more.
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for set in ["CapEff:", "CapPrm:"] {
+            let caps = status
+                .lines()
+                .find_map(|l| l.strip_prefix(set))
+                .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+                .unwrap();
+            assert_eq!(
+                caps & (1 << 23),
+                0,
+                "{} keeps CAP_SYS_NICE in {set}",
+                comm.trim()
+            );
         }
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
         // Fields after the parenthesised name; nice is field 19 of stat(5).

@@ -347,14 +347,9 @@ fn doctor_names_a_missing_model_and_fails() {
         "{report}"
     );
     assert!(report.contains("verdict: NOT READY"), "{report}");
-    // The rest was still checked, each with its verdict.
-    for what in [
-        "espeak-ng",
-        "sip.listen",
-        "http.listen",
-        "media.rtp_ports",
-        "database",
-    ] {
+    // The rest was still checked, each with its verdict (espeak-ng's depends on the machine).
+    line(&report, "espeak-ng");
+    for what in ["sip.listen", "http.listen", "media.rtp_ports", "database"] {
         assert!(line(&report, what).starts_with("ok"), "{report}");
     }
 }

@@ -447,7 +447,10 @@ fn two_nodes_share_live_calls_and_an_accounts_limit() {
     rt.block_on(async {
         let probe = keys.node("probe", 15);
         assert_eq!(slots::count(&probe, &acc).await.unwrap(), 0);
-        assert!(calls::list(&probe, None).await.unwrap().is_empty());
+        assert!(calls::list::<LiveCall>(&probe, None)
+            .await
+            .unwrap()
+            .is_empty());
     });
     drop((a, b));
     schema.drop_in(&rt);

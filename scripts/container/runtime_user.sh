@@ -13,11 +13,15 @@
 set -euo pipefail
 
 BINARY="${1:?usage: runtime_user.sh BINARY}"
+# A fixed id, so a volume written by one image stays writable by the next (a bind mount from
+# the host needs `chown 10001:10001` once).
+PARLEY_UID=10001
 if ! getent group parley >/dev/null; then
-    groupadd --system parley
+    groupadd --system --gid "$PARLEY_UID" parley
 fi
 if ! getent passwd parley >/dev/null; then
-    useradd --system --gid parley --home-dir /var/lib/parley --create-home --shell /usr/sbin/nologin parley
+    useradd --system --uid "$PARLEY_UID" --gid parley --home-dir /var/lib/parley --create-home \
+        --shell /usr/sbin/nologin parley
 fi
 install -d -o parley -g parley /var/lib/parley/data
 setcap cap_sys_nice+p "$BINARY"

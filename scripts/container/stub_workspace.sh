@@ -34,11 +34,9 @@ def package(dir):
         return manifest
     lib = manifest.get("lib", {})
     stub(os.path.join(dir, lib.get("path", "src/lib.rs")), "")
-    bins = manifest.get("bin", [])
-    if not bins:
-        stub(os.path.join(dir, "src/main.rs"), "fn main() {}\n")
     # Targets declared by name must have a file for the manifest to load; autodiscovered ones
-    # (no entry) need none.
+    # (no entry) need none, and get none: a stub the real tree does not have would survive
+    # `COPY . .` and become a target of the real build.
     for kind, default_dir in (("bin", "src/bin"), ("bench", "benches"), ("test", "tests"),
                               ("example", "examples")):
         for target in manifest.get(kind, []):

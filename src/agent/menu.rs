@@ -211,7 +211,7 @@ impl MenuCall {
     /// Records until `#`, the silence after speech, the maximum length, or the end of the
     /// call; returns whether the call ended.
     async fn record_message(&mut self, menu: &Menu) -> bool {
-        let name = crate::call::manager::recording_name(&self.io.call_id);
+        let name = crate::config::recording_name(&self.io.call_id);
         let path = menu.voicemail_dir.join(name);
         if let Err(e) = std::fs::create_dir_all(&menu.voicemail_dir) {
             tracing::warn!(dir = %menu.voicemail_dir.display(), error = %e, "cannot create the voicemail directory");

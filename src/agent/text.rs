@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::session::AgentRuntime;
 use super::tools::run_http_tool;
-use crate::providers::llm::{ChatMessage, ChatRequest, Llm, LlmEvent, ToolCall};
+use crate::providers::llm::{ChatMessage, ChatRequest};
 use crate::store::contacts::Channel;
 
 /// A reply may call tools and go back to the LLM this many times before it must answer.
@@ -79,15 +79,15 @@ pub async fn reply(rt: &AgentRuntime, turn: TextTurn<'_>) -> Option<String> {
             messages: messages.clone(),
             tools: rt.settings.tools.clone(),
         };
-        let (text, calls) =
-            match tokio::time::timeout(ROUND_LIMIT, complete(&rt.llm, request)).await {
-                Ok(Some(answer)) => answer,
-                Ok(None) => return None,
-                Err(_) => {
-                    tracing::warn!("the LLM did not answer the text message in time");
-                    return None;
-                }
-            };
+        let (text, calls) = match tokio::time::timeout(ROUND_LIMIT, rt.llm.complete(request)).await
+        {
+            Ok(Some(answer)) => answer,
+            Ok(None) => return None,
+            Err(_) => {
+                tracing::warn!("the LLM did not answer the text message in time");
+                return None;
+            }
+        };
         if calls.is_empty() {
             let text = text.trim().to_string();
             return (!text.is_empty()).then_some(text);
@@ -105,23 +105,4 @@ pub async fn reply(rt: &AgentRuntime, turn: TextTurn<'_>) -> Option<String> {
         "too many tool rounds for a text reply"
     );
     None
-}
-
-/// One whole LLM answer: its text and tool calls; None when the request failed.
-pub async fn complete(llm: &Llm, request: ChatRequest) -> Option<(String, Vec<ToolCall>)> {
-    let mut stream = llm.stream(request);
-    let mut text = String::new();
-    let mut calls = Vec::new();
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(LlmEvent::Text(t)) => text.push_str(&t),
-            Ok(LlmEvent::ToolCall(call)) => calls.push(call),
-            Ok(LlmEvent::Done { .. }) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "LLM request failed");
-                return None;
-            }
-        }
-    }
-    Some((text, calls))
 }

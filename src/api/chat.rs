@@ -1,10 +1,14 @@
-//! `POST /v1/chat/tokens`: a short-lived token with which a web page's visitor opens the web
-//! chat (`GET /v1/chat?token=…`, `channels::chat`) without an API key. The business's
-//! backend mints one per visitor and hands it to the page; the token names the account, the
-//! contact (so the agent recalls earlier conversations with them) and the agent.
+//! Web chat over HTTP. `POST /v1/chat/tokens`: a short-lived token with which a web page's
+//! visitor opens the web chat without an API key. The business's backend mints one per
+//! visitor and hands it to the page; the token names the account, the contact (so the agent
+//! recalls earlier conversations with them) and the agent. `GET /v1/chat?token=…`: the chat
+//! itself, a WebSocket whose frames this module moves to and from the chat
+//! (`channels::chat`, which says what they are).
 
+use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -15,9 +19,12 @@ use super::auth::Auth;
 use super::body::Body;
 use super::directory::target;
 use super::error::{ApiError, Forbidden, Invalid, NotFound, Refused};
+use super::query::Query;
 use super::schemas;
 use super::ApiState;
+use crate::channels::chat::{Chat, ChatError};
 use crate::store::accounts::Scope;
+use crate::store::chat::ChatGrant;
 use crate::store::clock::rfc3339;
 use crate::store::contacts::WEB_PREFIX;
 use crate::store::directory::e164;
@@ -125,4 +132,84 @@ async fn mint(
             "url": url,
         })),
     ))
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChatQuery {
+    /// A token from `POST /v1/chat/tokens`.
+    token: Option<String>,
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> ApiError {
+        match e {
+            ChatError::BadToken => ApiError::new(StatusCode::FORBIDDEN, "bad_token", e.to_string()),
+            ChatError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Opens the chat (a WebSocket upgrade).
+#[utoipa::path(
+    get,
+    path = "/v1/chat",
+    operation_id = "open_chat",
+    tag = "chat",
+    security(("chat_token" = [])),
+    params(ChatQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket chat"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = crate::api::error::ErrorBody),
+        (status = 403, description = "The token is missing, unknown or expired", body = crate::api::error::ErrorBody),
+    ),
+)]
+pub async fn open(
+    State(state): State<ApiState>,
+    Query(q): Query<ChatQuery>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let grant = state.channels.chat_grant(q.token.as_deref()).await?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_websocket",
+            format!("open this URL as a WebSocket: {e}"),
+        )
+    })?;
+    Ok(upgrade.on_upgrade(move |socket| serve(state, grant, socket)))
+}
+
+/// Moves the chat's frames until the visitor leaves or the token expires.
+async fn serve(state: ApiState, grant: ChatGrant, mut socket: WebSocket) {
+    let mut chat = match Chat::start(state.channels.clone(), grant).await {
+        Ok(chat) => chat,
+        Err(e) => {
+            tracing::warn!(error = %e, "chat: cannot read the contact");
+            return;
+        }
+    };
+    if socket.send(Frame::Text(chat.ready().into())).await.is_err() {
+        return;
+    }
+    let expiry = tokio::time::sleep(chat.expires_in());
+    tokio::pin!(expiry);
+    loop {
+        let frame = tokio::select! {
+            f = socket.recv() => f,
+            _ = &mut expiry => {
+                let _ = socket.send(Frame::Text(chat.expired().into())).await;
+                break;
+            }
+        };
+        let text = match frame {
+            Some(Ok(Frame::Text(t))) => t.to_string(),
+            Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue,
+        };
+        let answer = chat.answer(&text).await;
+        if socket.send(Frame::Text(answer.into())).await.is_err() {
+            break;
+        }
+    }
 }

@@ -26,6 +26,7 @@ pub mod openapi;
 pub mod ops_page;
 pub mod query;
 pub mod schemas;
+pub mod twilio;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -92,13 +93,11 @@ pub fn documented() -> OpenApiRouter<ApiState> {
         .merge(text_channel_routes())
 }
 
-/// Twilio's webhooks and the web chat socket (their handlers live with their channels).
+/// Twilio's webhooks and the web chat socket (what they do is the text channels').
 fn text_channel_routes() -> OpenApiRouter<ApiState> {
-    use crate::channels::chat;
-    use crate::channels::sms::webhook;
     OpenApiRouter::new()
-        .routes(routes!(webhook::inbound))
-        .routes(routes!(webhook::status))
+        .routes(routes!(twilio::inbound))
+        .routes(routes!(twilio::status))
         .routes(routes!(chat::open))
 }
 

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sip::auth::Credentials;
 use crate::sip::endpoint::{EndReason, Event, Invite, Peer, TransportKind};
+use crate::sip::next_hop;
 use crate::sip::runtime::{self, Command};
 use crate::sip::sdp::{self, Direction, LocalCaps, Origin, SessionDescription};
 use crate::store::directory::{e164, Route};
@@ -215,7 +216,7 @@ async fn resolve(trunk: &TrunkConfig) -> Result<Peer, String> {
     } else {
         TransportKind::Udp
     };
-    super::outbound::lookup_peer(&trunk.host_port(), transport).await
+    next_hop::lookup(&trunk.host_port(), transport).await
 }
 
 impl CallManager {

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::call::manager::recording_name;
 use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::PortPool;
+use crate::config::recording_name;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sip::auth::Credentials;
-use crate::sip::endpoint::{self, EndReason, Event, Invite, TransportKind};
+use crate::sip::endpoint::{EndReason, Event, Invite};
 use crate::sip::headers::SipUri;
+use crate::sip::next_hop;
 use crate::sip::runtime::{self, Command};
 use crate::sip::sdp::{self, Direction, LocalCaps, Origin, SessionDescription};
 use parley_media::engine::MediaEngine;
@@ -76,43 +77,11 @@ pub enum CallError {
     Sdp(String),
 }
 
-/// Resolves a SIP URI to the peer to send the INVITE to (RFC 3263 reduced to A/AAAA lookup
-/// and the default port: no NAPTR/SRV).
-async fn resolve(uri: &SipUri) -> Result<endpoint::Peer, String> {
-    let transport = match uri.transport().map(str::to_ascii_lowercase).as_deref() {
-        Some("tcp") => TransportKind::Tcp,
-        Some("udp") | None => TransportKind::Udp,
-        Some(other) => return Err(format!("transport {other} is not supported")),
-    };
-    if let Some(peer) = endpoint::uri_peer(uri, transport) {
-        return Ok(peer);
-    }
-    let host = format!("{}:{}", uri.host_port.bare_host(), uri.port_or_default());
-    lookup_peer(&host, transport).await
-}
-
-/// `host:port` looked up (A/AAAA) as the next hop over `transport`.
-pub(crate) async fn lookup_peer(
-    host: &str,
-    transport: TransportKind,
-) -> Result<endpoint::Peer, String> {
-    let addr = tokio::net::lookup_host(host)
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} has no address"))?;
-    Ok(endpoint::Peer {
-        transport,
-        addr,
-        conn: None,
-    })
-}
-
 /// Places the call and returns when it is over. Ok carries how the call ended.
 pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason, CallError> {
     let uri = SipUri::parse(&opts.target)
         .map_err(|e| CallError::Target(opts.target.clone(), e.to_string()))?;
-    let peer = resolve(&uri)
+    let peer = next_hop::resolve(&uri)
         .await
         .map_err(|e| CallError::Target(opts.target.clone(), e))?;
     let prompt = match &opts.wav {
@@ -131,7 +100,7 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let sip = runtime::start(
         opts.bind,
-        crate::server::endpoint_config(config),
+        config.endpoint_config(),
         config.sip.external_ip,
         events_tx,
     )

@@ -38,6 +38,15 @@ pub struct LiveCall {
     pub answered_at: Option<i64>,
 }
 
+impl shared_calls::SharedCall for LiveCall {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn account_id(&self) -> &str {
+        &self.account_id
+    }
+}
+
 /// Reads back what [`ser_time`] wrote (calls other nodes wrote to Redis).
 fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     let s = String::deserialize(d)?;
@@ -147,6 +156,15 @@ impl LiveCalls {
         list
     }
 
+    /// Asks every call of this node to hang up (the end of a drain); how many there were.
+    pub fn hang_up_all(&self) -> usize {
+        let left = self.list(None);
+        for call in &left {
+            self.hang_up(&call.id);
+        }
+        left.len()
+    }
+
     pub fn get(&self, id: &str) -> Option<LiveCall> {
         self.calls.lock().ok()?.get(id).map(|e| e.call.clone())
     }
@@ -164,7 +182,7 @@ impl LiveCalls {
         let Some(shared) = &self.shared else {
             return list;
         };
-        let Ok(everyone) = shared_calls::list(&shared.redis, account_id).await else {
+        let Ok(everyone) = shared_calls::list::<LiveCall>(&shared.redis, account_id).await else {
             return list;
         };
         let mine: HashSet<String> = list.iter().map(|c| c.id.clone()).collect();
@@ -201,7 +219,7 @@ impl LiveCalls {
         let Some(shared) = &self.shared else {
             return false;
         };
-        match shared_calls::get(&shared.redis, id).await {
+        match shared_calls::get::<LiveCall>(&shared.redis, id).await {
             Ok(Some((node, _))) if node != shared.redis.node() => {
                 shared_calls::ask_hang_up(&shared.redis, &node, id)
                     .await

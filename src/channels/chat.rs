@@ -1,7 +1,7 @@
-//! Web chat: `GET /v1/chat?token=…` upgrades to a WebSocket on which a web page's visitor
-//! talks to the account's agent in text. The token (minted by `POST /v1/chat/tokens` with
-//! an API key, short-lived) names the account, the contact and the agent, so the page never
-//! holds an API key.
+//! Web chat: a web page's visitor talks to the account's agent in text, on a WebSocket that
+//! `GET /v1/chat?token=…` opens (`api::chat`, which moves the frames; nothing here knows
+//! HTTP). The token (minted by `POST /v1/chat/tokens` with an API key, short-lived) names
+//! the account, the contact and the agent, so the page never holds an API key.
 //!
 //! Frames are JSON text. The visitor sends `{"type": "message", "text": "…"}` (a bare
 //! text frame is taken as the message too); the server answers `{"type": "ready",
@@ -9,119 +9,83 @@
 //! and `{"type": "error", "message"}` when a reply cannot be made. The connection closes when
 //! the token expires.
 
-use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
-use crate::api::error::ApiError;
-use crate::api::query::Query;
-use crate::api::ApiState;
+use super::Channels;
 use crate::store::chat::ChatGrant;
-use crate::store::now_ms;
+use crate::store::contacts::Contact;
+use crate::store::{now_ms, StoreError};
 
 /// The longest message a visitor may send, in characters.
 pub const MAX_TEXT_CHARS: usize = 4_000;
 
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ChatQuery {
-    /// A token from `POST /v1/chat/tokens`.
-    token: Option<String>,
+/// Why a chat does not open.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("the chat token is missing, unknown or expired (POST /v1/chat/tokens makes one)")]
+    BadToken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// Opens the chat (a WebSocket upgrade).
-#[utoipa::path(
-    get,
-    path = "/v1/chat",
-    operation_id = "open_chat",
-    tag = "chat",
-    security(("chat_token" = [])),
-    params(ChatQuery),
-    responses(
-        (status = 101, description = "Switching to the WebSocket chat"),
-        (status = 400, description = "Not a WebSocket upgrade request", body = crate::api::error::ErrorBody),
-        (status = 403, description = "The token is missing, unknown or expired", body = crate::api::error::ErrorBody),
-    ),
-)]
-pub async fn open(
-    State(state): State<ApiState>,
-    Query(q): Query<ChatQuery>,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Result<Response, ApiError> {
-    let refused = || {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "bad_token",
-            "the chat token is missing, unknown or expired (POST /v1/chat/tokens makes one)",
-        )
-    };
-    let token = q.token.filter(|t| !t.is_empty()).ok_or_else(refused)?;
-    let grant = state.store.chat_grant(&token).await?.ok_or_else(refused)?;
-    let upgrade = upgrade.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "not_websocket",
-            format!("open this URL as a WebSocket: {e}"),
-        )
-    })?;
-    Ok(upgrade.on_upgrade(move |socket| serve(state, grant, socket)))
-}
-
-async fn serve(state: ApiState, grant: ChatGrant, mut socket: WebSocket) {
-    let channels = state.channels.clone();
-    let mut contact = match state
-        .store
-        .contact(&grant.account_id, &grant.contact_id)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "chat: cannot read the contact");
-            return;
-        }
-    };
-    let ready = json!({"type": "ready", "contact_id": contact.id});
-    if socket
-        .send(Frame::Text(ready.to_string().into()))
-        .await
-        .is_err()
-    {
-        return;
+impl Channels {
+    /// What `token` grants: the chat of one contact with one agent, until it expires.
+    pub async fn chat_grant(&self, token: Option<&str>) -> Result<ChatGrant, ChatError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(ChatError::BadToken)?;
+        self.store
+            .chat_grant(token)
+            .await?
+            .ok_or(ChatError::BadToken)
     }
-    let expires_in = std::time::Duration::from_millis((grant.expires_at - now_ms()).max(0) as u64);
-    let expiry = tokio::time::sleep(expires_in);
-    tokio::pin!(expiry);
-    loop {
-        let frame = tokio::select! {
-            f = socket.recv() => f,
-            _ = &mut expiry => {
-                let _ = socket.send(Frame::Text(json!({"type": "error", "message": "the chat token expired"}).to_string().into())).await;
-                break;
-            }
-        };
-        let text = match frame {
-            Some(Ok(Frame::Text(t))) => t.to_string(),
-            Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => break,
-            Some(Ok(_)) => continue,
-        };
-        let text = match message_text(&text) {
+}
+
+/// One visitor's chat, once its socket is open: each frame in, the frame to answer it with.
+pub struct Chat {
+    channels: Channels,
+    grant: ChatGrant,
+    contact: Contact,
+}
+
+impl Chat {
+    /// The chat `grant` allows.
+    pub async fn start(channels: Channels, grant: ChatGrant) -> Result<Chat, StoreError> {
+        let contact = channels
+            .store
+            .contact(&grant.account_id, &grant.contact_id)
+            .await?;
+        Ok(Chat {
+            channels,
+            grant,
+            contact,
+        })
+    }
+
+    /// The first frame: the chat is open.
+    pub fn ready(&self) -> String {
+        json!({"type": "ready", "contact_id": self.contact.id}).to_string()
+    }
+
+    /// How long until the token expires (the chat closes then).
+    pub fn expires_in(&self) -> Duration {
+        Duration::from_millis((self.grant.expires_at - now_ms()).max(0) as u64)
+    }
+
+    /// The last frame, when the token expired.
+    pub fn expired(&self) -> String {
+        json!({"type": "error", "message": "the chat token expired"}).to_string()
+    }
+
+    /// The answer to the visitor's text frame: the agent's reply, or an error frame.
+    pub async fn answer(&mut self, frame: &str) -> String {
+        let text = match message_text(frame) {
             Ok(t) => t,
-            Err(why) => {
-                let err = json!({"type": "error", "message": why});
-                if socket
-                    .send(Frame::Text(err.to_string().into()))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                continue;
-            }
+            Err(why) => return json!({"type": "error", "message": why}).to_string(),
         };
-        let answer = match channels
-            .answer_chat(&mut contact, grant.agent_id.as_deref(), &text)
+        let answer = match self
+            .channels
+            .answer_chat(&mut self.contact, self.grant.agent_id.as_deref(), &text)
             .await
         {
             Ok(Some(answer)) => json!({"type": "message", "role": "agent", "text": answer}),
@@ -133,13 +97,7 @@ async fn serve(state: ApiState, grant: ChatGrant, mut socket: WebSocket) {
                 json!({"type": "error", "message": "the message could not be stored; try again"})
             }
         };
-        if socket
-            .send(Frame::Text(answer.to_string().into()))
-            .await
-            .is_err()
-        {
-            break;
-        }
+        answer.to_string()
     }
 }
 

@@ -8,9 +8,17 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::{extend, Redis, RedisError, NOW_MS};
-use crate::call::registry::LiveCall;
+
+/// A call as the nodes share it: stored as its JSON, indexed by its id and its account. The
+/// live-call registry (`call::registry`) says what that is; this module only keeps it.
+pub trait SharedCall: Serialize + DeserializeOwned {
+    fn id(&self) -> &str;
+    fn account_id(&self) -> &str;
+}
 
 /// KEYS: the call's hash, `calls`, `calls:{account}`. ARGV: the call id, the node, the
 /// call's JSON, time to live (ms). Writes the call and pushes on its expiry in both indexes.
@@ -53,7 +61,7 @@ fn hangup_channel(redis: &Redis, node: &str) -> String {
 }
 
 /// Writes (or refreshes) this node's `calls`.
-pub async fn put(redis: &Redis, calls: &[LiveCall]) -> Result<(), RedisError> {
+pub async fn put<C: SharedCall>(redis: &Redis, calls: &[C]) -> Result<(), RedisError> {
     if calls.is_empty() {
         return Ok(());
     }
@@ -64,10 +72,10 @@ pub async fn put(redis: &Redis, calls: &[LiveCall]) -> Result<(), RedisError> {
         pipe.cmd("EVAL")
             .arg(PUT.as_str())
             .arg(3)
-            .arg(call_key(redis, &call.id))
+            .arg(call_key(redis, call.id()))
             .arg(index_key(redis, None))
-            .arg(index_key(redis, Some(&call.account_id)))
-            .arg(&call.id)
+            .arg(index_key(redis, Some(call.account_id())))
+            .arg(call.id())
             .arg(redis.node())
             .arg(json)
             .arg(redis.ttl_ms())
@@ -99,10 +107,10 @@ pub async fn remove(redis: &Redis, id: &str, account: &str) -> Result<(), RedisE
 
 /// Every node's calls of `account` (of every account for None), each with the node that
 /// holds it, in no particular order.
-pub async fn list(
+pub async fn list<C: SharedCall>(
     redis: &Redis,
     account: Option<&str>,
-) -> Result<Vec<(String, LiveCall)>, RedisError> {
+) -> Result<Vec<(String, C)>, RedisError> {
     let index = index_key(redis, account);
     let ids: Vec<String> = redis
         .run("list live calls", |mut c| async move {
@@ -132,7 +140,10 @@ pub async fn list(
 }
 
 /// The call `id` on any node, with the node that holds it.
-pub async fn get(redis: &Redis, id: &str) -> Result<Option<(String, LiveCall)>, RedisError> {
+pub async fn get<C: SharedCall>(
+    redis: &Redis,
+    id: &str,
+) -> Result<Option<(String, C)>, RedisError> {
     let key = call_key(redis, id);
     let (node, json): (Option<String>, Option<String>) = redis
         .run("read a live call", |mut c| async move {

@@ -389,9 +389,37 @@ impl Default for Config {
     }
 }
 
+/// A recording's file name for a call: its Call-ID made filesystem-safe, `.wav` (in
+/// [`Config::recordings_dir`], or a menu's voicemail directory).
+pub fn recording_name(call_id: &str) -> String {
+    let name: String = call_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{}.wav", name.trim_start_matches('.'))
+}
+
 impl Config {
     pub fn recordings_dir(&self) -> PathBuf {
         self.data_dir.join("recordings")
+    }
+
+    /// The SIP core's settings from the `[sip]` section.
+    pub fn endpoint_config(&self) -> crate::sip::endpoint::EndpointConfig {
+        crate::sip::endpoint::EndpointConfig {
+            timers: crate::sip::transaction::TimerConfig {
+                t1: Duration::from_millis(self.sip.t1_ms),
+                t2: Duration::from_millis(self.sip.t2_ms),
+                t4: Duration::from_millis(self.sip.t4_ms),
+            },
+            user_agent: self.sip.user_agent.clone(),
+        }
     }
 
     pub fn t1(&self) -> Duration {
@@ -904,6 +932,12 @@ impl Value<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recording_names_are_safe() {
+        assert_eq!(recording_name("1-2@127.0.0.1"), "1-2@127.0.0.1.wav");
+        assert_eq!(recording_name("../../etc/passwd"), "_.._etc_passwd.wav");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::agent::text::complete;
 use crate::providers::llm::{ChatMessage, ChatRequest, Llm};
 
 /// How long the summary may take before the plain one is used.
@@ -95,7 +94,7 @@ pub async fn summarize(llm: Option<&Llm>, transcript: &Value, duration_s: i64) -
             messages: vec![ChatMessage::system(INSTRUCTION), ChatMessage::user(text)],
             tools: Vec::new(),
         };
-        match tokio::time::timeout(LLM_LIMIT, complete(llm, request)).await {
+        match tokio::time::timeout(LLM_LIMIT, llm.complete(request)).await {
             Ok(Some((summary, _))) if !summary.trim().is_empty() => {
                 return Some(cut(summary.trim()));
             }

@@ -4,6 +4,7 @@
 //! between counters that relaxed ordering allows.
 
 mod histogram;
+pub mod turns;
 
 pub use histogram::{Histogram, BUCKETS_S};
 
@@ -56,7 +57,7 @@ pub struct Metrics {
     /// barge-in.
     pub barge_in: Arc<Histogram>,
     /// Per-turn latency by stage.
-    pub turns: crate::agent::latency::TurnMetrics,
+    pub turns: turns::TurnMetrics,
     /// Agent sessions that ended on a provider failure (fallback spoken).
     pub agent_provider_failures: AtomicU64,
     /// Caller audio dropped on its way to STT (a full queue).

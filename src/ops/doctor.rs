@@ -447,6 +447,8 @@ fn remote_endpoints(config: &Config) -> Vec<(String, String)> {
 /// The host of `url` resolves (DNS, /etc/hosts or a literal address). Reaching the vendor is
 /// not tried: that would spend the user's quota and need their keys to mean anything.
 async fn resolves(what: String, url: &str) -> Finding {
+    // Tool URLs and base URLs may carry keys (in the user part or the query): never printed.
+    let url = &redact(url.split(['?', '#']).next().unwrap_or(url));
     let Some(host_port) = host_port(url) else {
         return Finding::new(Verdict::Missing, what, format!("{url}: no host in the URL"));
     };
@@ -555,6 +557,16 @@ mod tests {
             "postgres://parley:***@db:5432/parley"
         );
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let f = rt.block_on(resolves(
+            "tool".into(),
+            "https://bot:hunter2@localhost:9/book?api_key=hunter2",
+        ));
+        assert!(!f.detail.contains("hunter2"), "{f:?}");
+        assert!(f.detail.contains("localhost:9"), "{f:?}");
     }
 
     #[test]

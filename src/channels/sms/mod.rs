@@ -1,4 +1,4 @@
-//! SMS over Twilio: signed webhooks in ([`webhook`]), the outbox and REST sends out
+//! SMS over Twilio: signed webhooks in ([`webhook`]; their HTTP side is `api::twilio`), the outbox and REST sends out
 //! ([`outbox`], [`rest`]), segment counting, business hours.
 
 pub mod hours;

@@ -147,4 +147,23 @@ impl Llm {
             Llm::OpenAi(_) => "openai",
         }
     }
+
+    /// One whole LLM answer: its text and tool calls; None when the request failed.
+    pub async fn complete(&self, request: ChatRequest) -> Option<(String, Vec<ToolCall>)> {
+        let mut stream = self.stream(request);
+        let mut text = String::new();
+        let mut calls = Vec::new();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(LlmEvent::Text(t)) => text.push_str(&t),
+                Ok(LlmEvent::ToolCall(call)) => calls.push(call),
+                Ok(LlmEvent::Done { .. }) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LLM request failed");
+                    return None;
+                }
+            }
+        }
+        Some((text, calls))
+    }
 }
