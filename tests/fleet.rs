@@ -32,6 +32,14 @@ const TEST: &str = "a_fleet_behind_kamailio_spreads_fails_over_and_drains";
 const ADMIN_KEY: &str = "parley-test-operator-key-0123456789";
 /// Where calls to no configured number go (`sip.catch_all` auto, no numbers).
 const OPERATOR: &str = "acc_operator";
+/// The nodes' `call.drain_s`: a draining node's calls in progress go on this long.
+const DRAIN_S: u64 = 30;
+/// How long the calls in progress at B's SIGTERM last once answered (the speech, then
+/// silence). Longer than every check made while B drains (SIGTERM, the during-drain calls,
+/// B leaving the rotation, the probe window: about 10 s, more on a loaded machine), so those
+/// checks see a node that is still draining; shorter than `DRAIN_S`, so the calls end with
+/// their callers' BYE, not the drain's.
+const TALK: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------
 // Kamailio
@@ -335,6 +343,7 @@ struct Node {
 
 impl Node {
     fn start(shared: &Shared, name: &'static str, sip: Option<SocketAddr>) -> Node {
+        let drain_s = DRAIN_S.to_string();
         let env = [
             ("PARLEY_DATABASE_URL", shared.db_url.as_str()),
             ("PARLEY_API_ADMIN_KEY", ADMIN_KEY),
@@ -345,7 +354,7 @@ impl Node {
             ("PARLEY_REDIS_TTL_S", "3"),
             // Leases valid for 3 s: a dead node's are due for the sweeper soon.
             ("PARLEY_BILLING_HEARTBEAT_S", "1"),
-            ("PARLEY_CALL_DRAIN_S", "20"),
+            ("PARLEY_CALL_DRAIN_S", drain_s.as_str()),
             ("PARLEY_AGENT_MODE", "off"),
             ("PARLEY_MEDIA_VAD", "false"),
         ];
@@ -653,12 +662,15 @@ fn a_fleet_behind_kamailio_spreads_fails_over_and_drains() {
         f.starts_with('A')
     });
 
-    // SIGTERM of B with calls up on both nodes: the speech, then silence, 10 s in all
-    // (less than call.drain_s, more than B's checks below take).
+    // SIGTERM of B with calls up on both nodes, each lasting TALK once answered: none can end
+    // before `talk_from` + TALK.
+    const { assert!(TALK.as_secs() + 5 <= DRAIN_S) };
+    let talk_ms = TALK.as_millis().to_string();
+    let talk_from = Instant::now();
     let talking: Vec<Sipp> = (0..4)
         .map(|i| {
             let dir = scratch.join(format!("talking-{i}"));
-            Sipp::spawn_at("uac_speech", k.addr, dir, &["-d", "10000"])
+            Sipp::spawn_at("uac_speech", k.addr, dir, &["-d", &talk_ms])
         })
         .collect();
     let calls = held_calls(&shared, &a, &talking);
@@ -702,9 +714,18 @@ fn a_fleet_behind_kamailio_spreads_fails_over_and_drains() {
         (!flags.starts_with('I')).then_some(flags)
     });
     assert_eq!(back, None, "B rejoined while draining\n{}", k.logs());
+    // The window above saw a draining node if B is still up now: it holds its calls (none
+    // can end before TALK, longer than the checks take).
+    eprintln!(
+        "fleet: B stayed out while draining; the checks ended {:?} after its calls started",
+        talk_from.elapsed()
+    );
+    let exited = b.p.exit_status();
     assert!(
-        b.p.exit_status().is_none(),
-        "B still holds its calls, so the probes above reached a draining node"
+        exited.is_none(),
+        "B still holds its calls, so the probes above reached a draining node; it exited \
+         ({exited:?}) {:?} after the calls started, which last {TALK:?} once answered",
+        talk_from.elapsed()
     );
     let records = records_of(&shared, &call_ids("during-drain", 10));
     let answered: BTreeSet<&String> = records
@@ -730,7 +751,7 @@ fn a_fleet_behind_kamailio_spreads_fails_over_and_drains() {
     }
     // The calls in progress finish (their callers hang up), on both nodes; then B exits.
     for caller in talking {
-        caller.wait(Duration::from_secs(30)).assert_success();
+        caller.wait(TALK + Duration::from_secs(15)).assert_success();
     }
     for r in records_of(&shared, &on_b) {
         assert_eq!(
@@ -747,4 +768,34 @@ fn a_fleet_behind_kamailio_spreads_fails_over_and_drains() {
     assert!(k.flags(&b.p).starts_with('I'), "{:?}", k.nodes());
     assert!(k.flags(&a.p).starts_with('A'), "{:?}", k.nodes());
     drop((k, a, b));
+}
+
+/// The systemd unit gives the node the VAD files that `scripts/fetch_models.sh --runtime`
+/// writes with `PARLEY_CACHE_DIR=/opt/parley` (deploy/README.md's install steps), at the ONNX
+/// Runtime version the script pins: the defaults are relative to the source tree, so without
+/// these a node run from /var/lib/parley has no VAD.
+#[test]
+fn the_systemd_unit_points_at_the_fetched_vad() {
+    let root = repo_root();
+    let unit = fs::read_to_string(root.join("deploy/systemd/parley.service")).unwrap();
+    let fetch = fs::read_to_string(root.join("scripts/fetch_models.sh")).unwrap();
+    let readme = fs::read_to_string(root.join("deploy/README.md")).unwrap();
+    let version = fetch
+        .lines()
+        .find_map(|l| l.strip_prefix("ORT_VERSION=\""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("ORT_VERSION in fetch_models.sh");
+    let lib = format!("PARLEY_MEDIA_ONNXRUNTIME=/opt/parley/models/libonnxruntime.so.{version}");
+    let model = "PARLEY_MEDIA_VAD_MODEL=/opt/parley/models/silero_vad.onnx";
+    for wanted in [&lib, model] {
+        assert!(
+            unit.lines().any(|l| l == format!("Environment={wanted}")),
+            "parley.service lacks Environment={wanted}"
+        );
+        assert!(readme.contains(wanted), "deploy/README.md lacks {wanted}");
+    }
+    assert!(
+        readme.contains("PARLEY_CACHE_DIR=/opt/parley scripts/fetch_models.sh --runtime"),
+        "deploy/README.md's install steps fetch the VAD into /opt/parley"
+    );
 }

@@ -119,12 +119,35 @@ pub struct Caller {
 /// How the agent texts the caller during a call.
 #[derive(Clone)]
 pub struct SmsLink {
-    pub sms: crate::channels::sms::outbox::Sms,
+    /// The SMS channel's outbox.
+    pub sender: Arc<dyn TextSender>,
     pub account_id: String,
     /// The caller's number.
     pub to: String,
     /// The number they called (or are called from), when it is one of the account's.
     pub from: Option<String>,
+}
+
+/// A text message the agent sends during a call (`send_sms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentText {
+    pub account_id: String,
+    /// One of the account's numbers; None: its first.
+    pub from: Option<String>,
+    pub to: String,
+    pub body: String,
+    /// A retried tool call sends once.
+    pub idempotency_key: String,
+}
+
+/// What sends the agent's text messages: the SMS channel, which the agent knows only by this
+/// (the channels build on the agent, not the other way round).
+pub trait TextSender: Send + Sync {
+    /// Queues `text`; the number of SMS parts it takes, or why it cannot be sent.
+    fn send_text(
+        &self,
+        text: AgentText,
+    ) -> futures_util::future::BoxFuture<'_, Result<i64, String>>;
 }
 
 impl SmsLink {
@@ -137,20 +160,17 @@ impl SmsLink {
         if body.trim().is_empty() {
             return "Not sent: the text message needs a body.".into();
         }
-        let request = crate::channels::sms::outbox::SendRequest {
+        let text = AgentText {
             account_id: self.account_id.clone(),
             from: self.from.clone(),
             to: self.to.clone(),
             body,
-            source: crate::channels::sms::outbox::Source::Agent,
-            // A retried tool call within the call sends once.
-            idempotency_key: Some(format!("call:{call_id}:{seq}")),
+            idempotency_key: format!("call:{call_id}:{seq}"),
         };
-        match self.sms.send(&request).await {
-            Ok(r) => format!(
-                "The text message is on its way to the caller ({} part(s)).",
-                r.message.segments
-            ),
+        match self.sender.send_text(text).await {
+            Ok(parts) => {
+                format!("The text message is on its way to the caller ({parts} part(s)).")
+            }
             Err(e) => format!("The text message could not be sent ({e}). Tell the caller."),
         }
     }

@@ -1,7 +1,7 @@
 //! The call core: an answered call's policy as a sans-I/O state machine that knows no SIP,
 //! no WebRTC, no store and no clock.
 //!
-//! It decides *when* a call renews its billing lease, when the out-of-credit notice plays and
+//! It decides when a call we placed stops ringing, *when* a call renews its billing lease, when the out-of-credit notice plays and
 //! when the call then ends, whether it goes on as debt, when it has run too long, and how a
 //! transfer's outcome reaches the agent; and it ends a call at most once, with a cause. The
 //! driver (the per-call task in `manager.rs`) feeds it what happened ([`Input`]) with the time
@@ -30,6 +30,8 @@ pub enum HangupCause {
     MaxDuration,
     /// The caller was transferred (RFC 5589 §6: the transferor then ends its call).
     Transferred,
+    /// A call we placed rang out unanswered.
+    NoAnswer,
 }
 
 /// What the call core asks its driver to do.
@@ -95,9 +97,12 @@ pub const NOTICE_MARGIN: Duration = Duration::from_millis(300);
 /// How long a transfer may take to report an outcome before the agent is told it failed.
 pub const TRANSFER_WAIT: Duration = Duration::from_secs(45);
 
-/// An answered call's policy. See the module doc.
+/// A call's policy, from dialling (calls we place) or its answer to its end. See the module
+/// doc.
 #[derive(Debug)]
 pub struct CallCore {
+    /// Until the answer: when a call we placed stops ringing and is given up.
+    ringing_until: Option<Instant>,
     config: CoreConfig,
     answered: Instant,
     granted_s: i64,
@@ -114,9 +119,39 @@ pub struct CallCore {
 }
 
 impl CallCore {
+    /// A call we placed at `now`, given up (CANCEL) when it rings past `ring_timeout`; see
+    /// [`CallCore::answer`]. Before the answer only a hang-up request and the ring timeout
+    /// count.
+    pub fn dialling(now: Instant, ring_timeout: Duration) -> Self {
+        let before_answer = CoreConfig {
+            heartbeat: ring_timeout,
+            terminate: true,
+            notice: None,
+            max_duration: None,
+        };
+        let mut core = CallCore::answered(now, before_answer, 0, false);
+        core.ringing_until = Some(now + ring_timeout);
+        core
+    }
+
+    /// The call we placed was answered at `now`, with these settings and its lease's grant.
+    /// One the core already gave up on (the answer crossed its CANCEL) is ended again, now
+    /// as an answered call.
+    pub fn answer(&mut self, now: Instant, config: CoreConfig, granted_s: i64, final_units: bool) {
+        let mut earlier = std::mem::take(&mut self.actions);
+        let gave_up = self.hung_up;
+        *self = CallCore::answered(now, config, granted_s, final_units);
+        earlier.append(&mut self.actions);
+        self.actions = earlier;
+        if let Some(cause) = gave_up {
+            self.hang_up(cause);
+        }
+    }
+
     /// A call answered at `now` with its lease's first grant.
     pub fn answered(now: Instant, config: CoreConfig, granted_s: i64, final_units: bool) -> Self {
         let mut core = CallCore {
+            ringing_until: None,
             next_renewal: now + config.heartbeat,
             config,
             answered: now,
@@ -149,6 +184,12 @@ impl CallCore {
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) {
+        if self.ringing_until.is_some() {
+            if input == Input::HangupRequested {
+                self.hang_up(HangupCause::Requested);
+            }
+            return;
+        }
         match input {
             Input::Granted {
                 seconds,
@@ -210,6 +251,9 @@ impl CallCore {
     /// When the core next needs [`CallCore::handle_timeout`], if ever.
     pub fn next_timeout(&self) -> Option<Instant> {
         let ended = self.hung_up.is_some();
+        if self.ringing_until.is_some() {
+            return self.ringing_until.filter(|_| !ended);
+        }
         [
             (!ended).then_some(self.next_renewal),
             self.transfer.as_ref().map(|t| t.1),
@@ -226,6 +270,12 @@ impl CallCore {
 
     /// Acts on every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(until) = self.ringing_until {
+            if now >= until {
+                self.hang_up(HangupCause::NoAnswer);
+            }
+            return;
+        }
         if self.hung_up.is_none() && now >= self.next_renewal {
             self.next_renewal = now + self.config.heartbeat;
             self.actions.push_back(Action::RenewLease);

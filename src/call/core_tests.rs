@@ -312,3 +312,76 @@ fn a_refused_or_failed_transfer_tells_the_agent_and_the_call_goes_on() {
     assert!(told[2].contains("did not complete in time"), "{told:?}");
     assert!(sim.hangups().is_empty());
 }
+
+#[test]
+fn an_api_hang_up_while_ringing_cancels_and_nothing_else_runs() {
+    let start = Instant::now();
+    let mut core = CallCore::dialling(start, Duration::from_secs(60));
+    assert_eq!(core.next_timeout(), Some(start + Duration::from_secs(60)));
+    // Before the answer the call's other rules do not apply.
+    core.handle(start, Input::AgentHangup);
+    core.handle(start, transfer());
+    assert_eq!(core.poll_action(), None);
+    core.handle(start + Duration::from_secs(5), Input::HangupRequested);
+    assert_eq!(
+        core.poll_action(),
+        Some(Action::Hangup(HangupCause::Requested))
+    );
+    assert_eq!(core.poll_action(), None);
+    assert_eq!(core.next_timeout(), None);
+    // The callee answers anyway (the 200 crossed the CANCEL): the call ends at once, as an
+    // answered call, and still reports its grant.
+    let at = start + Duration::from_secs(6);
+    core.answer(at, config(), 60, true);
+    assert_eq!(core.poll_action(), Some(Action::FinalUnits));
+    assert_eq!(
+        core.poll_action(),
+        Some(Action::Hangup(HangupCause::Requested))
+    );
+    assert_eq!(core.poll_action(), None);
+}
+
+#[test]
+fn a_call_that_rings_out_is_given_up_and_an_answered_one_runs_its_rules_from_the_answer() {
+    let start = Instant::now();
+    let mut core = CallCore::dialling(start, Duration::from_secs(60));
+    core.handle_timeout(start + Duration::from_secs(60));
+    assert_eq!(
+        core.poll_action(),
+        Some(Action::Hangup(HangupCause::NoAnswer))
+    );
+
+    let mut core = CallCore::dialling(start, Duration::from_secs(60));
+    let answered = start + Duration::from_secs(20);
+    core.answer(
+        answered,
+        CoreConfig {
+            max_duration: Some(Duration::from_secs(90)),
+            ..config()
+        },
+        60,
+        false,
+    );
+    assert_eq!(core.poll_action(), None);
+    // The first renewal is a heartbeat after the answer, not after the dialling.
+    assert_eq!(
+        core.next_timeout(),
+        Some(answered + Duration::from_secs(30))
+    );
+    core.handle_timeout(answered + Duration::from_secs(30));
+    assert_eq!(core.poll_action(), Some(Action::RenewLease));
+    core.handle(
+        answered + Duration::from_secs(30),
+        Input::Granted {
+            seconds: 120,
+            final_units: false,
+        },
+    );
+    core.handle_timeout(answered + Duration::from_secs(60));
+    assert_eq!(core.poll_action(), Some(Action::RenewLease));
+    core.handle_timeout(answered + Duration::from_secs(90));
+    assert_eq!(
+        std::iter::from_fn(|| core.poll_action()).collect::<Vec<_>>(),
+        [Action::RenewLease, Action::Hangup(HangupCause::MaxDuration)]
+    );
+}

@@ -332,6 +332,9 @@ pub(super) struct InCall {
     pub who: Option<CallAgent>,
     pub agent_audio: Option<CallerAudio>,
     pub profile: AgentProfile,
+    /// The call core of a call we placed, which ran while it rang; None for a call we
+    /// answered.
+    pub core: Option<CallCore>,
 }
 
 /// Who answers a call routed by `route`: the number's stored agent over the config file's.
@@ -542,6 +545,7 @@ impl Session {
             who,
             agent_audio,
             profile,
+            core: None,
         };
         Some(self.converse(in_call, events).await)
     }
@@ -623,6 +627,7 @@ impl Session {
             who,
             agent_audio,
             profile,
+            core: dialled,
         } = c;
         let record_id = self.record.cdr().id.clone();
         let account_id = self.record.cdr().account_id.clone();
@@ -689,21 +694,24 @@ impl Session {
         let terminate = ctx.config.billing.final_unit_action == FinalUnitAction::Terminate;
         // Out of credit: the notice goes out so that it ends as the grant does, then BYE.
         let notice = ctx.final_notice.clone().filter(|_| terminate);
-        let mut core = CallCore::answered(
-            answered.into_std(),
-            CoreConfig {
-                heartbeat: lease.heartbeat(),
-                terminate,
-                notice: notice.as_ref().map(|n| {
-                    Duration::from_millis(
-                        n.len() as u64 * 1000 / parley_media::playout::ENGINE_RATE as u64,
-                    )
-                }),
-                max_duration: profile.max_duration(ctx.config.call.max_duration_s),
-            },
-            lease.granted_s(),
-            lease.final_units(),
-        );
+        let config = CoreConfig {
+            heartbeat: lease.heartbeat(),
+            terminate,
+            notice: notice.as_ref().map(|n| {
+                Duration::from_millis(
+                    n.len() as u64 * 1000 / parley_media::playout::ENGINE_RATE as u64,
+                )
+            }),
+            max_duration: profile.max_duration(ctx.config.call.max_duration_s),
+        };
+        let (granted, final_units) = (lease.granted_s(), lease.final_units());
+        let mut core = match dialled {
+            Some(mut core) => {
+                core.answer(answered.into_std(), config, granted, final_units);
+                core
+            }
+            None => CallCore::answered(answered.into_std(), config, granted, final_units),
+        };
         let mut transcript = serde_json::Value::Array(vec![]);
         let reason = loop {
             // Carry out what the call core decided, then wait for what happens next.
@@ -861,7 +869,7 @@ impl Session {
     }
 
     /// What the call core's decision to end the call is logged and counted as.
-    fn hang_up_for(&self, cause: HangupCause) {
+    pub(super) fn hang_up_for(&self, cause: HangupCause) {
         let metrics = &self.ctx.metrics;
         match cause {
             HangupCause::Agent => tracing::info!("the agent ended the call"),
@@ -882,6 +890,7 @@ impl Session {
                 tracing::info!("maximum call duration reached, hanging up")
             }
             HangupCause::Transferred => tracing::info!("the caller was transferred, hanging up"),
+            HangupCause::NoAnswer => tracing::info!("no answer, cancelling"),
         }
     }
 
@@ -910,7 +919,7 @@ impl Session {
         let channels = &ctx.channels;
         let recall = channels.memory.for_call(&account_id, &address).await;
         let sms = channels.sms.enabled().then(|| agent_session::SmsLink {
-            sms: channels.sms.clone(),
+            sender: Arc::new(channels.sms.clone()),
             account_id: account_id.clone(),
             to: address.clone(),
             from: ours,

@@ -9,12 +9,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use super::core::{Action, CallCore, Input};
 use super::lease::CallLease;
 use super::limits::{CallLimits, CallSlot};
 use super::manager::{agent_for, ActiveGuard, CallManager, InCall, Offer, Session};
 use super::ports::RtpPorts;
 use super::record::CallRecord;
 use super::registry::{LiveCall, LiveEntry};
+use crate::agent::session::sleep_until;
 use crate::config::trunks::TrunkConfig;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -346,10 +348,16 @@ impl Session {
     ) -> Option<crate::store::cdr::Cdr> {
         let ctx = self.ctx.clone();
         let call = self.call;
-        let ring_limit = tokio::time::sleep(RING_TIMEOUT);
-        tokio::pin!(ring_limit);
-        let mut cancelled = false;
+        let mut core = CallCore::dialling(std::time::Instant::now(), RING_TIMEOUT);
         let answered = loop {
+            // Before the answer the core only ever ends the call (a CANCEL).
+            while let Some(action) = core.poll_action() {
+                if let Action::Hangup(cause) = action {
+                    self.hang_up_for(cause);
+                    ctx.sip.send(Command::Hangup { call });
+                }
+            }
+            let wake = core.next_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
                 ev = events.recv() => match ev {
                     Some(Event::Progress { code, .. }) if (180..=183).contains(&code) => {
@@ -360,16 +368,10 @@ impl Session {
                     None => break Err(None),
                     Some(_) => {}
                 },
-                Some(()) = hangups.recv(), if !cancelled => {
-                    tracing::info!("cancelling the call as the API asked");
-                    cancelled = true;
-                    ctx.sip.send(Command::Hangup { call });
+                Some(()) = hangups.recv(), if core.hung_up().is_none() => {
+                    core.handle(tokio::time::Instant::now().into_std(), Input::HangupRequested);
                 }
-                _ = &mut ring_limit, if !cancelled => {
-                    tracing::info!(after = ?RING_TIMEOUT, "no answer, cancelling");
-                    cancelled = true;
-                    ctx.sip.send(Command::Hangup { call });
-                }
+                _ = sleep_until(wake) => core.handle_timeout(tokio::time::Instant::now().into_std()),
             }
         };
         let response = match answered {
@@ -415,6 +417,7 @@ impl Session {
             who,
             agent_audio,
             profile,
+            core: Some(core),
         };
         Some(self.converse(in_call, events).await)
     }
