@@ -359,8 +359,8 @@ pub fn authorize(
 
 /// A fresh client nonce: 128 random bits in hex, enough that a server
 /// cannot predict it (which is the point of the cnonce, RFC 7616 §5.11).
-pub fn new_cnonce() -> String {
-    hex::encode(rand::thread_rng().gen::<[u8; 16]>())
+pub fn new_cnonce(rng: &mut impl Rng) -> String {
+    hex::encode(rng.gen::<[u8; 16]>())
 }
 
 /// Checks an `Authorization` header value against `password` for a request
@@ -656,7 +656,7 @@ mod tests {
             username: "alice".into(),
             password: "secret".into(),
         };
-        let cnonce = new_cnonce();
+        let cnonce = new_cnonce(&mut rand::thread_rng());
         let value = authorize(
             &challenge,
             &creds,
@@ -894,8 +894,8 @@ mod tests {
 
     #[test]
     fn cnonce_is_random_hex() {
-        let a = new_cnonce();
-        let b = new_cnonce();
+        let a = new_cnonce(&mut rand::thread_rng());
+        let b = new_cnonce(&mut rand::thread_rng());
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);

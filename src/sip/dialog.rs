@@ -43,6 +43,7 @@ impl Dialog {
         core: &Core,
         local_tag: &str,
         local_contact: &str,
+        local_seq: u32,
     ) -> Result<Dialog, ParseError> {
         // RFC 2543 peers may omit Contact; their From URI is the best target we have.
         let remote_target = match req.headers.get("Contact") {
@@ -58,7 +59,7 @@ impl Dialog {
             state: DialogState::Early,
             local: core.to.with_tag(local_tag),
             remote: core.from.clone(),
-            local_seq: rand::random::<u32>() % 10_000 + 1,
+            local_seq,
             remote_seq: Some(core.cseq.seq),
             remote_target,
             route_set: record_route(&req.headers),
@@ -204,7 +205,7 @@ mod tests {
     fn uas_dialog_routes_through_record_route_and_counts_cseq() {
         let req = invite();
         let core = req.core().unwrap();
-        let mut d = Dialog::as_uas(&req, &core, "ourtag", "sip:parley@127.0.0.1:5060").unwrap();
+        let mut d = Dialog::as_uas(&req, &core, "ourtag", "sip:parley@127.0.0.1:5060", 1).unwrap();
         assert_eq!(d.id.remote_tag, "aaa");
         assert_eq!(d.remote_target, "sip:alice@10.0.0.1:5062");
         assert_eq!(d.next_hop().unwrap().host_port.host, "p1.example");

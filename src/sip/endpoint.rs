@@ -8,6 +8,9 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use super::auth;
 use super::dialog::{Dialog, DialogId, DialogState};
 use super::headers::{HostPort, NameAddr, SipUri, Via, MAGIC_COOKIE};
@@ -239,19 +242,22 @@ pub struct Endpoint {
     out: VecDeque<Output>,
     /// Set once the node drains: Retry-After seconds for its 503 to out-of-dialog OPTIONS.
     draining: Option<u32>,
+    /// Every random value the endpoint makes (tags, branches, Call-IDs, first CSeqs, client
+    /// nonces) comes from here: seeded in tests, so a run can be replayed exactly.
+    rng: StdRng,
 }
 
-fn random_token(len: usize) -> String {
-    use rand::Rng;
+/// `len` random characters from `rng`, for tags, branches and Call-IDs.
+fn random_token(rng: &mut StdRng, len: usize) -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
     (0..len)
         .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
         .collect()
 }
 
-pub fn new_branch() -> String {
-    format!("{MAGIC_COOKIE}{}", random_token(16))
+/// A new Via branch: the RFC 3261 magic cookie and 16 random characters.
+fn new_branch(rng: &mut StdRng) -> String {
+    format!("{MAGIC_COOKIE}{}", random_token(rng, 16))
 }
 
 /// RFC 3261 §18.2.2: where responses to a request go, from its (received/rport-stamped) Via.
@@ -334,7 +340,18 @@ fn warning(code_reason: &str) -> String {
 
 impl Endpoint {
     pub fn new(config: EndpointConfig) -> Endpoint {
+        Endpoint::with_rng(config, StdRng::from_entropy())
+    }
+
+    /// An endpoint whose random values are all drawn from `seed`: two endpoints with the
+    /// same seed fed the same inputs produce the same messages.
+    pub fn with_seed(config: EndpointConfig, seed: u64) -> Endpoint {
+        Endpoint::with_rng(config, StdRng::seed_from_u64(seed))
+    }
+
+    fn with_rng(config: EndpointConfig, rng: StdRng) -> Endpoint {
         Endpoint {
+            rng,
             config,
             txs: HashMap::new(),
             tx_index: HashMap::new(),
@@ -496,7 +513,7 @@ impl Endpoint {
             return;
         }
         let top = stamp_top_via(&mut req, peer.addr);
-        let mut resp = Response::to(&req, e.status, Some(&random_token(8)));
+        let mut resp = Response::to(&req, e.status, Some(&random_token(&mut self.rng, 8)));
         if resp.headers.get("Via").is_none() {
             // No usable Via: answer the source, which is all we know.
             resp.headers
@@ -635,7 +652,7 @@ impl Endpoint {
         code: u16,
         customize: impl FnOnce(&mut Response),
     ) {
-        let tag = random_token(10);
+        let tag = random_token(&mut self.rng, 10);
         let mut resp = Response::to(req, code, Some(&tag));
         resp.headers.push("Server", &self.config.user_agent);
         customize(&mut resp);
@@ -694,7 +711,7 @@ impl Endpoint {
         }
         let invite = self.txs.get(&invite_id).and_then(|e| e.request.clone());
         if let (Some(call), Some(invite)) = (call, invite) {
-            let tag = local_tag.unwrap_or_else(|| random_token(10));
+            let tag = local_tag.unwrap_or_else(|| random_token(&mut self.rng, 10));
             let mut resp = Response::to(&invite, 487, Some(&tag));
             resp.headers.push("Server", &self.config.user_agent);
             self.send_on_tx(now, invite_id, resp.finish());
@@ -720,9 +737,15 @@ impl Endpoint {
         trying.headers.push("Server", &self.config.user_agent);
         self.send_on_tx(now, tx_id, trying.finish());
 
-        let local_tag = random_token(10);
+        let local_tag = random_token(&mut self.rng, 10);
         let contact = local_contact(local, peer.transport);
-        let dialog = match Dialog::as_uas(&req, core, &local_tag, &contact) {
+        let dialog = match Dialog::as_uas(
+            &req,
+            core,
+            &local_tag,
+            &contact,
+            self.rng.gen_range(1..=10_000),
+        ) {
             Ok(d) => d,
             Err(e) => {
                 return self.reply(now, tx_id, &req, 400, |r| {
@@ -1181,7 +1204,7 @@ impl Endpoint {
         local: SocketAddr,
         purpose: ClientPurpose,
     ) -> u64 {
-        let branch = new_branch();
+        let branch = new_branch(&mut self.rng);
         let via = format!(
             "SIP/2.0/{} {};branch={branch};rport",
             peer.transport.via_token(),
@@ -1228,7 +1251,7 @@ impl Endpoint {
     ) -> CallRef {
         let call = CallRef(self.alloc_id());
         let contact = local_contact(local, peer.transport);
-        let local_tag = random_token(10);
+        let local_tag = random_token(&mut self.rng, 10);
         let from = NameAddr {
             display: None,
             uri: format!("sip:{}@{}", invite.from_user, local),
@@ -1240,7 +1263,7 @@ impl Endpoint {
                 call_id: invite
                     .call_id
                     .clone()
-                    .unwrap_or_else(|| format!("{}@parley", random_token(20))),
+                    .unwrap_or_else(|| format!("{}@parley", random_token(&mut self.rng, 20))),
                 local_tag,
                 remote_tag: String::new(),
             },
@@ -1385,7 +1408,7 @@ impl Endpoint {
                             .dialog
                             .request_with_seq(Method::Ack, seq, &self.config.user_agent);
                     let peer = in_dialog_peer(&state.dialog, state.peer);
-                    ack.headers = with_via(&ack, peer, state.local);
+                    ack.headers = with_via(&ack, peer, state.local, &new_branch(&mut self.rng));
                     let bytes = ack.to_bytes();
                     state.ack_bytes = Some(bytes.clone());
                     state.answered = true;
@@ -1429,7 +1452,7 @@ impl Endpoint {
                             "INVITE",
                             &retry.uri,
                             1,
-                            &auth::new_cnonce(),
+                            &auth::new_cnonce(&mut self.rng),
                         );
                         match value {
                             Ok(v) => {
@@ -1525,7 +1548,7 @@ fn unacceptable_body(req: &Request) -> Option<(u16, &'static str)> {
     None
 }
 
-fn with_via(req: &Request, peer: Peer, local: SocketAddr) -> message::Headers {
+fn with_via(req: &Request, peer: Peer, local: SocketAddr, branch: &str) -> message::Headers {
     let mut headers = message::Headers::default();
     headers.push(
         "Via",
@@ -1533,7 +1556,7 @@ fn with_via(req: &Request, peer: Peer, local: SocketAddr) -> message::Headers {
             "SIP/2.0/{} {};branch={};rport",
             peer.transport.via_token(),
             local,
-            new_branch()
+            branch
         ),
     );
     for (n, v) in req.headers.iter() {

@@ -444,6 +444,29 @@ impl Sms {
     }
 }
 
+/// The agent's `send_sms` during a call goes through the same outbox as every SMS.
+impl crate::agent::session::TextSender for Sms {
+    fn send_text(
+        &self,
+        text: crate::agent::session::AgentText,
+    ) -> futures_util::future::BoxFuture<'_, Result<i64, String>> {
+        Box::pin(async move {
+            let request = SendRequest {
+                account_id: text.account_id,
+                from: text.from,
+                to: text.to,
+                body: text.body,
+                source: Source::Agent,
+                idempotency_key: Some(text.idempotency_key),
+            };
+            self.send(&request)
+                .await
+                .map(|r| r.message.segments)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,28 +558,5 @@ mod tests {
         assert_eq!(queued.message.to, "+15550100999");
         assert_eq!(queued.message.encoding, "UCS-2");
         assert_eq!(queued.message.status, "pending");
-    }
-}
-
-/// The agent's `send_sms` during a call goes through the same outbox as every SMS.
-impl crate::agent::session::TextSender for Sms {
-    fn send_text(
-        &self,
-        text: crate::agent::session::AgentText,
-    ) -> futures_util::future::BoxFuture<'_, Result<i64, String>> {
-        Box::pin(async move {
-            let request = SendRequest {
-                account_id: text.account_id,
-                from: text.from,
-                to: text.to,
-                body: text.body,
-                source: Source::Agent,
-                idempotency_key: Some(text.idempotency_key),
-            };
-            self.send(&request)
-                .await
-                .map(|r| r.message.segments)
-                .map_err(|e| e.to_string())
-        })
     }
 }
