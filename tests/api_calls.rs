@@ -66,5 +66,6 @@ fn a_live_call_is_listed_and_hung_up_through_the_api() {
         })
         .expect("the call's record");
         assert_eq!(record["hangup_side"], "parley");
+        assert_eq!(record["hangup_cause"], "api", "{record}");
     });
 }

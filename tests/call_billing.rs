@@ -105,6 +105,9 @@ fn parley_ends_the_call_when_the_credit_runs_out_and_settles_it() {
         final_units < seen.find("event: call.ended").unwrap(),
         "{seen}"
     );
+    // The record says why Parley ended it.
+    let ended = &seen[seen.find("event: call.ended").unwrap()..];
+    assert!(ended.contains("\"hangup_cause\":\"credit\""), "{ended}");
 }
 
 /// `parley call` to `parley` for at most `seconds`, recording what it hears: (how long the

@@ -77,11 +77,7 @@ fn sigterm_drains_the_calls_in_progress_then_exits() {
         .iter()
         .map(|c| (c.hangup_cause.as_str(), c.final_code))
         .collect();
-    assert_eq!(
-        causes,
-        [("draining", 503), ("local_bye", 200)],
-        "{records:?}"
-    );
+    assert_eq!(causes, [("draining", 503), ("drain", 200)], "{records:?}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parley::call::core::HangupCause;
 use parley::call::limits::CallLimits;
 use parley::call::registry::{LiveCall, LiveCalls};
 use parley::cluster::{calls, slots, Redis};
@@ -276,7 +277,7 @@ async fn live_calls_are_listed_and_hung_up_from_any_node() {
     .await;
     assert!(b.cluster_hang_up("cdr_1").await);
     let asked = tokio::time::timeout(Duration::from_secs(5), hangups.recv()).await;
-    assert_eq!(asked.unwrap(), Some(()));
+    assert_eq!(asked.unwrap(), Some(HangupCause::Api));
     assert!(!b.cluster_hang_up("cdr_none").await);
     // The call ends on A: gone for B too.
     drop(entry);

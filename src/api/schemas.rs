@@ -174,7 +174,7 @@ pub struct Cdr {
     pub billable_seconds: i64,
     /// Micro-units.
     pub cost: i64,
-    /// Why it ended: `remote_bye`, `local_bye`, `cancelled`, `ack_timeout`, `rejected`, ….
+    /// Why it ended: `remote_bye`; when Parley ended it, why (`agent`, `api`, `drain`, `credit`, `max_duration`, `media_timeout`, `lease_closed`, `transferred`; `local_bye` otherwise); `cancelled`, `ack_timeout`, `rejected`, ….
     pub hangup_cause: String,
     /// Who ended it: `caller`, `parley` or `none` (refused).
     pub hangup_side: String,

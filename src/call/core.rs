@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 pub enum HangupCause {
     /// The agent said goodbye (`end_call`), or the menu finished.
     Agent,
-    /// `POST /v1/calls/{id}/hangup`, or a drain whose time is up.
-    Requested,
+    /// `POST /v1/calls/{id}/hangup` (on this node or another).
+    Api,
+    /// The node is draining and the drain's time is up.
+    Drain,
     /// No media from the other side for `media.rtp_timeout_s`.
     MediaTimeout,
     /// The grant ran out with no more credit (after the notice, when there is one).
@@ -32,6 +34,23 @@ pub enum HangupCause {
     Transferred,
     /// A call we placed rang out unanswered.
     NoAnswer,
+}
+
+impl HangupCause {
+    /// The cause as call records name it (`hangup_cause`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HangupCause::Agent => "agent",
+            HangupCause::Api => "api",
+            HangupCause::Drain => "drain",
+            HangupCause::MediaTimeout => "media_timeout",
+            HangupCause::Credit => "credit",
+            HangupCause::LeaseClosed => "lease_closed",
+            HangupCause::MaxDuration => "max_duration",
+            HangupCause::Transferred => "transferred",
+            HangupCause::NoAnswer => "no_answer",
+        }
+    }
 }
 
 /// What the call core asks its driver to do.
@@ -62,8 +81,8 @@ pub enum Input {
     Granted { seconds: i64, final_units: bool },
     /// The lease could not be renewed and the store says it is closed.
     LeaseClosed,
-    /// A hang-up asked from outside the call (the API, a drain).
-    HangupRequested,
+    /// A hang-up asked from outside the call: [`HangupCause::Api`] or [`HangupCause::Drain`].
+    HangupRequested(HangupCause),
     /// The agent ended the call.
     AgentHangup,
     /// No media from the other side for too long.
@@ -185,8 +204,8 @@ impl CallCore {
 
     pub fn handle(&mut self, now: Instant, input: Input) {
         if self.ringing_until.is_some() {
-            if input == Input::HangupRequested {
-                self.hang_up(HangupCause::Requested);
+            if let Input::HangupRequested(cause) = input {
+                self.hang_up(cause);
             }
             return;
         }
@@ -200,7 +219,7 @@ impl CallCore {
                 self.note_final_units();
             }
             Input::LeaseClosed => self.hang_up(HangupCause::LeaseClosed),
-            Input::HangupRequested => self.hang_up(HangupCause::Requested),
+            Input::HangupRequested(cause) => self.hang_up(cause),
             Input::AgentHangup => self.hang_up(HangupCause::Agent),
             Input::MediaTimeout => self.hang_up(HangupCause::MediaTimeout),
             Input::TransferRequested { id, target } => {

@@ -220,12 +220,12 @@ fn a_requested_hang_up_ends_the_call_once() {
     // A drain whose time is up, or the API: the first cause wins, later ones are ignored.
     let mut sim = Sim::answered(config(), 60, false);
     sim.run_to(10.0, store(i64::MAX));
-    sim.input(Input::HangupRequested);
+    sim.input(Input::HangupRequested(HangupCause::Drain));
     sim.input(Input::AgentHangup);
     sim.input(Input::MediaTimeout);
     sim.run_to(100.0, store(i64::MAX));
-    assert_eq!(sim.hangups(), [(10.0, HangupCause::Requested)]);
-    assert_eq!(sim.core.hung_up(), Some(HangupCause::Requested));
+    assert_eq!(sim.hangups(), [(10.0, HangupCause::Drain)]);
+    assert_eq!(sim.core.hung_up(), Some(HangupCause::Drain));
     assert_eq!(sim.core.next_timeout(), None);
 }
 
@@ -322,11 +322,11 @@ fn an_api_hang_up_while_ringing_cancels_and_nothing_else_runs() {
     core.handle(start, Input::AgentHangup);
     core.handle(start, transfer());
     assert_eq!(core.poll_action(), None);
-    core.handle(start + Duration::from_secs(5), Input::HangupRequested);
-    assert_eq!(
-        core.poll_action(),
-        Some(Action::Hangup(HangupCause::Requested))
+    core.handle(
+        start + Duration::from_secs(5),
+        Input::HangupRequested(HangupCause::Api),
     );
+    assert_eq!(core.poll_action(), Some(Action::Hangup(HangupCause::Api)));
     assert_eq!(core.poll_action(), None);
     assert_eq!(core.next_timeout(), None);
     // The callee answers anyway (the 200 crossed the CANCEL): the call ends at once, as an
@@ -334,10 +334,7 @@ fn an_api_hang_up_while_ringing_cancels_and_nothing_else_runs() {
     let at = start + Duration::from_secs(6);
     core.answer(at, config(), 60, true);
     assert_eq!(core.poll_action(), Some(Action::FinalUnits));
-    assert_eq!(
-        core.poll_action(),
-        Some(Action::Hangup(HangupCause::Requested))
-    );
+    assert_eq!(core.poll_action(), Some(Action::Hangup(HangupCause::Api)));
     assert_eq!(core.poll_action(), None);
 }
 

@@ -328,7 +328,7 @@ pub(super) struct InCall {
     pub media: CallMedia,
     pub lease: CallLease,
     pub live: LiveEntry,
-    pub hangup_requests: mpsc::UnboundedReceiver<()>,
+    pub hangup_requests: mpsc::UnboundedReceiver<HangupCause>,
     pub who: Option<CallAgent>,
     pub agent_audio: Option<CallerAudio>,
     pub profile: AgentProfile,
@@ -551,7 +551,7 @@ impl Session {
     }
 
     /// Lists the routed call as live (in `state`) and tells listeners it started.
-    pub(super) fn go_live(&self, state: &str) -> (LiveEntry, mpsc::UnboundedReceiver<()>) {
+    pub(super) fn go_live(&self, state: &str) -> (LiveEntry, mpsc::UnboundedReceiver<HangupCause>) {
         let cdr = self.record.cdr();
         let registered = self.ctx.live.register(LiveCall {
             id: cdr.id.clone(),
@@ -847,8 +847,8 @@ impl Session {
                     }
                     FromAgent::Transcript(lines) => transcript = lines,
                 },
-                Some(()) = hangup_requests.recv(), if core.hung_up().is_none() => {
-                    core.handle(tokio::time::Instant::now().into_std(), Input::HangupRequested)
+                Some(cause) = hangup_requests.recv(), if core.hung_up().is_none() => {
+                    core.handle(tokio::time::Instant::now().into_std(), Input::HangupRequested(cause))
                 }
             }
         };
@@ -864,8 +864,13 @@ impl Session {
         tracing::info!(?reason, ?stats, turns = turns.len(), voice_to_voice_ms = ?v2v, "call ended");
         self.remember(&ctx, &transcript);
         self.record.transcript(transcript);
-        self.record
-            .ended(reason.as_ref(), stats.as_deref(), &turns, settled.as_ref())
+        self.record.ended(
+            reason.as_ref(),
+            core.hung_up(),
+            stats.as_deref(),
+            &turns,
+            settled.as_ref(),
+        )
     }
 
     /// What the call core's decision to end the call is logged and counted as.
@@ -873,7 +878,8 @@ impl Session {
         let metrics = &self.ctx.metrics;
         match cause {
             HangupCause::Agent => tracing::info!("the agent ended the call"),
-            HangupCause::Requested => tracing::info!("hanging up as the API asked"),
+            HangupCause::Api => tracing::info!("hanging up as the API asked"),
+            HangupCause::Drain => tracing::info!("the drain's time is up, hanging up"),
             HangupCause::MediaTimeout => {
                 tracing::info!(
                     timeout_s = self.ctx.config.media.rtp_timeout_s,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::core::{Action, CallCore, Input};
+use super::core::{Action, CallCore, HangupCause, Input};
 use super::lease::CallLease;
 use super::limits::{CallLimits, CallSlot};
 use super::manager::{agent_for, ActiveGuard, CallManager, InCall, Offer, Session};
@@ -343,7 +343,7 @@ impl Session {
         lease: CallLease,
         route: Route,
         live: LiveEntry,
-        mut hangups: mpsc::UnboundedReceiver<()>,
+        mut hangups: mpsc::UnboundedReceiver<HangupCause>,
         mut events: mpsc::UnboundedReceiver<Event>,
     ) -> Option<crate::store::cdr::Cdr> {
         let ctx = self.ctx.clone();
@@ -368,8 +368,8 @@ impl Session {
                     None => break Err(None),
                     Some(_) => {}
                 },
-                Some(()) = hangups.recv(), if core.hung_up().is_none() => {
-                    core.handle(tokio::time::Instant::now().into_std(), Input::HangupRequested);
+                Some(cause) = hangups.recv(), if core.hung_up().is_none() => {
+                    core.handle(tokio::time::Instant::now().into_std(), Input::HangupRequested(cause));
                 }
                 _ = sleep_until(wake) => core.handle_timeout(tokio::time::Instant::now().into_std()),
             }
@@ -439,7 +439,7 @@ impl Session {
         let settled = lease.release(tokio::time::Instant::now(), false).await;
         Some(
             self.record
-                .ended(reason.as_ref(), None, &[], settled.as_ref()),
+                .ended(reason.as_ref(), None, None, &[], settled.as_ref()),
         )
     }
 }

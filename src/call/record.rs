@@ -6,6 +6,7 @@ use parley_media::session::SessionStats;
 use serde_json::Value;
 
 use crate::agent::latency::TurnTimes;
+use crate::call::core::HangupCause;
 use crate::sip::endpoint::EndReason;
 use crate::store::accounts::OPERATOR_ACCOUNT;
 use crate::store::billing::Lease;
@@ -130,6 +131,7 @@ impl CallRecord {
     pub fn ended(
         mut self,
         reason: Option<&EndReason>,
+        ours: Option<HangupCause>,
         stats: Option<&SessionStats>,
         turns: &[TurnTimes],
         lease: Option<&Lease>,
@@ -146,7 +148,12 @@ impl CallRecord {
             Some(EndReason::Failed(_)) => ("failed", "none"),
             None => ("shutdown", "parley"),
         };
-        c.hangup_cause = cause.into();
+        // A call Parley ended is recorded with why (credit, max_duration, api, drain, …),
+        // not merely that it sent the BYE.
+        c.hangup_cause = match (reason, ours) {
+            (Some(EndReason::LocalBye), Some(ours)) => ours.as_str().into(),
+            _ => cause.into(),
+        };
         c.hangup_side = side.into();
         if let Some(q) = stats.and_then(|s| s.quality.as_ref()) {
             c.packets_lost = q.packets_lost as i64;

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::core::HangupCause;
+
 use crate::cluster::{calls as shared_calls, Redis};
 use crate::store::clock::{parse_rfc3339, ser_opt_time, ser_time};
 
@@ -64,7 +66,7 @@ fn de_opt_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D:
 
 struct Entry {
     call: LiveCall,
-    hangup: mpsc::UnboundedSender<()>,
+    hangup: mpsc::UnboundedSender<HangupCause>,
 }
 
 type Calls = Arc<Mutex<HashMap<String, Entry>>>;
@@ -108,7 +110,7 @@ impl LiveCalls {
             let Some(calls) = weak.upgrade() else {
                 return false;
             };
-            if !hang_up_in(&calls, id) {
+            if !hang_up_in(&calls, id, HangupCause::Api) {
                 tracing::info!(call = %id, "asked to hang up a call this node does not have");
             }
             true
@@ -125,8 +127,8 @@ impl LiveCalls {
         }
     }
 
-    /// Registers `call`; the receiver gets a message when the API asks to hang it up.
-    pub fn register(&self, call: LiveCall) -> (LiveEntry, mpsc::UnboundedReceiver<()>) {
+    /// Registers `call`; the receiver gets why, when the API or a drain asks to hang it up.
+    pub fn register(&self, call: LiveCall) -> (LiveEntry, mpsc::UnboundedReceiver<HangupCause>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = call.id.clone();
         self.mirror(Write::Put(call.clone()));
@@ -160,7 +162,7 @@ impl LiveCalls {
     pub fn hang_up_all(&self) -> usize {
         let left = self.list(None);
         for call in &left {
-            self.hang_up(&call.id);
+            self.hang_up(&call.id, HangupCause::Drain);
         }
         left.len()
     }
@@ -169,9 +171,9 @@ impl LiveCalls {
         self.calls.lock().ok()?.get(id).map(|e| e.call.clone())
     }
 
-    /// Asks the call's session to hang up; false when there is no such call.
-    pub fn hang_up(&self, id: &str) -> bool {
-        hang_up_in(&self.calls, id)
+    /// Asks the call's session to hang up, for `cause`; false when there is no such call.
+    pub fn hang_up(&self, id: &str, cause: HangupCause) -> bool {
+        hang_up_in(&self.calls, id, cause)
     }
 
     /// Every node's calls of `account_id` (all accounts' for None), oldest first. Through
@@ -213,7 +215,7 @@ impl LiveCalls {
     /// Asks the session of the call `id` to hang up, on whichever node holds it; false
     /// when no node has it (or its node cannot be reached).
     pub async fn cluster_hang_up(&self, id: &str) -> bool {
-        if self.hang_up(id) {
+        if self.hang_up(id, HangupCause::Api) {
             return true;
         }
         let Some(shared) = &self.shared else {
@@ -230,11 +232,11 @@ impl LiveCalls {
     }
 }
 
-fn hang_up_in(calls: &Calls, id: &str) -> bool {
+fn hang_up_in(calls: &Calls, id: &str, cause: HangupCause) -> bool {
     let Ok(calls) = calls.lock() else {
         return false;
     };
-    calls.get(id).is_some_and(|e| e.hangup.send(()).is_ok())
+    calls.get(id).is_some_and(|e| e.hangup.send(cause).is_ok())
 }
 
 impl LiveEntry {
@@ -393,9 +395,9 @@ mod tests {
         assert_eq!(live.list(None).len(), 3);
         a1.answered(5);
         assert_eq!(live.get("c1").unwrap().state, "answered");
-        assert!(live.hang_up("c1"));
-        assert!(a1_hangup.try_recv().is_ok());
-        assert!(!live.hang_up("nope"));
+        assert!(live.hang_up("c1", HangupCause::Api));
+        assert_eq!(a1_hangup.try_recv().ok(), Some(HangupCause::Api));
+        assert!(!live.hang_up("nope", HangupCause::Api));
         drop(a1);
         assert!(live.get("c1").is_none());
         assert_eq!(live.list(Some("A")).len(), 1);

@@ -38,8 +38,9 @@ pub struct Cdr {
     pub billable_seconds: i64,
     /// Micro-units.
     pub cost: i64,
-    /// Why it ended: `remote_bye`, `local_bye`, `cancelled`, `ack_timeout`, `failed`,
-    /// `shutdown`; refused calls: `unknown_number`, `capacity`, `bad_sdp`, `no_ports`, `no_media`,
+    /// Why it ended: `remote_bye`; when Parley ended it, why: `agent`, `api`, `drain`,
+    /// `credit`, `max_duration`, `media_timeout`, `lease_closed`, `transferred` (`local_bye`
+    /// for any other); `cancelled`, `ack_timeout`, `failed`, `shutdown`; refused calls: `unknown_number`, `capacity`, `bad_sdp`, `no_ports`, `no_media`,
     /// `no_credit`, `unavailable`.
     pub hangup_cause: String,
     /// Who ended it: `caller`, `parley` or `none` (refused).
