@@ -64,11 +64,9 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Moves CAP_SYS_NICE from the calling thread's permitted set into its effective set; true
-/// when it is effective afterwards. Nothing happens (false) when it is not permitted.
+/// The calling thread's capability sets (capget(2)); None when the kernel refuses.
 #[cfg(target_os = "linux")]
-pub fn raise_sys_nice() -> bool {
-    let bit = 1u32 << CAP_SYS_NICE;
+fn thread_caps() -> Option<[CapData; 2]> {
     let mut header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,
@@ -83,15 +81,18 @@ pub fn raise_sys_nice() -> bool {
             data.as_mut_ptr(),
         )
     };
-    if got != 0 || data[0].permitted & bit == 0 {
-        return false;
-    }
-    if data[0].effective & bit != 0 {
-        return true;
-    }
-    data[0].effective |= bit;
-    // SAFETY: capset(2) reads the header and two CapData entries; raising a permitted
-    // capability into the effective set needs no privilege beyond holding it.
+    (got == 0).then_some(data)
+}
+
+/// Sets the calling thread's capability sets (capset(2)); true when the kernel took them.
+#[cfg(target_os = "linux")]
+fn set_thread_caps(data: &[CapData; 2]) -> bool {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset(2) reads the header and two CapData entries. Raising a permitted
+    // capability into the effective set, or dropping one, needs no privilege beyond that.
     let set = unsafe {
         libc::syscall(
             libc::SYS_capset,
@@ -102,36 +103,33 @@ pub fn raise_sys_nice() -> bool {
     set == 0
 }
 
+/// Moves CAP_SYS_NICE from the calling thread's permitted set into its effective set; true
+/// when it is effective afterwards. Nothing happens (false) when it is not permitted.
+#[cfg(target_os = "linux")]
+pub fn raise_sys_nice() -> bool {
+    let bit = 1u32 << CAP_SYS_NICE;
+    let Some(mut data) = thread_caps() else {
+        return false;
+    };
+    if data[0].permitted & bit == 0 {
+        return false;
+    }
+    if data[0].effective & bit != 0 {
+        return true;
+    }
+    data[0].effective |= bit;
+    set_thread_caps(&data)
+}
+
 /// Removes CAP_SYS_NICE from the calling thread's effective and permitted sets, for good.
 #[cfg(target_os = "linux")]
 fn drop_sys_nice() {
     let bit = 1u32 << CAP_SYS_NICE;
-    let mut header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: as in raise_sys_nice.
-    let got = unsafe {
-        libc::syscall(
-            libc::SYS_capget,
-            &mut header as *mut CapHeader,
-            data.as_mut_ptr(),
-        )
-    };
-    if got != 0 {
-        return;
+    if let Some(mut data) = thread_caps() {
+        data[0].effective &= !bit;
+        data[0].permitted &= !bit;
+        set_thread_caps(&data);
     }
-    data[0].effective &= !bit;
-    data[0].permitted &= !bit;
-    // SAFETY: as in raise_sys_nice; dropping capabilities needs no privilege.
-    let _ = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut CapHeader,
-            data.as_ptr(),
-        )
-    };
 }
 
 #[cfg(all(test, target_os = "linux"))]
