@@ -413,13 +413,9 @@ fn media_worker_nices(pid: u32) -> Vec<i64> {
 #[test]
 fn a_permitted_cap_sys_nice_gives_an_unprivileged_node_its_worker_priority() {
     let name = "a_permitted_cap_sys_nice_gives_an_unprivileged_node_its_worker_priority";
-    let tools = ["setcap", "setpriv"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let tools = ["setcap", "setpriv"]
+        .iter()
+        .all(|t| system_binary(t).is_some());
     let root = unsafe { libc::geteuid() } == 0;
     if !require(
         name,

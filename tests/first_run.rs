@@ -151,7 +151,7 @@ fn make_run_on_a_fresh_clone_fetches_the_vad_and_the_agent_hears_a_softphone() {
     ) || !require(
         name,
         "baresip (scripts/setup.sh installs it)",
-        which("baresip"),
+        system_binary("baresip").is_some(),
     ) || !require(
         name,
         "the speech fixture (scripts/setup.sh)",
@@ -415,12 +415,4 @@ fn doctor_passes_with_everything_in_place_and_flags_what_is_not() {
     );
     assert!(line(&report, "redis").starts_with("MISSING"), "{report}");
     assert!(line(&report, "vad").starts_with("ok"), "{report}");
-}
-
-fn which(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }

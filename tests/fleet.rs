@@ -44,15 +44,6 @@ const TALK: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------------------
 // Kamailio
 
-/// A system binary, on PATH or in the sbin directories (not on a user's PATH).
-fn system_binary(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
 fn shipped_config() -> PathBuf {
     repo_root().join("deploy/kamailio/kamailio.cfg")
 }

@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::heard::ReplyAudio;
-use super::latency::TurnTimes;
 use super::sentences::SentenceSplitter;
+use crate::metrics::turns::TurnTimes;
 use crate::providers::llm::{ChatMessage, ChatRequest, Role, ToolCall, ToolSpec};
 
 /// Built-in tools the LLM may call.

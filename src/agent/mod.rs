@@ -6,7 +6,6 @@
 
 pub mod conversation;
 pub mod heard;
-pub mod latency;
 pub mod menu;
 pub mod profile;
 pub mod sentences;

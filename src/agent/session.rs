@@ -20,9 +20,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::conversation::{Action, Conversation, Input, Settings};
-use super::latency::TurnTimes;
 use super::tools::run_http_tool;
 use crate::config::agent::{HttpToolConfig, LlmConfig, TtsConfig};
+use crate::metrics::turns::TurnTimes;
 use crate::metrics::Metrics;
 use crate::providers::llm::{Llm, LlmEvent, LlmStream};
 use crate::providers::stt::{Stt, SttEvent, SttInput, SttSession};

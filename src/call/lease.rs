@@ -79,18 +79,6 @@ impl CallLease {
         self.heartbeat
     }
 
-    /// When the next renewal is due.
-    pub fn next_heartbeat(&self, after: Instant) -> Instant {
-        after + self.heartbeat
-    }
-
-    /// When the call has used everything granted so far: it must end then unless a renewal
-    /// grants more first.
-    pub fn runs_out_at(&self) -> Option<Instant> {
-        let answered = self.answered?;
-        Some(answered + Duration::from_secs(self.granted_s.max(0) as u64))
-    }
-
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -305,7 +305,7 @@ impl CallManager {
 /// turn, the transcript).
 async fn stop_agent(
     mut a: AgentLink,
-    turns: &mut Vec<crate::agent::latency::TurnTimes>,
+    turns: &mut Vec<crate::metrics::turns::TurnTimes>,
     transcript: &mut serde_json::Value,
 ) -> Option<parley_media::playout::PlayoutProducer> {
     drop(a.events);
@@ -355,6 +355,12 @@ pub(super) fn agent_for(ctx: &CallContext, route: &Route) -> (AgentProfile, Opti
 
 /// How long each digit the agent sends is held.
 const DTMF_SEND_MS: u32 = 100;
+
+/// The call core's clock: tokio's, so that a paused test clock moves the core with the
+/// driver's timers.
+pub(super) fn core_now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
 
 /// Answers the agent's transfer tool call `id` with `content`.
 fn tell(agent: &Option<AgentLink>, id: String, content: String) {
@@ -690,7 +696,7 @@ impl Session {
             }
         }
         // Each turn's latency marks, kept for the call's detail record.
-        let mut turns: Vec<crate::agent::latency::TurnTimes> = Vec::new();
+        let mut turns: Vec<crate::metrics::turns::TurnTimes> = Vec::new();
         let terminate = ctx.config.billing.final_unit_action == FinalUnitAction::Terminate;
         // Out of credit: the notice goes out so that it ends as the grant does, then BYE.
         let notice = ctx.final_notice.clone().filter(|_| terminate);
@@ -792,21 +798,21 @@ impl Session {
                     Some(Event::Reinvite { request, .. }) => self.on_reinvite(&request, &media),
                     Some(Event::ReferAnswered { code, .. }) => {
                         tracing::info!(code, "REFER answered");
-                        core.handle(std::time::Instant::now(), Input::ReferAnswered { code });
+                        core.handle(core_now(), Input::ReferAnswered { code });
                     }
                     Some(Event::TransferProgress { status, terminated, .. }) => {
                         tracing::info!(status, terminated, "transfer progress");
                         core.handle(
-                            std::time::Instant::now(),
+                            core_now(),
                             Input::TransferProgress { status, terminated },
                         );
                     }
                     Some(_) => {}
                 },
-                _ = sleep_until(wake) => core.handle_timeout(tokio::time::Instant::now().into_std()),
+                _ = sleep_until(wake) => core.handle_timeout(core_now()),
                 Some((at, ev)) = media.next_stamped_event() => match &ev {
                     MediaEvent::RtpTimeout => {
-                        core.handle(tokio::time::Instant::now().into_std(), Input::MediaTimeout)
+                        core.handle(core_now(), Input::MediaTimeout)
                     }
                     MediaEvent::Dtmf(d) => {
                         tracing::info!(digit = %d.digit, duration_ms = d.duration_ms, "DTMF");
@@ -821,7 +827,7 @@ impl Session {
                 },
                 Some(request) = next_request(&mut agent) => match request {
                     FromAgent::Hangup => {
-                        core.handle(tokio::time::Instant::now().into_std(), Input::AgentHangup)
+                        core.handle(core_now(), Input::AgentHangup)
                     }
                     FromAgent::SendDtmf(digits) => {
                         for digit in digits.chars() {
@@ -829,7 +835,7 @@ impl Session {
                         }
                     }
                     FromAgent::Transfer { id, target } => core.handle(
-                        tokio::time::Instant::now().into_std(),
+                        core_now(),
                         Input::TransferRequested { id, target },
                     ),
                     FromAgent::Turn(times) => {
@@ -848,7 +854,7 @@ impl Session {
                     FromAgent::Transcript(lines) => transcript = lines,
                 },
                 Some(cause) = hangup_requests.recv(), if core.hung_up().is_none() => {
-                    core.handle(tokio::time::Instant::now().into_std(), Input::HangupRequested(cause))
+                    core.handle(core_now(), Input::HangupRequested(cause))
                 }
             }
         };

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::core::{Action, CallCore, HangupCause, Input};
 use super::lease::CallLease;
 use super::limits::{CallLimits, CallSlot};
-use super::manager::{agent_for, ActiveGuard, CallManager, InCall, Offer, Session};
+use super::manager::{agent_for, core_now, ActiveGuard, CallManager, InCall, Offer, Session};
 use super::ports::RtpPorts;
 use super::record::CallRecord;
 use super::registry::{LiveCall, LiveEntry};
@@ -348,7 +348,7 @@ impl Session {
     ) -> Option<crate::store::cdr::Cdr> {
         let ctx = self.ctx.clone();
         let call = self.call;
-        let mut core = CallCore::dialling(std::time::Instant::now(), RING_TIMEOUT);
+        let mut core = CallCore::dialling(core_now(), RING_TIMEOUT);
         let answered = loop {
             // Before the answer the core only ever ends the call (a CANCEL).
             while let Some(action) = core.poll_action() {
@@ -369,9 +369,9 @@ impl Session {
                     Some(_) => {}
                 },
                 Some(cause) = hangups.recv(), if core.hung_up().is_none() => {
-                    core.handle(tokio::time::Instant::now().into_std(), Input::HangupRequested(cause));
+                    core.handle(core_now(), Input::HangupRequested(cause));
                 }
-                _ = sleep_until(wake) => core.handle_timeout(tokio::time::Instant::now().into_std()),
+                _ = sleep_until(wake) => core.handle_timeout(core_now()),
             }
         };
         let response = match answered {

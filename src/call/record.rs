@@ -5,8 +5,8 @@
 use parley_media::session::SessionStats;
 use serde_json::Value;
 
-use crate::agent::latency::TurnTimes;
 use crate::call::core::HangupCause;
+use crate::metrics::turns::TurnTimes;
 use crate::sip::endpoint::EndReason;
 use crate::store::accounts::OPERATOR_ACCOUNT;
 use crate::store::billing::Lease;

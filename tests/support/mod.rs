@@ -661,6 +661,16 @@ impl Drop for Parley {
     }
 }
 
+/// A program installed on this machine: on PATH, or in the sbin directories (where Debian puts
+/// kamailio and setcap, off a user's PATH).
+pub fn system_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
 // ---------------------------------------------------------------------------------------------
 // sipp
 
