@@ -109,9 +109,9 @@ impl Rig {
     /// `None` (after saying why) when the VAD model or the speech fixture is missing.
     fn start() -> Option<Rig> {
         let root = support::repo_root();
-        let lib = root.join(".cache/models/libonnxruntime.so.1.22.1");
-        let model = root.join(".cache/models/silero_vad.onnx");
-        let speech = root.join(".cache/speech/speech_8k_s16.wav");
+        let lib = root.join(parley::config::DEFAULT_ONNXRUNTIME);
+        let model = root.join(parley::config::DEFAULT_VAD_MODEL);
+        let speech = support::speech_s16_wav();
         let name = "turn bench";
         if !support::require(
             name,

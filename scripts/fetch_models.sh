@@ -19,7 +19,7 @@
 # a directory of the pinned archives works as well as PyPI.
 #
 # Idempotent: when the extracted files are present with the right checksums it only verifies
-# them and prints their paths. Downloaded archives are kept in .cache/models/dl/ so an
+# them and prints their paths. Downloaded archives are kept in <cache>/models/dl/ so an
 # interrupted run resumes without downloading again. Any checksum mismatch is an error (exit 1)
 # that names the file, the expected and the actual sum; a bad download is deleted so the next
 # run fetches it afresh.
@@ -190,7 +190,7 @@ extract() {
     mkdir -p "$(dirname "$dest")"
     tmp="$(mktemp "$dest.tmp.XXXXXX")"
     TEMPS+=("$tmp")
-    python3 - "$archive" "$member" "$tmp" <<'PY' || { rm -f "$tmp"; die "could not extract $member from $archive"; }
+    python3 - "$archive" "$member" "$tmp" <<'PY' || die "could not extract $member from $archive"
 import shutil, sys, tarfile, zipfile
 archive, member, out = sys.argv[1:4]
 if archive.endswith(".whl"):

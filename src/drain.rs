@@ -51,7 +51,7 @@ pub async fn signalled() {
 /// How often the drain looks at what is left.
 const POLL: Duration = Duration::from_millis(100);
 /// After the BYEs, how long calls get to end and records to be written.
-pub const FINISH: Duration = Duration::from_secs(10);
+const FINISH: Duration = Duration::from_secs(10);
 /// After draining, how long open HTTP connections (event streams) get to finish.
 pub const CONNECTIONS_GRACE: Duration = Duration::from_secs(2);
 

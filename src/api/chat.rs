@@ -38,7 +38,9 @@ const MAX_TTL_S: i64 = 86_400;
 const MAX_VISITOR_ID: usize = 128;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::new().routes(routes!(mint))
+    OpenApiRouter::new()
+        .routes(routes!(mint))
+        .routes(routes!(open))
 }
 
 /// `POST /v1/chat/tokens`

@@ -90,15 +90,7 @@ pub fn documented() -> OpenApiRouter<ApiState> {
         .merge(messaging::routes())
         .merge(contacts::routes())
         .merge(chat::routes())
-        .merge(text_channel_routes())
-}
-
-/// Twilio's webhooks and the web chat socket (what they do is the text channels').
-fn text_channel_routes() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::new()
-        .routes(routes!(twilio::inbound))
-        .routes(routes!(twilio::status))
-        .routes(routes!(chat::open))
+        .merge(twilio::routes())
 }
 
 /// Alive: the process answers HTTP.

@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::ApiState;
-use crate::channels::sms::webhook::{Params, Signed, WebhookError};
+use crate::channels::sms::webhook::{Signed, Verified, WebhookError};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What Twilio is answered: no TwiML instructions (the reply goes out by REST).
 const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>";
@@ -39,19 +41,25 @@ fn verified(
     headers: &HeaderMap,
     uri: &Uri,
     body: &[u8],
-) -> Result<Params, ApiError> {
+) -> Result<Verified, ApiError> {
     let path_and_query = uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or(uri.path());
-    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let request = Signed {
-        host: header(header::HOST.as_str()),
+        host: get(header::HOST.as_str()),
         path_and_query,
         body,
-        signature: header("x-twilio-signature").unwrap_or_default(),
+        signature: get("x-twilio-signature").unwrap_or_default(),
     };
     Ok(state.channels.twilio_params(&request)?)
+}
+
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(inbound))
+        .routes(routes!(status))
 }
 
 fn twiml() -> Response {
@@ -97,7 +105,7 @@ pub struct TwilioStatus {
     request_body(content = TwilioMessage, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Stored (or stored before): an empty TwiML response", content_type = "text/xml", body = String),
-        (status = 400, description = "A required parameter is missing", body = crate::api::error::ErrorBody),
+        (status = 422, description = "A required parameter is missing (the body names it)", body = crate::api::error::ErrorBody),
         (status = 403, description = "X-Twilio-Signature is missing or wrong: nothing stored", body = crate::api::error::ErrorBody),
         (status = 503, description = "SMS is not configured", body = crate::api::error::ErrorBody),
     ),
@@ -122,7 +130,7 @@ pub async fn inbound(
     request_body(content = TwilioStatus, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Recorded"),
-        (status = 400, description = "A required parameter is missing or unknown", body = crate::api::error::ErrorBody),
+        (status = 422, description = "A required parameter is missing or has an unknown value (the body names it)", body = crate::api::error::ErrorBody),
         (status = 403, description = "X-Twilio-Signature is missing or wrong: nothing stored", body = crate::api::error::ErrorBody),
         (status = 503, description = "SMS is not configured", body = crate::api::error::ErrorBody),
     ),

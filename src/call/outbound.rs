@@ -11,8 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::PortPool;
-use crate::config::recording_name;
-use crate::config::Config;
+use crate::config::{recording_name, Config};
 use crate::metrics::Metrics;
 use crate::sip::auth::Credentials;
 use crate::sip::endpoint::{EndReason, Event, Invite};

@@ -152,41 +152,37 @@ pub const DEFAULT_ONNXRUNTIME: &str = ".cache/models/libonnxruntime.so.1.22.1";
 pub const DEFAULT_VAD_MODEL: &str = ".cache/models/silero_vad.onnx";
 
 impl MediaConfig {
-    /// The VAD assets to load: configured paths (already checked to exist), or the fetched
-    /// defaults when both are present; None when the VAD is off or its assets are absent.
+    /// The ONNX Runtime library and the Silero model this configuration uses: configured
+    /// paths (checked to exist at load), or the fetched defaults; None when the VAD is off.
+    fn vad_files(&self) -> Option<[PathBuf; 2]> {
+        self.vad.then(|| {
+            [
+                self.onnxruntime
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_ONNXRUNTIME)),
+                self.vad_model
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_VAD_MODEL)),
+            ]
+        })
+    }
+
+    /// The VAD assets to load, (library, model); None when the VAD is off or an asset is
+    /// absent.
     pub fn vad_paths(&self) -> Option<(PathBuf, PathBuf)> {
-        if !self.vad {
-            return None;
-        }
-        let lib = self
-            .onnxruntime
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_ONNXRUNTIME));
-        let model = self
-            .vad_model
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_VAD_MODEL));
+        let [lib, model] = self.vad_files()?;
         (lib.is_file() && model.is_file()).then_some((lib, model))
     }
 
     /// The VAD assets this configuration needs that are not on disk: empty when the VAD is
-    /// off or both files are there. Configured paths are checked at load, so in practice
-    /// these are the fetched defaults.
+    /// off or both files are there (in practice the fetched defaults: configured paths are
+    /// checked at load).
     pub fn vad_assets_missing(&self) -> Vec<PathBuf> {
-        if !self.vad {
-            return Vec::new();
-        }
-        [
-            self.onnxruntime
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_ONNXRUNTIME)),
-            self.vad_model
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_VAD_MODEL)),
-        ]
-        .into_iter()
-        .filter(|p| !p.is_file())
-        .collect()
+        self.vad_files()
+            .into_iter()
+            .flatten()
+            .filter(|p| !p.is_file())
+            .collect()
     }
 }
 
@@ -420,10 +416,6 @@ impl Config {
             },
             user_agent: self.sip.user_agent.clone(),
         }
-    }
-
-    pub fn t1(&self) -> Duration {
-        Duration::from_millis(self.sip.t1_ms)
     }
 
     /// Defaults, then the file (if any), then the process environment.

@@ -21,7 +21,11 @@ use crate::store::messages::{status_rank, Inbound};
 use crate::store::StoreError;
 
 /// The form parameters of a Twilio webhook, in order.
-pub type Params = Vec<(String, String)>;
+type Params = Vec<(String, String)>;
+
+/// A webhook's parameters whose signature checked out. Only [`Channels::twilio_params`] makes
+/// one, so the handlers below cannot be given parameters nobody verified.
+pub struct Verified(Params);
 
 /// A webhook as Twilio sent it, for its signature check.
 pub struct Signed<'a> {
@@ -51,7 +55,7 @@ pub enum WebhookError {
 
 impl Channels {
     /// The webhook's parameters, once its signature checks out.
-    pub fn twilio_params(&self, request: &Signed<'_>) -> Result<Params, WebhookError> {
+    pub fn twilio_params(&self, request: &Signed<'_>) -> Result<Verified, WebhookError> {
         let sms = self.sms.config();
         if !self.sms.enabled() {
             return Err(WebhookError::NotConfigured);
@@ -63,12 +67,13 @@ impl Channels {
             tracing::warn!(%url, signed = !given.is_empty(), "Twilio webhook with a bad or missing signature refused");
             return Err(WebhookError::BadSignature);
         }
-        Ok(params)
+        Ok(Verified(params))
     }
 
     /// A message received: stored and put on the contact's timeline; the agent replies by
     /// REST, later. A replayed message (stored before) changes nothing.
-    pub async fn sms_received(&self, params: &Params) -> Result<(), WebhookError> {
+    pub async fn sms_received(&self, verified: &Verified) -> Result<(), WebhookError> {
+        let params = &verified.0;
         let sid = required(params, "MessageSid")?;
         let from_raw = required(params, "From")?;
         let to_raw = required(params, "To")?;
@@ -142,7 +147,8 @@ impl Channels {
     }
 
     /// A delivery status: applied when it moves the message forward, kept in any case.
-    pub async fn sms_status(&self, params: &Params) -> Result<(), WebhookError> {
+    pub async fn sms_status(&self, verified: &Verified) -> Result<(), WebhookError> {
+        let params = &verified.0;
         let sid = required(params, "MessageSid")?;
         let status = required(params, "MessageStatus")?;
         if status_rank(status).is_none() {
@@ -178,7 +184,7 @@ impl Channels {
 
 /// The URL Twilio requested, as it signed it: the configured public URL, else the Host
 /// header's, with the path and query as received.
-pub fn signed_url(configured: &str, host: Option<&str>, path_and_query: &str) -> String {
+fn signed_url(configured: &str, host: Option<&str>, path_and_query: &str) -> String {
     if !configured.is_empty() {
         return format!("{configured}{path_and_query}");
     }
