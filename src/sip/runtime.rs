@@ -100,16 +100,32 @@ enum Inbound {
 }
 
 /// Binds UDP and TCP on `listen` and starts the runtime. Events go to `events`.
+/// UDP and TCP on the same port. For port 0 the port UDP was given may already be some
+/// other process's TCP port: then another ephemeral port is tried, a few times.
+async fn bind_udp_and_tcp(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    const TRIES: usize = 16;
+    let mut last = None;
+    for _ in 0..TRIES {
+        let udp = UdpSocket::bind(listen).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
+}
+
 pub async fn start(
     listen: SocketAddr,
     config: EndpointConfig,
     external_ip: Option<IpAddr>,
     events: mpsc::UnboundedSender<Event>,
 ) -> std::io::Result<SipHandle> {
-    let udp = UdpSocket::bind(listen).await?;
+    let (udp, tcp) = bind_udp_and_tcp(listen).await?;
     let local_addr = udp.local_addr()?;
-    // TCP on the same port as UDP, including an ephemeral one chosen for UDP.
-    let tcp = TcpListener::bind(local_addr).await?;
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(SipStats::default());
@@ -428,5 +444,28 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn udp_and_tcp_share_one_port_and_a_taken_fixed_port_is_refused() {
+        let (udp, tcp) = bind_udp_and_tcp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let port = udp.local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        assert_eq!(tcp.local_addr().unwrap().port(), port);
+        // A configured port whose TCP side another socket holds is an error, not a
+        // different port.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = held.local_addr().unwrap();
+        if std::net::UdpSocket::bind(taken).is_ok() {
+            let err = bind_udp_and_tcp(taken).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        }
     }
 }
