@@ -417,6 +417,15 @@ impl Session {
                 tracing::debug!(provider = PROVIDER, %reason, "idle connection ended");
                 return self.closed(None);
             }
+            if kind == INACTIVITY_CLOSE {
+                // The server gave up on an idle connection while our sentence was on its
+                // way (its error crossed our text). Every sentence is flushed as it is sent,
+                // so all before the idle time were spoken and heard: what is pending arrived
+                // too late, and a fresh connection says it.
+                tracing::debug!(provider = PROVIDER, %reason, "idle connection ended as we spoke");
+                self.open().await?;
+                return Ok(Outcome::Continue);
+            }
             return Err(ProviderError::Disconnected {
                 provider: PROVIDER,
                 reason,
@@ -532,6 +541,10 @@ impl Session {
 }
 
 /// A sentence (as sent, with its trailing space), to be voiced now.
+/// The error the vendor closes an idle connection with (no text within its inactivity
+/// timeout).
+const INACTIVITY_CLOSE: &str = "input_timeout_exceeded";
+
 fn sentence_message(text: &str) -> serde_json::Value {
     serde_json::json!({ "text": text, "flush": true })
 }
