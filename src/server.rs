@@ -223,6 +223,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     channels.start();
     let drain = crate::drain::Drain::default();
     let cdrs = crate::store::cdr::CdrWriter::start(store.clone());
+    let webrtc = open_webrtc(&config, &engine);
     let ctx = Arc::new(CallContext {
         engine,
         config: config.clone(),
@@ -241,6 +242,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         final_notice: final_notice(&config).await,
         trunks: trunk_addresses(&config).await,
         drain: drain.clone(),
+        webrtc,
     });
     let (originator, dials) = crate::call::originate::Originator::new(
         config.clone(),
@@ -248,6 +250,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         ctx.limits.clone(),
     );
+    let browser_calls = crate::call::webrtc::BrowserCalls::new(ctx.clone());
     tokio::spawn(CallManager::new(ctx).run(events_rx, dials));
 
     tokio::spawn(sweep_leases(store.clone(), metrics.clone()));
@@ -270,6 +273,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         originator,
         drain: drain.clone(),
         channels,
+        browser_calls,
     });
     // The API keeps serving while calls drain (a hang-up through it still works); once they
     // have, open connections (event streams) get a moment to finish, not forever.
@@ -348,4 +352,63 @@ async fn sweep_leases(store: crate::store::Store, metrics: Arc<Metrics>) {
             Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
         }
     }
+}
+
+/// The media workers' WebRTC port (`webrtc.udp_port`) and what answers browsers' offers for
+/// it; None when browser calls are off, or the port cannot be opened (then the WHIP endpoint
+/// answers 503 and says why in the log).
+fn open_webrtc(
+    config: &Config,
+    engine: &MediaEngine,
+) -> Option<Arc<parley_media::webrtc::WebRtcAnswerer>> {
+    if !config.webrtc.enabled {
+        return None;
+    }
+    let bind = std::net::SocketAddr::from(([0, 0, 0, 0], config.webrtc.udp_port));
+    let opened = std::net::UdpSocket::bind(bind).and_then(|socket| {
+        let port = socket.local_addr()?.port();
+        engine
+            .attach_webrtc(socket)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(port)
+    });
+    let port = match opened {
+        Ok(port) => port,
+        Err(e) => {
+            tracing::error!(port = config.webrtc.udp_port, error = %e, "cannot open the WebRTC port (webrtc.udp_port): browser calls are refused");
+            return None;
+        }
+    };
+    let candidate = std::net::SocketAddr::new(webrtc_address(config), port);
+    match parley_media::webrtc::WebRtcAnswerer::new(candidate) {
+        Ok(answerer) => {
+            tracing::info!(%candidate, "browser calls (WebRTC) on one UDP port");
+            Some(Arc::new(answerer))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot prepare WebRTC: browser calls are refused");
+            None
+        }
+    }
+}
+
+/// The address browsers are told to send media to: `webrtc.public_ip`, else
+/// `sip.external_ip`, else the HTTP listener's own address, else (a wildcard listener) the
+/// address of the interface that routes outwards, else loopback.
+fn webrtc_address(config: &Config) -> std::net::IpAddr {
+    if let Some(ip) = config.webrtc.public_ip.or(config.sip.external_ip) {
+        return ip;
+    }
+    let http = config.http.listen.ip();
+    if !http.is_unspecified() {
+        return http;
+    }
+    // No packet is sent: connecting a UDP socket only asks the kernel for its route.
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
 }

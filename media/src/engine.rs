@@ -8,6 +8,7 @@
 //! queued for a call whose stream is held (silence suppression) starts its talkspurt at
 //! once: the playout ring's waker sends the worker a `Wake` for that call.
 
+use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::session::{MediaEvent, MediaSession, SessionParams};
 use crate::vad::{SileroModel, VadBatcher, VadError};
+use crate::webrtc::{WebRtcPeer, WebRtcPort};
 
 /// The media tick.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -41,8 +43,18 @@ pub struct CallSetup {
     pub keepalive: Box<dyn Send>,
 }
 
+/// Everything a worker needs to run one browser call, on the engine's WebRTC port.
+pub struct WebRtcSetup {
+    pub peer: WebRtcPeer,
+    pub session: MediaSession,
+    pub events: Box<dyn EventSink>,
+    pub keepalive: Box<dyn Send>,
+}
+
 enum Command {
-    Add(u64, Box<CallSetup>),
+    Add(u64, Box<Slot>),
+    /// The shared WebRTC port, for the worker that carries browser calls.
+    WebRtcPort(Box<WebRtcPort>),
     Update(u64, SessionParams),
     SendDtmf(u64, char, u32),
     /// Audio was queued for a call whose stream is held: start its talkspurt now.
@@ -76,6 +88,9 @@ pub struct EngineStats {
     /// Workers whose start hook failed (the server: could not take the configured
     /// priority, for want of permission).
     pub priority_refused: AtomicU64,
+    /// Datagrams on the WebRTC port, and those that matched no browser call.
+    pub webrtc_datagrams: AtomicU64,
+    pub webrtc_unmatched: AtomicU64,
 }
 
 /// Upper bounds (µs) of the tick-delay buckets: what a busy machine, a descheduled worker
@@ -206,15 +221,79 @@ impl MediaEngine {
         if let Some(rtcp) = &setup.rtcp_socket {
             rtcp.set_nonblocking(true).map_err(EngineError::Socket)?;
         }
-        let (index, worker) = self
+        let index = self
             .workers
             .iter()
             .enumerate()
             .min_by_key(|(_, w)| w.load.load(Ordering::Relaxed))
+            .map(|(i, _)| i)
             .ok_or(EngineError::Stopped)?;
+        let CallSetup {
+            socket,
+            rtcp_socket,
+            session,
+            events,
+            keepalive,
+        } = setup;
+        self.add_slot(
+            index,
+            Transport::Rtp {
+                socket,
+                rtcp_socket,
+            },
+            session,
+            events,
+            keepalive,
+        )
+    }
+
+    /// Opens the WebRTC port: every browser call's datagrams, on the worker that will carry
+    /// browser calls (the first).
+    pub fn attach_webrtc(&self, socket: UdpSocket) -> Result<(), EngineError> {
+        let port = WebRtcPort::new(socket).map_err(EngineError::Socket)?;
+        let worker = self.workers.first().ok_or(EngineError::Stopped)?;
+        worker
+            .commands
+            .send(Command::WebRtcPort(Box::new(port)))
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Hands a browser call to the worker that owns the WebRTC port.
+    pub fn add_webrtc_call(&self, setup: WebRtcSetup) -> Result<CallHandle, EngineError> {
+        let WebRtcSetup {
+            peer,
+            session,
+            events,
+            keepalive,
+        } = setup;
+        self.add_slot(
+            WEBRTC_WORKER,
+            Transport::WebRtc(Box::new(peer)),
+            session,
+            events,
+            keepalive,
+        )
+    }
+
+    fn add_slot(
+        &self,
+        index: usize,
+        transport: Transport,
+        session: MediaSession,
+        events: Box<dyn EventSink>,
+        keepalive: Box<dyn Send>,
+    ) -> Result<CallHandle, EngineError> {
+        let worker = self.workers.get(index).ok_or(EngineError::Stopped)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         worker.load.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = worker.commands.try_send(Command::Add(id, Box::new(setup))) {
+        let slot = Slot {
+            id,
+            transport,
+            session,
+            events,
+            _keepalive: keepalive,
+        };
+        if let Err(e) = worker.commands.try_send(Command::Add(id, Box::new(slot))) {
             worker.load.fetch_sub(1, Ordering::Relaxed);
             return Err(match e {
                 TrySendError::Full(_) => EngineError::Busy,
@@ -324,14 +403,41 @@ impl Drop for CallHandle {
     }
 }
 
+/// The worker that owns the WebRTC port and carries every browser call.
+const WEBRTC_WORKER: usize = 0;
+
+/// Datagrams the WebRTC port reads per tick: a browser call's 50 packets a second and its
+/// RTCP, with room for bursts; a flood beyond it waits in the socket (or is dropped there)
+/// instead of stalling the tick.
+const WEBRTC_READS_PER_CALL: usize = 16;
+const WEBRTC_READS_MIN: usize = 256;
+
+/// How a call's packets come and go.
+enum Transport {
+    /// Its own RTP (and RTCP) port.
+    Rtp {
+        socket: UdpSocket,
+        rtcp_socket: Option<UdpSocket>,
+    },
+    /// A browser peer on the worker's WebRTC port.
+    WebRtc(Box<WebRtcPeer>),
+}
+
 struct Slot {
     id: u64,
-    setup: Box<CallSetup>,
+    transport: Transport,
+    session: MediaSession,
+    events: Box<dyn EventSink>,
+    /// Dropped by the worker when the call is removed (e.g. the RTP port reservation).
+    _keepalive: Box<dyn Send>,
 }
 
 /// A worker's calls and scratch buffers.
 struct WorkerState {
     calls: Vec<Slot>,
+    /// Where each call is in `calls` (the WebRTC port routes datagrams by call id).
+    index: HashMap<u64, usize>,
+    webrtc: Option<Box<WebRtcPort>>,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
     load: Arc<AtomicUsize>,
@@ -340,32 +446,44 @@ struct WorkerState {
 
 impl WorkerState {
     fn slot(&mut self, id: u64) -> Option<&mut Slot> {
-        self.calls.iter_mut().find(|s| s.id == id)
+        let i = *self.index.get(&id)?;
+        self.calls.get_mut(i)
     }
 
     fn apply(&mut self, cmd: Command, now: Instant) {
         match cmd {
-            Command::Add(id, setup) => self.calls.push(Slot { id, setup }),
+            Command::Add(id, slot) => {
+                if let (Transport::WebRtc(peer), Some(port)) = (&slot.transport, &mut self.webrtc) {
+                    port.register(id, peer);
+                }
+                self.index.insert(id, self.calls.len());
+                self.calls.push(*slot);
+            }
+            Command::WebRtcPort(port) => self.webrtc = Some(port),
             Command::Update(id, params) => {
                 if let Some(slot) = self.slot(id) {
-                    slot.setup.session.update(now, params);
+                    slot.session.update(now, params);
                 }
             }
             Command::SendDtmf(id, digit, ms) => {
                 if let Some(slot) = self.slot(id) {
-                    slot.setup.session.send_dtmf(digit, ms);
+                    slot.session.send_dtmf(digit, ms);
                 }
             }
             Command::Wake(id) => {
-                let Some(i) = self.calls.iter().position(|s| s.id == id) else {
+                let Some(&i) = self.index.get(&id) else {
                     return;
                 };
-                let CallSetup {
-                    socket,
+                let Slot {
+                    transport,
                     session,
                     events,
                     ..
-                } = &mut *self.calls[i].setup;
+                } = &mut self.calls[i];
+                // A browser call's packets go out through str0m on its tick.
+                let Transport::Rtp { socket, .. } = transport else {
+                    return;
+                };
                 let mut emit = |e: MediaEvent| events.push(e);
                 if let Some(tx) = session.poll_talkspurt(now, &mut self.tx_buf, &mut emit) {
                     if socket.send_to(&self.tx_buf[..tx.len], tx.to).is_ok() {
@@ -375,32 +493,88 @@ impl WorkerState {
                 }
             }
             Command::Remove(id) => {
-                if let Some(i) = self.calls.iter().position(|s| s.id == id) {
-                    let mut slot = self.calls.swap_remove(i);
-                    let final_stats = slot.setup.session.stats();
-                    slot.setup
-                        .events
-                        .push(MediaEvent::Closed(Box::new(final_stats)));
-                    self.load.fetch_sub(1, Ordering::Relaxed);
+                let Some(i) = self.index.remove(&id) else {
+                    return;
+                };
+                let mut slot = self.calls.swap_remove(i);
+                if let Some(moved) = self.calls.get(i) {
+                    self.index.insert(moved.id, i);
                 }
+                if let (Transport::WebRtc(peer), Some(port)) = (&mut slot.transport, &mut self.webrtc)
+                {
+                    port.unregister(now, peer);
+                }
+                let final_stats = slot.session.stats();
+                slot.events.push(MediaEvent::Closed(Box::new(final_stats)));
+                self.load.fetch_sub(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// What arrived on the WebRTC port, to the browser calls it is for.
+    fn read_webrtc(&mut self, now: Instant) {
+        let Some(port) = self.webrtc.as_mut() else {
+            return;
+        };
+        let budget = WEBRTC_READS_MIN + WEBRTC_READS_PER_CALL * self.calls.len();
+        let (calls, index) = (&mut self.calls, &self.index);
+        let before = port.stats;
+        port.read(&mut self.rx_buf, budget, |port, id, from, datagram| {
+            let Some(slot) = index.get(&id).and_then(|&i| calls.get_mut(i)) else {
+                return;
+            };
+            let Slot {
+                transport: Transport::WebRtc(peer),
+                session,
+                events,
+                ..
+            } = slot
+            else {
+                return;
+            };
+            let mut emit = |e: MediaEvent| events.push(e);
+            port.feed(now, id, peer, session, from, datagram, &mut emit);
+        });
+        let after = port.stats;
+        self.stats
+            .webrtc_datagrams
+            .fetch_add(after.datagrams - before.datagrams, Ordering::Relaxed);
+        self.stats
+            .webrtc_unmatched
+            .fetch_add(after.unmatched - before.unmatched, Ordering::Relaxed);
+        self.stats
+            .packets_in
+            .fetch_add(after.datagrams - before.datagrams, Ordering::Relaxed);
     }
 
     /// One tick: what arrived on every call's sockets, then every session's tick and RTCP.
     /// `wall` is the tick's wall-clock time since the Unix epoch (RTCP sender reports).
     fn tick(&mut self, now: Instant, wall: Duration) {
         let ntp_now = crate::rtcp::ntp_from_unix(wall);
+        self.read_webrtc(now);
         let (rx_buf, tx_buf, stats) = (&mut self.rx_buf, &mut self.tx_buf, &self.stats);
         for slot in self.calls.iter_mut() {
-            let CallSetup {
-                socket,
-                rtcp_socket,
+            let Slot {
+                transport,
                 session,
                 events,
                 ..
-            } = &mut *slot.setup;
+            } = slot;
             let mut emit = |e: MediaEvent| events.push(e);
+            let (socket, rtcp_socket) = match transport {
+                Transport::Rtp {
+                    socket,
+                    rtcp_socket,
+                } => (socket, rtcp_socket),
+                Transport::WebRtc(peer) => {
+                    if let Some(port) = self.webrtc.as_mut() {
+                        if port.tick(now, peer, session, tx_buf, &mut emit) {
+                            stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    continue;
+                }
+            };
             // Bounded per tick so a flood on one port cannot starve the other calls.
             for _ in 0..64 {
                 match socket.recv_from(rx_buf) {
@@ -436,11 +610,11 @@ impl WorkerState {
     fn run_vad(&mut self, batcher: &mut VadBatcher) {
         let result = batcher.run(
             &mut self.calls,
-            |slot| slot.setup.session.vad_mut(),
+            |slot| slot.session.vad_mut(),
             |_, slot, outcome| {
-                let CallSetup {
+                let Slot {
                     session, events, ..
-                } = &mut *slot.setup;
+                } = slot;
                 session.on_vad_window(outcome, &mut |e| events.push(e));
             },
         );
@@ -466,6 +640,8 @@ fn run_worker(
 ) {
     let mut w = WorkerState {
         calls: Vec::with_capacity(1024),
+        index: HashMap::with_capacity(1024),
+        webrtc: None,
         rx_buf: vec![0u8; 2048],
         tx_buf: vec![0u8; 1500],
         load,

@@ -29,6 +29,7 @@ pub mod stats;
 pub mod talkspurt;
 pub mod vad;
 pub mod wav;
+pub mod webrtc;
 
 pub use cng::ComfortNoise;
 pub use g711::{

@@ -1164,6 +1164,18 @@ impl RtcpSession {
         Ok(summary)
     }
 
+    /// A report about our stream read by another RTCP stack (WebRTC's): the remote's view
+    /// and RTT, as if from a receiver report of ours.
+    pub fn on_peer_report(&mut self, block: ReportBlock, rtt: Option<Duration>) {
+        self.remote_report = Some(ReportBlock {
+            ssrc: self.local_ssrc,
+            ..block
+        });
+        if rtt.is_some() {
+            self.rtt = rtt;
+        }
+    }
+
     /// When the next report is due.
     pub fn next_report_at(&self) -> Instant {
         self.next_report

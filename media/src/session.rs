@@ -60,6 +60,9 @@ pub enum MediaEvent {
     /// A window crossed the speech threshold after silence: possibly the caller starting or
     /// resuming, a `Speech` start about `min_speech_ms` later if it lasts.
     SpeechOnset,
+    /// The call's transport ended on its own (a browser's ICE or DTLS closed, or never
+    /// connected in time): the reason, as the call's record gives it.
+    TransportClosed(&'static str),
     /// Final counters, sent when the call is removed from its worker.
     Closed(Box<SessionStats>),
 }
@@ -351,6 +354,13 @@ impl MediaSession {
             self.stats.rtcp_received += 1;
             self.rtcp_latched = Some(from);
         }
+    }
+
+    /// The peer's report on our stream that a transport's own RTCP read (WebRTC), with the
+    /// round trip it measured.
+    pub fn peer_report(&mut self, block: crate::rtcp::ReportBlock, rtt: Option<Duration>) {
+        self.stats.rtcp_received += 1;
+        self.rtcp.on_peer_report(block, rtt);
     }
 
     /// An RTCP report when one is due: written to `out`, sent from the RTCP port.

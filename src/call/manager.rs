@@ -20,6 +20,7 @@ use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
 use crate::call::record::CallRecord;
 use crate::call::registry::{LiveCall, LiveCalls, LiveEntry};
+use crate::call::signalling::{Ending, Signal, Signalling, SipSignalling};
 use crate::config::{recording_name, Config, FinalUnitAction};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
@@ -62,6 +63,9 @@ pub struct CallContext {
     /// `billing.final_unit_notice` in the local voice at the engine rate, made at start.
     pub final_notice: Option<Arc<Vec<i16>>>,
     pub events: EventBus,
+    /// Answers browsers' offers for the media workers' WebRTC port; None when browser calls
+    /// are off (`webrtc.enabled = false`).
+    pub webrtc: Option<Arc<parley_media::webrtc::WebRtcAnswerer>>,
 }
 
 /// The agent every call gets.
@@ -558,8 +562,79 @@ impl Session {
 
     /// Lists the routed call as live (in `state`) and tells listeners it started.
     pub(super) fn go_live(&self, state: &str) -> (LiveEntry, mpsc::UnboundedReceiver<HangupCause>) {
-        let cdr = self.record.cdr();
-        let registered = self.ctx.live.register(LiveCall {
+        go_live(&self.ctx, &self.record, state)
+    }
+
+    /// The call's media session on its RTP ports, with the caller's audio towards an agent
+    /// when it has one.
+    pub(super) fn start_media(
+        &self,
+        ports: RtpPorts,
+        params: parley_media::session::SessionParams,
+        with_agent: bool,
+    ) -> Result<(CallMedia, Option<CallerAudio>), parley_media::engine::EngineError> {
+        start_media(
+            &self.ctx,
+            &self.call_id,
+            media::Transport::Rtp(ports),
+            params,
+            with_agent,
+        )
+    }
+
+    /// The answered call's conversation, with its SIP dialog as the signalling.
+    pub(super) async fn converse(
+        self,
+        c: InCall,
+        events: mpsc::UnboundedReceiver<Event>,
+    ) -> crate::store::cdr::Cdr {
+        let codec = match &self.media {
+            Offer::Answered { negotiated, .. } => {
+                Some(media::session_params(negotiated).codec.name())
+            }
+            Offer::Ours(_) => None,
+        };
+        let signalling = SipSignalling {
+            sip: self.ctx.sip.clone(),
+            call: self.call,
+            origin: self.origin,
+            media: self.media,
+            events,
+        };
+        let call = Call {
+            ctx: self.ctx,
+            call_id: self.call_id,
+            record: self.record,
+            _guard: self._guard,
+        };
+        call.converse(c, codec, signalling).await
+    }
+
+    /// Answers the INVITE with a final refusal.
+    fn refuse(&self, code: u16, extra: Vec<(&'static str, String)>) {
+        self.ctx.sip.send(Command::Respond {
+            call: self.call,
+            code,
+            sdp: None,
+            extra,
+        });
+    }
+
+    /// 503 with Retry-After: something Parley needs failed; the caller may try again.
+    fn refuse_for_now(&self) {
+        let retry = self.ctx.config.sip.retry_after_s.to_string();
+        self.refuse(503, vec![("Retry-After", retry)]);
+    }
+}
+
+    /// Lists the routed call as live (in `state`) and tells listeners it started.
+pub(super) fn go_live(
+    ctx: &CallContext,
+    record: &CallRecord,
+    state: &str,
+) -> (LiveEntry, mpsc::UnboundedReceiver<HangupCause>) {
+        let cdr = record.cdr();
+        let registered = ctx.live.register(LiveCall {
             id: cdr.id.clone(),
             call_id: cdr.call_id.clone(),
             account_id: cdr.account_id.clone(),
@@ -572,8 +647,8 @@ impl Session {
             started_at: cdr.started_at,
             answered_at: None,
         });
-        if let Some(call) = self.ctx.live.get(&cdr.id) {
-            self.ctx
+        if let Some(call) = ctx.live.get(&cdr.id) {
+            ctx
                 .events
                 .publish("call.started", &cdr.account_id, serde_json::json!(call));
         }
@@ -581,17 +656,17 @@ impl Session {
     }
 
     /// The call's media session, with the caller's audio towards an agent when it has one.
-    pub(super) fn start_media(
-        &self,
-        ports: RtpPorts,
-        params: parley_media::session::SessionParams,
-        with_agent: bool,
-    ) -> Result<(CallMedia, Option<CallerAudio>), parley_media::engine::EngineError> {
-        let ctx = &self.ctx;
+pub(super) fn start_media(
+    ctx: &CallContext,
+    call_id: &str,
+    transport: media::Transport,
+    params: parley_media::session::SessionParams,
+    with_agent: bool,
+) -> Result<(CallMedia, Option<CallerAudio>), parley_media::engine::EngineError> {
         let record_to = ctx.config.media.record.then(|| {
             ctx.config
                 .recordings_dir()
-                .join(recording_name(&self.call_id))
+                .join(recording_name(call_id))
         });
         let (listener, agent_audio) = if with_agent {
             let (tx, rx) = mpsc::channel(AGENT_AUDIO_QUEUE);
@@ -602,7 +677,7 @@ impl Session {
         let media = CallMedia::start(
             &ctx.engine,
             MediaStart {
-                ports,
+                transport,
                 params,
                 record_to,
                 options: media::session_options(
@@ -617,14 +692,25 @@ impl Session {
         Ok((media, agent_audio))
     }
 
+
+/// A routed call, whatever its signalling: what its conversation needs.
+pub(super) struct Call {
+    pub(super) ctx: Arc<CallContext>,
+    pub(super) call_id: String,
+    /// The call's detail record, filled in as it goes.
+    pub(super) record: CallRecord,
+    pub(super) _guard: ActiveGuard,
+}
+
+impl Call {
     /// The answered call until it ends, with its agent; its detail record.
     pub(super) async fn converse(
         mut self,
         c: InCall,
-        mut events: mpsc::UnboundedReceiver<Event>,
+        codec: Option<&'static str>,
+        mut signalling: impl Signalling,
     ) -> crate::store::cdr::Cdr {
         let ctx = self.ctx.clone();
-        let call = self.call;
         let InCall {
             mut media,
             mut lease,
@@ -638,12 +724,6 @@ impl Session {
         let record_id = self.record.cdr().id.clone();
         let account_id = self.record.cdr().account_id.clone();
         Metrics::inc(&ctx.metrics.calls_answered);
-        let codec = match &self.media {
-            Offer::Answered { negotiated, .. } => {
-                Some(media::session_params(negotiated).codec.name())
-            }
-            Offer::Ours(_) => None,
-        };
         let recording = ctx
             .config
             .media
@@ -725,11 +805,13 @@ impl Session {
                 match action {
                     Action::Hangup(cause) => {
                         self.hang_up_for(cause);
-                        ctx.sip.send(Command::Hangup { call });
+                        signalling.hang_up();
                     }
                     Action::Refer { target } => {
-                        tracing::info!(%target, "transferring the caller (REFER)");
-                        ctx.sip.send(Command::Refer { call, target });
+                        if !signalling.refer(target) {
+                            // 501: this signalling has no transfer; the agent hears it failed.
+                            core.handle(core_now(), Input::ReferAnswered { code: 501 });
+                        }
                     }
                     Action::TellAgent { id, text } => tell(&agent, id, text),
                     Action::RenewLease => {
@@ -791,28 +873,27 @@ impl Session {
             }
             let wake = core.next_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
-                ev = events.recv() => match ev {
-                    Some(Event::Ended { reason, .. }) => break Some(reason),
-                    None => break None,
-                    Some(Event::Confirmed { body, .. }) => self.on_ack(&body, &media),
-                    Some(Event::Reinvite { request, .. }) => self.on_reinvite(&request, &media),
-                    Some(Event::ReferAnswered { code, .. }) => {
-                        tracing::info!(code, "REFER answered");
+                signal = signalling.next() => match signal {
+                    Signal::Ended(ending) => break ending,
+                    Signal::ReferAnswered { code } => {
                         core.handle(core_now(), Input::ReferAnswered { code });
                     }
-                    Some(Event::TransferProgress { status, terminated, .. }) => {
-                        tracing::info!(status, terminated, "transfer progress");
+                    Signal::TransferProgress { status, terminated } => {
                         core.handle(
                             core_now(),
                             Input::TransferProgress { status, terminated },
                         );
                     }
-                    Some(_) => {}
+                    Signal::MediaChanged(params) => media.update(params),
                 },
                 _ = sleep_until(wake) => core.handle_timeout(core_now()),
                 Some((at, ev)) = media.next_stamped_event() => match &ev {
                     MediaEvent::RtpTimeout => {
                         core.handle(core_now(), Input::MediaTimeout)
+                    }
+                    MediaEvent::TransportClosed(why) => {
+                        tracing::info!(reason = why, "the call's transport closed");
+                        break Ending::remote(why);
                     }
                     MediaEvent::Dtmf(d) => {
                         tracing::info!(digit = %d.digit, duration_ms = d.duration_ms, "DTMF");
@@ -871,7 +952,7 @@ impl Session {
         self.remember(&ctx, &transcript);
         self.record.transcript(transcript);
         self.record.ended(
-            reason.as_ref(),
+            reason,
             core.hung_up(),
             stats.as_deref(),
             &turns,
@@ -881,34 +962,16 @@ impl Session {
 
     /// What the call core's decision to end the call is logged and counted as.
     pub(super) fn hang_up_for(&self, cause: HangupCause) {
-        let metrics = &self.ctx.metrics;
-        match cause {
-            HangupCause::Agent => tracing::info!("the agent ended the call"),
-            HangupCause::Api => tracing::info!("hanging up as the API asked"),
-            HangupCause::Drain => tracing::info!("the drain's time is up, hanging up"),
-            HangupCause::MediaTimeout => {
-                tracing::info!(
-                    timeout_s = self.ctx.config.media.rtp_timeout_s,
-                    "no RTP, hanging up"
-                );
-                Metrics::inc(&metrics.calls_rtp_timeout);
-            }
-            HangupCause::Credit => {
-                tracing::info!("the call's credit ran out, hanging up");
-                Metrics::inc(&metrics.calls_ended_credit);
-            }
-            HangupCause::LeaseClosed => tracing::warn!("the billing lease is closed, hanging up"),
-            HangupCause::MaxDuration => {
-                tracing::info!("maximum call duration reached, hanging up")
-            }
-            HangupCause::Transferred => tracing::info!("the caller was transferred, hanging up"),
-            HangupCause::NoAnswer => tracing::info!("no answer, cancelling"),
-        }
+        hang_up_for(&self.ctx, cause)
     }
 
     /// The person on the line (the caller, or whom we called), as a number.
     fn other_party(&self) -> Option<String> {
         let cdr = self.record.cdr();
+        // A browser's caller may be a web visitor (`web:<id>`), as on the web chat.
+        if cdr.channel == "webrtc" && cdr.from_uri.starts_with(crate::store::contacts::WEB_PREFIX) {
+            return Some(cdr.from_uri.clone());
+        }
         if cdr.direction == "outbound" {
             dialled(&cdr.to_uri)
         } else {
@@ -930,7 +993,8 @@ impl Session {
         };
         let channels = &ctx.channels;
         let recall = channels.memory.for_call(&account_id, &address).await;
-        let sms = channels.sms.enabled().then(|| agent_session::SmsLink {
+        let texted = !address.starts_with(crate::store::contacts::WEB_PREFIX);
+        let sms = (channels.sms.enabled() && texted).then(|| agent_session::SmsLink {
             sender: Arc::new(channels.sms.clone()),
             account_id: account_id.clone(),
             to: address.clone(),
@@ -984,97 +1048,31 @@ impl Session {
                 .await
         });
     }
+}
 
-    /// Answers the INVITE with a final refusal.
-    fn refuse(&self, code: u16, extra: Vec<(&'static str, String)>) {
-        self.ctx.sip.send(Command::Respond {
-            call: self.call,
-            code,
-            sdp: None,
-            extra,
-        });
-    }
-
-    /// 503 with Retry-After: something Parley needs failed; the caller may try again.
-    fn refuse_for_now(&self) {
-        let retry = self.ctx.config.sip.retry_after_s.to_string();
-        self.refuse(503, vec![("Retry-After", retry)]);
-    }
-
-    fn on_ack(&mut self, body: &[u8], media: &CallMedia) {
-        let Offer::Ours(offer) = &self.media else {
-            return;
-        };
-        let answer = std::str::from_utf8(body)
-            .ok()
-            .and_then(|s| SessionDescription::parse(s).ok());
-        match answer.map(|a| sdp::accept_answer(offer, &a)) {
-            Some(Ok(negotiated)) => {
-                media.update(media::session_params(&negotiated));
+/// What the call core's decision to end a call is logged and counted as.
+pub(super) fn hang_up_for(ctx: &CallContext, cause: HangupCause) {
+    let metrics = &ctx.metrics;
+        match cause {
+            HangupCause::Agent => tracing::info!("the agent ended the call"),
+            HangupCause::Api => tracing::info!("hanging up as the API asked"),
+            HangupCause::Drain => tracing::info!("the drain's time is up, hanging up"),
+            HangupCause::MediaTimeout => {
+                tracing::info!(
+                    timeout_s = ctx.config.media.rtp_timeout_s,
+                    "no RTP, hanging up"
+                );
+                Metrics::inc(&metrics.calls_rtp_timeout);
             }
-            _ => {
-                // RFC 3261 §13.2.1: an unusable answer in the ACK leaves us to end the call.
-                tracing::info!("no usable SDP answer in the ACK, hanging up");
-                self.ctx.sip.send(Command::Hangup { call: self.call });
+            HangupCause::Credit => {
+                tracing::info!("the call's credit ran out, hanging up");
+                Metrics::inc(&metrics.calls_ended_credit);
             }
-        }
-    }
-
-    fn on_reinvite(&mut self, request: &Request, media: &CallMedia) {
-        let call = self.call;
-        if request.body.is_empty() {
-            // A re-INVITE without an offer asks for ours; offer the current session again.
-            let sdp = match &self.media {
-                Offer::Answered { answer, .. } => answer.to_string(),
-                Offer::Ours(offer) => offer.to_string(),
-            };
-            self.ctx.sip.send(Command::RespondReinvite {
-                call,
-                code: 200,
-                sdp: Some(sdp.into_bytes()),
-            });
-            return;
-        }
-        let offer = std::str::from_utf8(&request.body)
-            .ok()
-            .and_then(|s| SessionDescription::parse(s).ok());
-        let local_port = match &self.media {
-            Offer::Answered { answer, .. } => answer.media.first().map(|m| m.port),
-            Offer::Ours(offer) => offer.media.first().map(|m| m.port),
-        }
-        .unwrap_or(0);
-        let local_ip = self.origin.address.parse().unwrap_or([127, 0, 0, 1].into());
-        self.origin.bump_version();
-        let result = offer.ok_or("bad SDP".to_string()).and_then(|offer| {
-            sdp::answer(
-                &offer,
-                &LocalCaps::default(),
-                local_ip,
-                local_port,
-                &self.origin,
-            )
-            .map_err(|e| e.to_string())
-        });
-        match result {
-            Ok((answer, negotiated)) => {
-                tracing::info!(direction = %negotiated.direction, remote = ?negotiated.remote_addr, "re-INVITE accepted");
-                media.update(media::session_params(&negotiated));
-                self.ctx.sip.send(Command::RespondReinvite {
-                    call,
-                    code: 200,
-                    sdp: Some(answer.to_string().into_bytes()),
-                });
-                self.media = Offer::Answered { answer, negotiated };
+            HangupCause::LeaseClosed => tracing::warn!("the billing lease is closed, hanging up"),
+            HangupCause::MaxDuration => {
+                tracing::info!("maximum call duration reached, hanging up")
             }
-            Err(e) => {
-                // The session continues unchanged (RFC 3261 §14.2).
-                tracing::info!(error = %e, "re-INVITE refused with 488");
-                self.ctx.sip.send(Command::RespondReinvite {
-                    call,
-                    code: 488,
-                    sdp: None,
-                });
-            }
+            HangupCause::Transferred => tracing::info!("the caller was transferred, hanging up"),
+            HangupCause::NoAnswer => tracing::info!("no answer, cancelling"),
         }
-    }
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley_media::codec::CodecKind;
-use parley_media::engine::{CallHandle, CallSetup, EngineError, EventSink, MediaEngine};
+use parley_media::engine::{
+    CallHandle, CallSetup, EngineError, EventSink, MediaEngine, WebRtcSetup,
+};
 use parley_media::playout::{
     capture_queue, playout_queue, CaptureConsumer, PlayoutProducer, ENGINE_RATE,
 };
@@ -121,8 +123,16 @@ pub struct CallMedia {
     recorder: JoinHandle<()>,
 }
 
+/// How a call's media travels.
+pub enum Transport {
+    /// RTP on its own ports (SIP calls).
+    Rtp(RtpPorts),
+    /// A browser's peer on the media workers' shared WebRTC port.
+    WebRtc(Box<parley_media::webrtc::WebRtcPeer>),
+}
+
 pub struct MediaStart {
-    pub ports: RtpPorts,
+    pub transport: Transport,
     pub params: SessionParams,
     pub record_to: Option<PathBuf>,
     pub options: SessionOptions,
@@ -136,12 +146,6 @@ impl CallMedia {
         let now = std::time::Instant::now();
         let (playout_tx, playout_rx) = playout_queue(PLAYOUT_SAMPLES);
         let (capture_tx, capture_rx) = capture_queue(CAPTURE_SAMPLES);
-        let socket = start.ports.rtp().try_clone().map_err(EngineError::Socket)?;
-        let rtcp_socket = start
-            .ports
-            .rtcp()
-            .try_clone()
-            .map_err(EngineError::Socket)?;
         let session = MediaSession::new(
             now,
             start.params,
@@ -150,16 +154,25 @@ impl CallMedia {
             start.options,
         );
         let (events_tx, events) = mpsc::channel(64);
-        let handle = engine.add_call(CallSetup {
-            socket,
-            rtcp_socket: Some(rtcp_socket),
-            session,
-            events: Box::new(ChannelSink {
-                tx: events_tx,
-                dropped: start.dropped_events,
-            }),
-            keepalive: Box::new(start.ports),
-        })?;
+        let sink = Box::new(ChannelSink {
+            tx: events_tx,
+            dropped: start.dropped_events,
+        });
+        let handle = match start.transport {
+            Transport::Rtp(ports) => engine.add_call(CallSetup {
+                socket: ports.rtp().try_clone().map_err(EngineError::Socket)?,
+                rtcp_socket: Some(ports.rtcp().try_clone().map_err(EngineError::Socket)?),
+                session,
+                events: sink,
+                keepalive: Box::new(ports),
+            })?,
+            Transport::WebRtc(peer) => engine.add_webrtc_call(WebRtcSetup {
+                peer: *peer,
+                session,
+                events: sink,
+                keepalive: Box::new(()),
+            })?,
+        };
         let mut playout_tx = playout_tx;
         playout_tx.set_waker(handle.playout_waker());
         let recorder = tokio::spawn(record(capture_rx, start.record_to, start.listener));

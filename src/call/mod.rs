@@ -13,3 +13,5 @@ pub mod outbound;
 pub mod ports;
 pub mod record;
 pub mod registry;
+pub mod signalling;
+pub mod webrtc;

@@ -353,7 +353,7 @@ impl Session {
             // Before the answer the core only ever ends the call (a CANCEL).
             while let Some(action) = core.poll_action() {
                 if let Action::Hangup(cause) = action {
-                    self.hang_up_for(cause);
+                    super::manager::hang_up_for(&self.ctx, cause);
                     ctx.sip.send(Command::Hangup { call });
                 }
             }
@@ -439,7 +439,13 @@ impl Session {
         let settled = lease.release(tokio::time::Instant::now(), false).await;
         Some(
             self.record
-                .ended(reason.as_ref(), None, None, &[], settled.as_ref()),
+                .ended(
+                    super::signalling::Ending::from_sip(reason.as_ref()),
+                    None,
+                    None,
+                    &[],
+                    settled.as_ref(),
+                ),
         )
     }
 }

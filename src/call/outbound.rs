@@ -178,7 +178,7 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
                     });
                     if let Some(ports) = ports.take() {
                         let start = MediaStart {
-                            ports,
+                            transport: crate::call::media::Transport::Rtp(ports),
                             params: media::session_params(&negotiated),
                             record_to,
                             options: media::session_options(&config.media, false, "parley-call"),

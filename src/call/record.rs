@@ -6,6 +6,7 @@ use parley_media::session::SessionStats;
 use serde_json::Value;
 
 use crate::call::core::HangupCause;
+use crate::call::signalling::Ending;
 use crate::metrics::turns::TurnTimes;
 use crate::sip::endpoint::EndReason;
 use crate::store::accounts::OPERATOR_ACCOUNT;
@@ -53,6 +54,12 @@ impl CallRecord {
                 node: None,
             },
         }
+    }
+
+    /// A call from a browser (WebRTC) rather than over SIP.
+    pub fn from_browser(mut self) -> CallRecord {
+        self.cdr.channel = "webrtc".into();
+        self
     }
 
     /// The call is held by the node named `node` (`redis.node_id`, else the host's name).
@@ -130,7 +137,7 @@ impl CallRecord {
     /// The call ended: how, its media quality, its turns and what it was billed.
     pub fn ended(
         mut self,
-        reason: Option<&EndReason>,
+        ending: Ending,
         ours: Option<HangupCause>,
         stats: Option<&SessionStats>,
         turns: &[TurnTimes],
@@ -139,22 +146,13 @@ impl CallRecord {
         let c = &mut self.cdr;
         c.ended_at = now_ms();
         c.duration_ms = c.answered_at.map_or(0, |a| (c.ended_at - a).max(0));
-        let (cause, side) = match reason {
-            Some(EndReason::RemoteBye) => ("remote_bye", "caller"),
-            Some(EndReason::LocalBye) => ("local_bye", "parley"),
-            Some(EndReason::Cancelled) => ("cancelled", "caller"),
-            Some(EndReason::AckTimeout) => ("ack_timeout", "parley"),
-            Some(EndReason::Rejected(_)) => ("rejected", "none"),
-            Some(EndReason::Failed(_)) => ("failed", "none"),
-            None => ("shutdown", "parley"),
-        };
         // A call Parley ended is recorded with why (credit, max_duration, api, drain, …),
-        // not merely that it sent the BYE.
-        c.hangup_cause = match (reason, ours) {
-            (Some(EndReason::LocalBye), Some(ours)) => ours.as_str().into(),
-            _ => cause.into(),
+        // not merely that it hung up.
+        c.hangup_cause = match (ending.local, ours) {
+            (true, Some(ours)) => ours.as_str().into(),
+            _ => ending.cause.into(),
         };
-        c.hangup_side = side.into();
+        c.hangup_side = ending.side.into();
         if let Some(q) = stats.and_then(|s| s.quality.as_ref()) {
             c.packets_lost = q.packets_lost as i64;
             c.loss_percent = q.loss_percent;

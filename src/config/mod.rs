@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod text;
 pub mod trunks;
+pub mod webrtc;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -326,6 +327,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub sms: text::SmsConfig,
     pub memory: text::MemoryConfig,
+    /// `[webrtc]`: browser calls.
+    pub webrtc: webrtc::WebRtcConfig,
     /// `[stt]`, `[llm]`, `[tts]` and `[agent]`: the default agent.
     pub ai: agent::AiConfig,
 }
@@ -380,6 +383,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             sms: text::SmsConfig::default(),
             memory: text::MemoryConfig::default(),
+            webrtc: webrtc::WebRtcConfig::default(),
             ai: agent::AiConfig::default(),
         }
     }
@@ -616,6 +620,7 @@ impl Config {
                 }
                 self.api.admin_key = (!key.is_empty()).then_some(key);
             }
+            _ if webrtc::set(&mut self.webrtc, key, &v)? => {}
             _ if text::set(&mut self.sms, &mut self.memory, key, &v)? => {}
             _ if self.ai.set(key, &v)? => {}
             _ => {
@@ -732,13 +737,14 @@ pub const KEYS: &[&str] = &[
 
 const SECTIONS: &[&str] = &[
     "sip", "media", "call", "http", "database", "api", "billing", "redis", "sms", "memory", "stt",
-    "llm", "tts", "agent",
+    "llm", "tts", "agent", "webrtc",
 ];
 
 /// [`KEYS`] and the agent sections' [`agent::AGENT_KEYS`].
 pub fn all_keys() -> impl Iterator<Item = &'static str> {
     KEYS.iter()
         .chain(text::TEXT_KEYS)
+        .chain(webrtc::WEBRTC_KEYS)
         .chain(agent::AGENT_KEYS)
         .copied()
 }
