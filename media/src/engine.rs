@@ -542,9 +542,9 @@ impl WorkerState {
         self.stats
             .webrtc_unmatched
             .fetch_add(after.unmatched - before.unmatched, Ordering::Relaxed);
-        self.stats
-            .packets_in
-            .fetch_add(after.datagrams - before.datagrams, Ordering::Relaxed);
+        // Only what reached a call counts as received media.
+        let matched = (after.datagrams - before.datagrams) - (after.unmatched - before.unmatched);
+        self.stats.packets_in.fetch_add(matched, Ordering::Relaxed);
     }
 
     /// One tick: what arrived on every call's sockets, then every session's tick and RTCP.

@@ -77,9 +77,10 @@ impl WebRtcAnswerer {
     /// The peer for `offer` and our SDP answer. The payload type the browser chose for Opus
     /// is the peer's [`WebRtcPeer::payload_type`].
     pub fn answer(&self, offer: &str, now: Instant) -> Result<(WebRtcPeer, String), OfferError> {
-        let opus_pt = check_offer(offer)?;
+        // Unparseable is 400 whatever it holds; parseable but useless (no audio, no Opus) 406.
         let parsed = SdpOffer::from_sdp_string(offer)
             .map_err(|e| OfferError::Malformed(e.to_string()))?;
+        let opus_pt = check_offer(offer)?;
         let mut rtc = RtcConfig::new()
             .clear_codecs()
             .enable_opus(true, false)
@@ -496,7 +497,7 @@ impl WebRtcPort {
             self.by_addr.insert(from, id);
             peer.addrs.push(from);
         }
-        if peer.remote.is_none() && !datagram.first().is_some_and(|b| *b < 4) {
+        if peer.remote.is_none() && datagram.first().is_none_or(|b| *b >= 4) {
             peer.remote = Some(from);
         }
         let socket = &self.socket;

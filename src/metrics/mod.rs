@@ -240,6 +240,18 @@ impl Metrics {
                 get(&e.packets_out),
             );
             metric(
+                "parley_webrtc_datagrams_total",
+                "counter",
+                "Datagrams read on the WebRTC port (every browser call's).",
+                get(&e.webrtc_datagrams),
+            );
+            metric(
+                "parley_webrtc_datagrams_unmatched_total",
+                "counter",
+                "Datagrams on the WebRTC port that belonged to no browser call (junk, scans, stale peers).",
+                get(&e.webrtc_unmatched),
+            );
+            metric(
                 "parley_media_ticks_total",
                 "counter",
                 "20 ms media ticks run, summed over workers.",

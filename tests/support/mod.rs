@@ -436,6 +436,8 @@ impl Parley {
                 format!("{}-{}", rtp_ports.0, rtp_ports.1),
             )
             .env("PARLEY_DATA_DIR", &data_dir)
+            // Tests run side by side: each server's WebRTC port is one the kernel picks.
+            .env("PARLEY_WEBRTC_UDP_PORT", "0")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,parley=debug".into()),
