@@ -103,7 +103,7 @@ fn messages(c: &mut Criterion) {
         &LocalCaps::default(),
         local_ip(),
         20_000,
-        &Origin::new(local_ip()),
+        &Origin::new(local_ip(), &mut rand::thread_rng()),
     )
     .unwrap();
     let answer_body = answer.to_string().into_bytes();
@@ -141,7 +141,7 @@ fn messages(c: &mut Criterion) {
 
 fn offer_answer(c: &mut Criterion) {
     let caps = LocalCaps::default();
-    let origin = Origin::new(local_ip());
+    let origin = Origin::new(local_ip(), &mut rand::thread_rng());
     let offer = SessionDescription::parse(CARRIER_SDP).unwrap();
     let our_offer = sdp::offer(
         &LocalCaps::narrowband(),
@@ -156,7 +156,7 @@ fn offer_answer(c: &mut Criterion) {
             &LocalCaps::narrowband(),
             "203.0.113.21".parse().unwrap(),
             31_514,
-            &Origin::new("203.0.113.21".parse().unwrap()),
+            &Origin::new("203.0.113.21".parse().unwrap(), &mut rand::thread_rng()),
         )
         .unwrap()
         .0
@@ -397,7 +397,7 @@ fn endpoint(c: &mut Criterion) {
         &LocalCaps::default(),
         local_ip(),
         20_000,
-        &Origin::new(local_ip()),
+        &Origin::new(local_ip(), &mut rand::thread_rng()),
     )
     .unwrap();
     let mut driver = CallDriver::new(answer.to_string().into_bytes());

@@ -364,7 +364,8 @@ fn open_webrtc(
     if !config.webrtc.enabled {
         return None;
     }
-    let bind = std::net::SocketAddr::from(([0, 0, 0, 0], config.webrtc.udp_port));
+    let (address, bind_ip) = webrtc_address(config);
+    let bind = std::net::SocketAddr::new(bind_ip, config.webrtc.udp_port);
     let opened = std::net::UdpSocket::bind(bind).and_then(|socket| {
         let port = socket.local_addr()?.port();
         engine
@@ -379,7 +380,7 @@ fn open_webrtc(
             return None;
         }
     };
-    let candidate = std::net::SocketAddr::new(webrtc_address(config), port);
+    let candidate = std::net::SocketAddr::new(address, port);
     match parley_media::webrtc::WebRtcAnswerer::new(candidate) {
         Ok(answerer) => {
             tracing::info!(%candidate, "browser calls (WebRTC) on one UDP port");
@@ -393,16 +394,27 @@ fn open_webrtc(
 }
 
 /// The address browsers are told to send media to: `webrtc.public_ip`, else
-/// `sip.external_ip`, else the HTTP listener's own address, else (a wildcard listener) the
-/// address of the interface that routes outwards, else loopback.
-fn webrtc_address(config: &Config) -> std::net::IpAddr {
+/// `sip.external_ip`, else the HTTP listener's own address when it is a specific one other
+/// than loopback, else the address of the interface that routes outwards (browsers do not
+/// pair their candidates with a loopback one unless told to, so even a browser on this
+/// machine is better served there), else loopback. With it, the address the port is bound
+/// to: every interface for a configured (perhaps NAT-ed) address; otherwise that address
+/// itself, so that answers leave from the address the browser sent to (ICE checks that).
+fn webrtc_address(config: &Config) -> (std::net::IpAddr, std::net::IpAddr) {
     if let Some(ip) = config.webrtc.public_ip.or(config.sip.external_ip) {
-        return ip;
+        return (ip, std::net::IpAddr::from([0, 0, 0, 0]));
     }
     let http = config.http.listen.ip();
-    if !http.is_unspecified() {
-        return http;
-    }
+    let local = if !http.is_unspecified() && !http.is_loopback() {
+        http
+    } else {
+        outward_address()
+    };
+    (local, local)
+}
+
+/// The address of the interface that routes outwards; loopback on a machine without one.
+fn outward_address() -> std::net::IpAddr {
     // No packet is sent: connecting a UDP socket only asks the kernel for its route.
     std::net::UdpSocket::bind("0.0.0.0:0")
         .and_then(|s| {
@@ -410,5 +422,7 @@ fn webrtc_address(config: &Config) -> std::net::IpAddr {
             s.local_addr()
         })
         .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
 }

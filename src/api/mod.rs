@@ -13,6 +13,7 @@ pub mod accounts;
 pub mod auth;
 pub mod billing;
 pub mod body;
+pub mod call_page;
 pub mod calls;
 pub mod cdrs;
 pub mod chat;
@@ -28,6 +29,7 @@ pub mod query;
 pub mod schemas;
 pub mod twilio;
 pub mod webhooks;
+pub mod webrtc;
 
 use std::sync::Arc;
 
@@ -59,6 +61,8 @@ pub struct ApiState {
     pub originator: crate::call::originate::Originator,
     /// SMS, web chat and contacts' memory.
     pub channels: crate::channels::Channels,
+    /// Browser calls (the WHIP endpoint).
+    pub browser_calls: crate::call::webrtc::BrowserCalls,
 }
 
 /// Every route: the documented API, the ops page (a page for browsers, outside the API
@@ -68,6 +72,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(api)
         .merge(ops_page::routes())
+        .merge(call_page::routes())
         .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state)
 }
@@ -90,6 +95,7 @@ pub fn documented() -> OpenApiRouter<ApiState> {
         .merge(messaging::routes())
         .merge(contacts::routes())
         .merge(chat::routes())
+        .merge(webrtc::routes())
         .merge(twilio::routes())
 }
 

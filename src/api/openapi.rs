@@ -59,6 +59,7 @@ pub const CHAT_TOKEN: &str = "chat_token";
         (name = "messages", description = "SMS sent and received, and when an account may send"),
         (name = "contacts", description = "The people an account talks to, and their timeline on every channel"),
         (name = "chat", description = "Web chat: tokens for visitors, and the chat socket"),
+        (name = "webrtc", description = "Browser calls: call tokens for visitors, and WHIP (RFC 9725) signalling"),
         (name = "sms", description = "Twilio's webhooks: messages received and delivery status"),
     )
 )]

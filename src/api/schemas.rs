@@ -576,6 +576,22 @@ pub struct ChatToken {
     pub url: String,
 }
 
+/// A browser call token, shown this once (only its hash is kept).
+#[derive(ToSchema)]
+pub struct CallToken {
+    /// `pwt_…`: the bearer of `POST /v1/webrtc/whip` and `DELETE /v1/webrtc/whip/{id}`.
+    pub token: String,
+    /// Until when it may start calls.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// The visitor's contact (`ctc_…`).
+    pub contact_id: String,
+    /// The call page with the token, on the host the request was sent to:
+    /// `https://<host>/call?token=…` (`https` when the request came through a proxy that
+    /// says `X-Forwarded-Proto: https`).
+    pub url: String,
+}
+
 /// One day's open hours: `[["09:00", "12:00"], ["13:00", "18:00"]]`, each interval from
 /// its start (included) to its end (excluded, `24:00` allowed), not overlapping.
 type Day = Option<Vec<Vec<String>>>;

@@ -98,6 +98,8 @@ async fn next_request(agent: &mut Option<AgentLink>) -> Option<FromAgent> {
 pub struct CallManager {
     pub(super) ctx: Arc<CallContext>,
     pub(super) calls: HashMap<CallRef, mpsc::UnboundedSender<Event>>,
+    /// SDP session ids: seeded, so a test can replay what the manager does.
+    pub(super) rng: rand::rngs::StdRng,
 }
 
 /// Keeps `parley_active_calls` right however a session ends.
@@ -111,9 +113,15 @@ impl Drop for ActiveGuard {
 
 impl CallManager {
     pub fn new(ctx: Arc<CallContext>) -> CallManager {
+        CallManager::with_seed(ctx, rand::random())
+    }
+
+    /// A manager whose random choices (SDP session ids) follow `seed`.
+    pub fn with_seed(ctx: Arc<CallContext>, seed: u64) -> CallManager {
         CallManager {
             ctx,
             calls: HashMap::new(),
+            rng: rand::SeedableRng::seed_from_u64(seed),
         }
     }
 
@@ -258,7 +266,7 @@ impl CallManager {
                 vec![("Retry-After", retry)],
             );
         };
-        let origin = Origin::new(local.ip());
+        let origin = Origin::new(local.ip(), &mut self.rng);
         let caps = LocalCaps::default();
         let media = match &offer {
             Some(offer) => match sdp::answer(offer, &caps, local.ip(), ports.port, &origin) {

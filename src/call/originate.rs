@@ -256,7 +256,7 @@ impl CallManager {
             .sip
             .external_ip
             .unwrap_or_else(|| runtime::local_ip_toward(peer.addr.ip()));
-        let origin = Origin::new(local_ip);
+        let origin = Origin::new(local_ip, &mut self.rng);
         let offer = sdp::offer(
             &LocalCaps::default(),
             local_ip,

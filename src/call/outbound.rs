@@ -119,7 +119,7 @@ pub async fn place_call(config: &Config, opts: OutboundCall) -> Result<EndReason
     let ports = pool
         .allocate()
         .ok_or_else(|| CallError::NoPorts(config.media.rtp_ports.to_string()))?;
-    let origin = Origin::new(local_ip);
+    let origin = Origin::new(local_ip, &mut rand::thread_rng());
     let offer = sdp::offer(
         &LocalCaps::default(),
         local_ip,

@@ -215,11 +215,11 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// A fresh origin for a new session. The id is random so two calls
-    /// from the same host never share one; it is kept below 2^62 because
-    /// some implementations store it in a signed 64-bit integer.
-    pub fn new(local_ip: IpAddr) -> Self {
-        let session_id = rand::thread_rng().gen_range(1..(1u64 << 62));
+    /// A fresh origin for a new session. The id is random (from the caller's `rng`, seeded
+    /// where tests need to replay) so two calls from the same host never share one; it is
+    /// kept below 2^62 because some implementations store it in a signed 64-bit integer.
+    pub fn new(local_ip: IpAddr, rng: &mut impl Rng) -> Self {
+        let session_id = rng.gen_range(1..(1u64 << 62));
         Origin {
             username: "-".to_string(),
             session_id,
@@ -1897,7 +1897,7 @@ a=sendrecv\r\n";
             &caps,
             peer_ip,
             50000,
-            &Origin::new(peer_ip),
+            &Origin::new(peer_ip, &mut rand::thread_rng()),
         )
         .unwrap();
         let our_view = accept_answer(&our_offer, &parse(&their_answer.to_string())).unwrap();
@@ -1987,12 +1987,16 @@ a=sendrecv\r\n";
     #[test]
     fn origin_new_and_bump() {
         let ip: IpAddr = "2001:db8::7".parse().unwrap();
-        let mut origin = Origin::new(ip);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        let mut origin = Origin::new(ip, &mut rng);
         assert_eq!(origin.address_type, "IP6");
         assert_eq!(origin.address, "2001:db8::7");
         assert!(origin.session_id > 0 && origin.session_id < 1 << 62);
-        let other = Origin::new(ip);
+        let other = Origin::new(ip, &mut rng);
         assert_ne!(origin.session_id, other.session_id);
+        // The same seed gives the same ids: a test can replay a call.
+        let mut again = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        assert_eq!(Origin::new(ip, &mut again).session_id, origin.session_id);
         let before = origin.session_version;
         origin.bump_version();
         assert_eq!(origin.session_version, before + 1);

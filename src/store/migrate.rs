@@ -227,6 +227,20 @@ const MIGRATIONS: &[Migration] = &[
         "the node that held each call",
         "ALTER TABLE cdrs ADD COLUMN node TEXT",
     ),
+    both(
+        11,
+        "browser call tokens",
+        "CREATE TABLE call_tokens (
+        hash TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        contact_id TEXT NOT NULL REFERENCES contacts(id),
+        address TEXT NOT NULL,
+        agent_id TEXT,
+        expires_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX call_tokens_expiry ON call_tokens (expires_at)",
+    ),
 ];
 
 /// Migration 9: the people an account talks to, their timeline across channels, SMS in and

@@ -22,6 +22,7 @@ pub mod directory;
 pub mod messages;
 mod migrate;
 pub mod webhooks;
+pub mod webrtc;
 
 use std::path::Path;
 use std::sync::Arc;
