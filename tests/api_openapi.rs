@@ -39,10 +39,19 @@ const NOT_IN_DOCUMENT: &[(&str, &str)] = &[
     ("/", "the ops page: HTML for browsers, not part of the API"),
     ("/ops.js", "the ops page's script"),
     ("/ops.css", "the ops page's style sheet"),
-    ("/call", "the browser call page: HTML for browsers, not part of the API"),
+    (
+        "/call",
+        "the browser call page: HTML for browsers, not part of the API",
+    ),
     ("/call/call.js", "the call page's script"),
-    ("/call/call.css", "the call page's (and widget's) style sheet"),
-    ("/widget.js", "the embeddable call widget: the call page's script"),
+    (
+        "/call/call.css",
+        "the call page's (and widget's) style sheet",
+    ),
+    (
+        "/widget.js",
+        "the embeddable call widget: the call page's script",
+    ),
 ];
 
 /// The methods tried on every documented path (HEAD and OPTIONS are axum's own).

@@ -94,8 +94,7 @@ fn http(
 ) -> (u16, Vec<(String, String)>, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -117,7 +116,10 @@ fn http(
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     // Chunked bodies (axum streams some): keep the text between the size lines.
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -159,7 +161,11 @@ fn whip(parley: &Parley, token: &str, offer: &str) -> (u16, Option<String>, Stri
         ],
         offer,
     );
-    (status, header(&headers, "location").map(str::to_string), body)
+    (
+        status,
+        header(&headers, "location").map(str::to_string),
+        body,
+    )
 }
 
 /// The speech fixture (8 kHz) at 16 kHz, by linear interpolation.
@@ -417,4 +423,41 @@ fn a_browser_that_never_connects_is_cleaned_up_with_its_lease() {
         (1.0, 1.0),
         "the lease was released:\n{metrics}"
     );
+}
+
+#[test]
+fn a_draining_node_refuses_new_browser_calls_with_503() {
+    let name = "a_draining_node_refuses_new_browser_calls_with_503";
+    let Some(mut rig) = Rig::start(name, &[]) else {
+        return;
+    };
+    // A call in progress keeps the drain (and the HTTP server) going.
+    let mut client = WebRtcClient::new();
+    let (status, location, body) = whip(&rig.parley, &rig.key, &client.offer());
+    assert_eq!(status, 201, "{body}");
+    client.accept_answer(&body);
+    assert!(client.connect(Duration::from_secs(5)));
+    let pid = rig.parley.pid().expect("parley's pid") as i32;
+    // SAFETY: kill(2) with a valid signal number on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let refused = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let mut other = WebRtcClient::new();
+        let (status, _, body) = whip(&rig.parley, &rig.key, &other.offer());
+        (status == 503).then_some(body)
+    });
+    let body = refused.unwrap_or_else(|| panic!("no 503 while draining\n{}", rig.parley.logs()));
+    assert!(body.contains("draining"), "{body}");
+    // The call in progress goes on until the browser hangs up.
+    listen(&mut client, Duration::from_millis(200));
+    let auth = format!("Bearer {}", rig.key);
+    let (status, _, _) = http(
+        rig.parley.http_addr,
+        "DELETE",
+        &location.unwrap(),
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert!((200..300).contains(&status), "DELETE while draining: {status}");
+    let exited = rig.parley.stop(Duration::from_secs(15));
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
 }

@@ -755,7 +755,8 @@ fn browser_calls_the_agent() {
 
     // Barge-in: the caller talked over the greeting, which stopped; what the agent's context
     // keeps of it is what was heard, not the whole of it.
-    let greeting = "Hello! Thank you for calling. How can I help you today? Take your time, please.";
+    let greeting =
+        "Hello! Thank you for calling. How can I help you today? Take your time, please.";
     let requests = llm.requests();
     assert!(!requests.is_empty(), "the LLM was asked\n{}", p.logs());
     let heard_greeting: Vec<String> = requests[0].body["messages"]
@@ -802,8 +803,16 @@ fn browser_calls_the_agent() {
          window.parleyTest.callId() !== '{id}'"
     );
     let again = b.wait_for(&second_connected, Duration::from_secs(20));
-    assert!(again.is_some(), "the second call did not connect\n{}", p.logs());
-    let second = b.eval("window.parleyTest.callId()").as_str().unwrap().to_string();
+    assert!(
+        again.is_some(),
+        "the second call did not connect\n{}",
+        p.logs()
+    );
+    let second = b
+        .eval("window.parleyTest.callId()")
+        .as_str()
+        .unwrap()
+        .to_string();
     let (status, body) = p.api(
         "POST",
         &format!("/v1/calls/{second}/hangup"),

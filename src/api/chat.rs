@@ -59,8 +59,8 @@ pub struct NewChatToken {
 }
 
 /// The contact's address for `raw`: a number when it starts with `+`, else a web visitor's
-/// id (with or without its `web:` prefix).
-fn address(raw: &str) -> Result<String, ApiError> {
+/// id (with or without its `web:` prefix). Browser call tokens read it the same way.
+pub(super) fn contact_address(raw: &str) -> Result<String, ApiError> {
     let raw = raw.trim();
     if raw.starts_with('+') {
         return e164(raw)
@@ -100,7 +100,7 @@ async fn mint(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     body.only(&["contact", "agent_id", "ttl_s", "account_id"])?;
     let account = target(&auth, body.string("account_id")?, Scope::Write)?;
-    let address = address(&body.required_string("contact")?)?;
+    let address = contact_address(&body.required_string("contact")?)?;
     let ttl = body.int("ttl_s")?.unwrap_or(DEFAULT_TTL_S);
     if !(MIN_TTL_S..=MAX_TTL_S).contains(&ttl) {
         return Err(ApiError::field(

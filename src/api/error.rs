@@ -109,7 +109,10 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// What went wrong, for programs: `unauthorized`, `forbidden`, `not_found`,
     /// `invalid_field`, `bad_body`, `bad_json`, `bad_idempotency_key`, `conflict`,
-    /// `insufficient_funds`, `store_unavailable`, `sms_not_configured`.
+    /// `insufficient_funds`, `store_unavailable`, `sms_not_configured`; browser calls (WHIP)
+    /// add `webrtc_disabled`, `token_expired`, `too_large`, `unsupported_media_type`,
+    /// `bad_sdp`, `not_acceptable`, `call_limit`, `method_not_allowed`, `draining`,
+    /// `unavailable`.
     pub code: &'static str,
     /// What went wrong, for people.
     pub message: String,

@@ -39,6 +39,7 @@ use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::body::Body;
+use super::chat::contact_address as address;
 use super::directory::target;
 use super::error::{ApiError, ErrorBody, Forbidden, Invalid, Refused};
 use super::query::Query;
@@ -48,8 +49,6 @@ use crate::call::webrtc::{BrowserCallRefusal, BrowserCallRequest};
 use crate::config::webrtc::{IceServer, WebRtcConfig};
 use crate::store::accounts::Scope;
 use crate::store::clock::rfc3339;
-use crate::store::contacts::WEB_PREFIX;
-use crate::store::directory::e164;
 use crate::store::webrtc::{CallGrant, CALL_TOKEN_PREFIX};
 use crate::store::{now_ms, StoreError};
 
@@ -57,8 +56,6 @@ use crate::store::{now_ms, StoreError};
 const DEFAULT_TTL_S: i64 = 900;
 const MIN_TTL_S: i64 = 60;
 const MAX_TTL_S: i64 = 86_400;
-/// The longest id a business may give a visitor.
-const MAX_VISITOR_ID: usize = 128;
 /// The largest SDP offer taken, in bytes (a browser's, candidates included, is a few KB).
 pub const MAX_OFFER: usize = 20 * 1024;
 /// A larger body is still read up to this size before it is refused, so that the client
@@ -111,27 +108,6 @@ pub struct NewCallToken {
     pub ttl_s: Option<i64>,
     /// The account (default: the key's; another needs the operator's admin key).
     pub account_id: Option<String>,
-}
-
-/// The contact's address for `raw`: a number when it starts with `+`, else a web visitor's
-/// id (with or without its `web:` prefix). As web chat tokens read it.
-fn address(raw: &str) -> Result<String, ApiError> {
-    let raw = raw.trim();
-    if raw.starts_with('+') {
-        return e164(raw)
-            .ok_or_else(|| ApiError::field("contact", "starts with + but is not an E.164 number"));
-    }
-    let id = raw.strip_prefix(WEB_PREFIX).unwrap_or(raw);
-    if id.is_empty() || id.chars().count() > MAX_VISITOR_ID || id.chars().any(char::is_control) {
-        return Err(ApiError::field(
-            "contact",
-            format!(
-                "a visitor's id must be 1 to {MAX_VISITOR_ID} characters without control \
-                 characters (or an E.164 number starting with +)"
-            ),
-        ));
-    }
-    Ok(format!("{WEB_PREFIX}{id}"))
 }
 
 /// `agent_id` is one of `account`'s agents (else 422 naming the field).

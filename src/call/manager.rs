@@ -635,35 +635,34 @@ impl Session {
     }
 }
 
-    /// Lists the routed call as live (in `state`) and tells listeners it started.
+/// Lists the routed call as live (in `state`) and tells listeners it started.
 pub(super) fn go_live(
     ctx: &CallContext,
     record: &CallRecord,
     state: &str,
 ) -> (LiveEntry, mpsc::UnboundedReceiver<HangupCause>) {
-        let cdr = record.cdr();
-        let registered = ctx.live.register(LiveCall {
-            id: cdr.id.clone(),
-            call_id: cdr.call_id.clone(),
-            account_id: cdr.account_id.clone(),
-            agent_id: cdr.agent_id.clone(),
-            number: cdr.number.clone(),
-            from_uri: cdr.from_uri.clone(),
-            to_uri: cdr.to_uri.clone(),
-            direction: cdr.direction.clone(),
-            state: state.into(),
-            started_at: cdr.started_at,
-            answered_at: None,
-        });
-        if let Some(call) = ctx.live.get(&cdr.id) {
-            ctx
-                .events
-                .publish("call.started", &cdr.account_id, serde_json::json!(call));
-        }
-        registered
+    let cdr = record.cdr();
+    let registered = ctx.live.register(LiveCall {
+        id: cdr.id.clone(),
+        call_id: cdr.call_id.clone(),
+        account_id: cdr.account_id.clone(),
+        agent_id: cdr.agent_id.clone(),
+        number: cdr.number.clone(),
+        from_uri: cdr.from_uri.clone(),
+        to_uri: cdr.to_uri.clone(),
+        direction: cdr.direction.clone(),
+        state: state.into(),
+        started_at: cdr.started_at,
+        answered_at: None,
+    });
+    if let Some(call) = ctx.live.get(&cdr.id) {
+        ctx.events
+            .publish("call.started", &cdr.account_id, serde_json::json!(call));
     }
+    registered
+}
 
-    /// The call's media session, with the caller's audio towards an agent when it has one.
+/// The call's media session, with the caller's audio towards an agent when it has one.
 pub(super) fn start_media(
     ctx: &CallContext,
     call_id: &str,
@@ -671,35 +670,34 @@ pub(super) fn start_media(
     params: parley_media::session::SessionParams,
     with_agent: bool,
 ) -> Result<(CallMedia, Option<CallerAudio>), parley_media::engine::EngineError> {
-        let record_to = ctx.config.media.record.then(|| {
-            ctx.config
-                .recordings_dir()
-                .join(recording_name(call_id))
-        });
-        let (listener, agent_audio) = if with_agent {
-            let (tx, rx) = mpsc::channel(AGENT_AUDIO_QUEUE);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        let media = CallMedia::start(
-            &ctx.engine,
-            MediaStart {
-                transport,
-                params,
-                record_to,
-                options: media::session_options(
-                    &ctx.config.media,
-                    ctx.engine.vad_enabled(),
-                    &format!("parley@{}", ctx.sip.local_addr),
-                ),
-                dropped_events: ctx.metrics.media_events_dropped.clone(),
-                listener,
-            },
-        )?;
-        Ok((media, agent_audio))
-    }
-
+    let record_to = ctx
+        .config
+        .media
+        .record
+        .then(|| ctx.config.recordings_dir().join(recording_name(call_id)));
+    let (listener, agent_audio) = if with_agent {
+        let (tx, rx) = mpsc::channel(AGENT_AUDIO_QUEUE);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let media = CallMedia::start(
+        &ctx.engine,
+        MediaStart {
+            transport,
+            params,
+            record_to,
+            options: media::session_options(
+                &ctx.config.media,
+                ctx.engine.vad_enabled(),
+                &format!("parley@{}", ctx.sip.local_addr),
+            ),
+            dropped_events: ctx.metrics.media_events_dropped.clone(),
+            listener,
+        },
+    )?;
+    Ok((media, agent_audio))
+}
 
 /// A routed call, whatever its signalling: what its conversation needs.
 pub(super) struct Call {
@@ -1061,26 +1059,26 @@ impl Call {
 /// What the call core's decision to end a call is logged and counted as.
 pub(super) fn hang_up_for(ctx: &CallContext, cause: HangupCause) {
     let metrics = &ctx.metrics;
-        match cause {
-            HangupCause::Agent => tracing::info!("the agent ended the call"),
-            HangupCause::Api => tracing::info!("hanging up as the API asked"),
-            HangupCause::Drain => tracing::info!("the drain's time is up, hanging up"),
-            HangupCause::MediaTimeout => {
-                tracing::info!(
-                    timeout_s = ctx.config.media.rtp_timeout_s,
-                    "no RTP, hanging up"
-                );
-                Metrics::inc(&metrics.calls_rtp_timeout);
-            }
-            HangupCause::Credit => {
-                tracing::info!("the call's credit ran out, hanging up");
-                Metrics::inc(&metrics.calls_ended_credit);
-            }
-            HangupCause::LeaseClosed => tracing::warn!("the billing lease is closed, hanging up"),
-            HangupCause::MaxDuration => {
-                tracing::info!("maximum call duration reached, hanging up")
-            }
-            HangupCause::Transferred => tracing::info!("the caller was transferred, hanging up"),
-            HangupCause::NoAnswer => tracing::info!("no answer, cancelling"),
+    match cause {
+        HangupCause::Agent => tracing::info!("the agent ended the call"),
+        HangupCause::Api => tracing::info!("hanging up as the API asked"),
+        HangupCause::Drain => tracing::info!("the drain's time is up, hanging up"),
+        HangupCause::MediaTimeout => {
+            tracing::info!(
+                timeout_s = ctx.config.media.rtp_timeout_s,
+                "no RTP, hanging up"
+            );
+            Metrics::inc(&metrics.calls_rtp_timeout);
         }
+        HangupCause::Credit => {
+            tracing::info!("the call's credit ran out, hanging up");
+            Metrics::inc(&metrics.calls_ended_credit);
+        }
+        HangupCause::LeaseClosed => tracing::warn!("the billing lease is closed, hanging up"),
+        HangupCause::MaxDuration => {
+            tracing::info!("maximum call duration reached, hanging up")
+        }
+        HangupCause::Transferred => tracing::info!("the caller was transferred, hanging up"),
+        HangupCause::NoAnswer => tracing::info!("no answer, cancelling"),
+    }
 }

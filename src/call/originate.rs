@@ -437,16 +437,13 @@ impl Session {
             }
         };
         let settled = lease.release(tokio::time::Instant::now(), false).await;
-        Some(
-            self.record
-                .ended(
-                    super::signalling::Ending::from_sip(reason.as_ref()),
-                    None,
-                    None,
-                    &[],
-                    settled.as_ref(),
-                ),
-        )
+        Some(self.record.ended(
+            super::signalling::Ending::from_sip(reason.as_ref()),
+            None,
+            None,
+            &[],
+            settled.as_ref(),
+        ))
     }
 }
 

@@ -7,13 +7,13 @@ use std::future::Future;
 
 use tokio::sync::mpsc;
 
-use super::media;
-use parley_media::session::SessionParams;
 use super::manager::Offer;
+use super::media;
 use crate::sip::endpoint::{CallRef, EndReason, Event};
 use crate::sip::message::Request;
 use crate::sip::runtime::{Command, SipHandle};
 use crate::sip::sdp::{self, LocalCaps, Origin, SessionDescription};
+use parley_media::session::SessionParams;
 
 /// How a call ended, as its record says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +79,14 @@ impl Ending {
 pub enum Signal {
     Ended(Ending),
     /// The answer to our transfer request (REFER).
-    ReferAnswered { code: u16 },
+    ReferAnswered {
+        code: u16,
+    },
     /// How the transferred call is going (NOTIFY sipfrag).
-    TransferProgress { status: u16, terminated: bool },
+    TransferProgress {
+        status: u16,
+        terminated: bool,
+    },
     /// The media changed (a late answer in the ACK, a re-INVITE): the session's new
     /// parameters.
     MediaChanged(SessionParams),

@@ -136,8 +136,7 @@ impl BrowserCalls {
             Metrics::inc(&ctx.metrics.calls_rejected_capacity);
             return Err(BrowserCallRefusal::Draining);
         }
-        if ctx.metrics.active_calls.load(Ordering::Relaxed) >= i64::from(ctx.config.sip.max_calls)
-        {
+        if ctx.metrics.active_calls.load(Ordering::Relaxed) >= i64::from(ctx.config.sip.max_calls) {
             Metrics::inc(&ctx.metrics.calls_rejected_capacity);
             return Err(BrowserCallRefusal::Unavailable("at capacity".into()));
         }
@@ -170,7 +169,9 @@ impl BrowserCalls {
             Ok(None) => return Err(BrowserCallRefusal::Unavailable("no route".into())),
             Err(e) => {
                 tracing::error!(error = %e, "cannot route a browser call");
-                return Err(BrowserCallRefusal::Unavailable(format!("cannot route: {e}")));
+                return Err(BrowserCallRefusal::Unavailable(format!(
+                    "cannot route: {e}"
+                )));
             }
         };
         record.routed(&route);

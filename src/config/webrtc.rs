@@ -106,7 +106,9 @@ fn ice_servers(v: &Value<'_>) -> Result<Vec<IceServer>, ConfigError> {
             .keys()
             .find(|k| !["urls", "username", "credential"].contains(&k.as_str()))
         {
-            return Err(at(&format!("{k}: unknown field (urls, username, credential)")));
+            return Err(at(&format!(
+                "{k}: unknown field (urls, username, credential)"
+            )));
         }
         let urls: Vec<String> = match obj.get("urls") {
             Some(serde_json::Value::String(s)) => vec![s.clone()],
@@ -205,14 +207,22 @@ mod tests {
     #[test]
     fn bad_values_name_the_key() {
         for (var, value, needle) in [
-            ("PARLEY_WEBRTC_ALLOWED_ORIGINS", r#"["shop.example"]"#, "origin 0"),
+            (
+                "PARLEY_WEBRTC_ALLOWED_ORIGINS",
+                r#"["shop.example"]"#,
+                "origin 0",
+            ),
             ("PARLEY_WEBRTC_ALLOWED_ORIGINS", "https://a", "JSON array"),
             (
                 "PARLEY_WEBRTC_ICE_SERVERS",
                 r#"[{"urls": "turn:t.example"}]"#,
                 "username and credential",
             ),
-            ("PARLEY_WEBRTC_ICE_SERVERS", r#"[{"urls": "http://x"}]"#, "stun:"),
+            (
+                "PARLEY_WEBRTC_ICE_SERVERS",
+                r#"[{"urls": "http://x"}]"#,
+                "stun:",
+            ),
             ("PARLEY_WEBRTC_PUBLIC_IP", "example.com", "IP address"),
         ] {
             let err = Config::load_with_env(None, &env(&[(var, value)]))
