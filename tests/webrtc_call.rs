@@ -461,3 +461,43 @@ fn a_draining_node_refuses_new_browser_calls_with_503() {
     let exited = rig.parley.stop(Duration::from_secs(15));
     assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
 }
+
+#[test]
+fn a_browser_call_counts_toward_the_accounts_call_limit() {
+    let name = "a_browser_call_counts_toward_the_accounts_call_limit";
+    let Some(rig) = Rig::start(name, &[]) else {
+        return;
+    };
+    let (account, key) = rig.parley.tenant(&rig.key, "one-line", None, "write");
+    let (status, body) = rig.parley.api(
+        "PATCH",
+        &format!("/v1/accounts/{account}"),
+        &rig.key,
+        &[],
+        Some(r#"{"max_concurrent_calls":1}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut first = WebRtcClient::new();
+    let (status, location, body) = whip(&rig.parley, &key, &first.offer());
+    assert_eq!(status, 201, "{body}");
+    let mut second = WebRtcClient::new();
+    let (status, _, body) = whip(&rig.parley, &key, &second.offer());
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("limit"), "{body}");
+    // Once the first ends, its place is free again.
+    let auth = format!("Bearer {key}");
+    let (status, _, _) = http(
+        rig.parley.http_addr,
+        "DELETE",
+        &location.unwrap(),
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert!((200..300).contains(&status));
+    let freed = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let mut third = WebRtcClient::new();
+        let (status, _, _) = whip(&rig.parley, &key, &third.offer());
+        (status == 201).then_some(())
+    });
+    assert!(freed.is_some(), "the account's line was not freed");
+}
