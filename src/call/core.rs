@@ -71,6 +71,17 @@ pub enum Action {
     PlayNotice,
     /// The grant ran out under `final_unit_action = "allow"`: the call goes on as debt.
     InDebt,
+    /// Tell the account's listeners (events, webhooks) what happened.
+    Publish(CallEvent),
+}
+
+/// What the core tells the account's listeners about a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    /// `call.answered`: the call was answered (once).
+    Answered,
+    /// `turn.completed`: the call's `turn`th turn (from 1) ended with the agent's reply.
+    TurnCompleted { turn: usize },
 }
 
 /// What happened to the call, for the core to decide on.
@@ -94,6 +105,8 @@ pub enum Input {
     /// A NOTIFY about the transfer's new call: its status code, and whether the
     /// subscription ended.
     TransferProgress { status: u16, terminated: bool },
+    /// The agent finished a turn (its reply went out).
+    TurnCompleted,
 }
 
 /// The call's settings the core needs, fixed when it is answered.
@@ -134,6 +147,8 @@ pub struct CallCore {
     notice_ends: Option<Instant>,
     in_debt: bool,
     hung_up: Option<HangupCause>,
+    /// Turns completed, for `turn.completed`.
+    turns: usize,
     actions: VecDeque<Action>,
 }
 
@@ -150,6 +165,8 @@ impl CallCore {
         };
         let mut core = CallCore::answered(now, before_answer, 0, false);
         core.ringing_until = Some(now + ring_timeout);
+        // Not answered yet: `answer` says so when it is.
+        core.actions.clear();
         core
     }
 
@@ -181,7 +198,8 @@ impl CallCore {
             notice_ends: None,
             in_debt: false,
             hung_up: None,
-            actions: VecDeque::new(),
+            turns: 0,
+            actions: VecDeque::from([Action::Publish(CallEvent::Answered)]),
         };
         core.note_final_units();
         core
@@ -222,6 +240,11 @@ impl CallCore {
             Input::HangupRequested(cause) => self.hang_up(cause),
             Input::AgentHangup => self.hang_up(HangupCause::Agent),
             Input::MediaTimeout => self.hang_up(HangupCause::MediaTimeout),
+            Input::TurnCompleted => {
+                self.turns += 1;
+                self.actions
+                    .push_back(Action::Publish(CallEvent::TurnCompleted { turn: self.turns }));
+            }
             Input::TransferRequested { id, target } => {
                 if self.transfer.is_some() {
                     self.tell(id, "A transfer is already in progress.".into());

@@ -7,8 +7,10 @@ struct Sim {
     core: CallCore,
     now: Instant,
     start: Instant,
-    /// Every action so far, with the second (since the answer) it came at.
+    /// Every action so far but the events, with the second (since the answer) it came at.
     log: Vec<(f64, Action)>,
+    /// The events published, with their second.
+    published: Vec<(f64, CallEvent)>,
 }
 
 fn config() -> CoreConfig {
@@ -28,6 +30,7 @@ impl Sim {
             now: start,
             start,
             log: Vec::new(),
+            published: Vec::new(),
         };
         sim.collect();
         sim
@@ -36,7 +39,14 @@ impl Sim {
     fn collect(&mut self) {
         let t = self.now.duration_since(self.start).as_secs_f64();
         while let Some(a) = self.core.poll_action() {
-            self.log.push((t, a));
+            self.record(t, a);
+        }
+    }
+
+    fn record(&mut self, t: f64, action: Action) {
+        match action {
+            Action::Publish(event) => self.published.push((t, event)),
+            other => self.log.push((t, other)),
         }
     }
 
@@ -60,7 +70,7 @@ impl Sim {
                         if a == Action::RenewLease {
                             renewals += 1;
                         }
-                        self.log.push((at, a));
+                        self.record(at, a);
                     }
                     for _ in 0..renewals {
                         let answer = on_renew(at);
@@ -333,6 +343,10 @@ fn an_api_hang_up_while_ringing_cancels_and_nothing_else_runs() {
     // answered call, and still reports its grant.
     let at = start + Duration::from_secs(6);
     core.answer(at, config(), 60, true);
+    assert_eq!(
+        core.poll_action(),
+        Some(Action::Publish(CallEvent::Answered))
+    );
     assert_eq!(core.poll_action(), Some(Action::FinalUnits));
     assert_eq!(core.poll_action(), Some(Action::Hangup(HangupCause::Api)));
     assert_eq!(core.poll_action(), None);
@@ -359,6 +373,10 @@ fn a_call_that_rings_out_is_given_up_and_an_answered_one_runs_its_rules_from_the
         60,
         false,
     );
+    assert_eq!(
+        core.poll_action(),
+        Some(Action::Publish(CallEvent::Answered))
+    );
     assert_eq!(core.poll_action(), None);
     // The first renewal is a heartbeat after the answer, not after the dialling.
     assert_eq!(
@@ -381,4 +399,26 @@ fn a_call_that_rings_out_is_given_up_and_an_answered_one_runs_its_rules_from_the
         std::iter::from_fn(|| core.poll_action()).collect::<Vec<_>>(),
         [Action::RenewLease, Action::Hangup(HangupCause::MaxDuration)]
     );
+}
+
+#[test]
+fn the_answer_and_each_turn_are_published_in_order() {
+    let mut sim = Sim::answered(config(), 60, false);
+    assert_eq!(sim.published, [(0.0, CallEvent::Answered)]);
+    sim.run_to(12.0, store(600));
+    sim.input(Input::TurnCompleted);
+    sim.run_to(30.5, store(600));
+    sim.input(Input::TurnCompleted);
+    assert_eq!(
+        sim.published,
+        [
+            (0.0, CallEvent::Answered),
+            (12.0, CallEvent::TurnCompleted { turn: 1 }),
+            (30.5, CallEvent::TurnCompleted { turn: 2 }),
+        ]
+    );
+    // Nothing is published while a call we place still rings.
+    let start = Instant::now();
+    let mut dialling = CallCore::dialling(start, Duration::from_secs(60));
+    assert_eq!(dialling.poll_action(), None);
 }

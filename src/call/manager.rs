@@ -14,7 +14,7 @@ use crate::agent::profile::{AgentProfile, AgentRuntimes};
 use crate::agent::session::{
     self as agent_session, sleep_until, AgentIo, AgentRuntime, FromAgent, ToAgent,
 };
-use crate::call::core::{Action, CallCore, CoreConfig, HangupCause, Input};
+use crate::call::core::{Action, CallCore, CallEvent, CoreConfig, HangupCause, Input};
 use crate::call::lease::CallLease;
 use crate::call::media::{self, CallMedia, MediaStart};
 use crate::call::ports::{PortPool, RtpPorts};
@@ -737,10 +737,6 @@ impl Call {
             .then(|| recording_name(&self.call_id));
         self.record.answered(codec, recording);
         live.answered(crate::store::now_ms());
-        if let Some(call) = ctx.live.get(&record_id) {
-            ctx.events
-                .publish("call.answered", &account_id, serde_json::json!(call));
-        }
         let answered = tokio::time::Instant::now();
         lease.answered(answered);
         let mut agent = None;
@@ -869,6 +865,29 @@ impl Call {
                             media.play(n.clone());
                         }
                     }
+                    Action::Publish(CallEvent::Answered) => {
+                        if let Some(call) = ctx.live.get(&record_id) {
+                            ctx.events.publish(
+                                "call.answered",
+                                &account_id,
+                                serde_json::json!(call),
+                            );
+                        }
+                    }
+                    Action::Publish(CallEvent::TurnCompleted { turn }) => {
+                        if let Some(times) = turns.get(turn.wrapping_sub(1)) {
+                            ctx.events.publish(
+                                "turn.completed",
+                                &account_id,
+                                serde_json::json!({
+                                    "call": record_id,
+                                    "turn": turn,
+                                    "stages": times.stages_ms(),
+                                    "engine_added_us": times.engine_added().map(|d| d.as_micros() as u64),
+                                }),
+                            );
+                        }
+                    }
                     Action::InDebt => {
                         // billing.final_unit_action = "allow": it goes on; the lease's
                         // release records what it uses from now on as debt.
@@ -926,17 +945,8 @@ impl Call {
                         Input::TransferRequested { id, target },
                     ),
                     FromAgent::Turn(times) => {
-                        ctx.events.publish(
-                            "turn.completed",
-                            &account_id,
-                            serde_json::json!({
-                                "call": record_id,
-                                "turn": turns.len() + 1,
-                                "stages": times.stages_ms(),
-                                "engine_added_us": times.engine_added().map(|d| d.as_micros() as u64),
-                            }),
-                        );
                         turns.push(times);
+                        core.handle(core_now(), Input::TurnCompleted);
                     }
                     FromAgent::Transcript(lines) => transcript = lines,
                 },
