@@ -457,7 +457,10 @@ fn a_draining_node_refuses_new_browser_calls_with_503() {
         &[("Authorization", &auth)],
         "",
     );
-    assert!((200..300).contains(&status), "DELETE while draining: {status}");
+    assert!(
+        (200..300).contains(&status),
+        "DELETE while draining: {status}"
+    );
     let exited = rig.parley.stop(Duration::from_secs(15));
     assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
 }

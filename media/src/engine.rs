@@ -500,7 +500,8 @@ impl WorkerState {
                 if let Some(moved) = self.calls.get(i) {
                     self.index.insert(moved.id, i);
                 }
-                if let (Transport::WebRtc(peer), Some(port)) = (&mut slot.transport, &mut self.webrtc)
+                if let (Transport::WebRtc(peer), Some(port)) =
+                    (&mut slot.transport, &mut self.webrtc)
                 {
                     port.unregister(now, peer);
                 }

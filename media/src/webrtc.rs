@@ -78,8 +78,8 @@ impl WebRtcAnswerer {
     /// is the peer's [`WebRtcPeer::payload_type`].
     pub fn answer(&self, offer: &str, now: Instant) -> Result<(WebRtcPeer, String), OfferError> {
         // Unparseable is 400 whatever it holds; parseable but useless (no audio, no Opus) 406.
-        let parsed = SdpOffer::from_sdp_string(offer)
-            .map_err(|e| OfferError::Malformed(e.to_string()))?;
+        let parsed =
+            SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
         let opus_pt = check_offer(offer)?;
         let mut rtc = RtcConfig::new()
             .clear_codecs()
@@ -235,7 +235,9 @@ impl WebRtcPeer {
         if now >= self.next_timeout && self.rtc.handle_input(Input::Timeout(now)).is_ok() {
             self.drain(now, Some(session), emit, send);
         }
-        if !self.connected && !self.closed && now.duration_since(self.started) >= self.connect_timeout
+        if !self.connected
+            && !self.closed
+            && now.duration_since(self.started) >= self.connect_timeout
         {
             self.closed = true;
             emit(MediaEvent::TransportClosed("webrtc_connect_timeout"));
@@ -260,14 +262,8 @@ impl WebRtcPeer {
         let h = &packet.header;
         let seq = extend_seq(self.seq, h.sequence);
         self.seq = Some(seq);
-        let write = RtpWrite::new(
-            pt,
-            SeqNo::from(seq),
-            h.timestamp,
-            now,
-            packet.payload,
-        )
-        .marker(h.marker);
+        let write =
+            RtpWrite::new(pt, SeqNo::from(seq), h.timestamp, now, packet.payload).marker(h.marker);
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx(&ssrc) else {
             return false;
@@ -556,8 +552,8 @@ mod tests {
             check_offer("hello"),
             Err(OfferError::Malformed(_))
         ));
-        let with_opus = OFFER_NO_OPUS.replace(" 0\r\n", " 111 0\r\n")
-            + "a=rtpmap:111 opus/48000/2\r\n";
+        let with_opus =
+            OFFER_NO_OPUS.replace(" 0\r\n", " 111 0\r\n") + "a=rtpmap:111 opus/48000/2\r\n";
         assert_eq!(check_offer(&with_opus), Ok(111));
     }
 

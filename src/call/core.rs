@@ -243,7 +243,9 @@ impl CallCore {
             Input::TurnCompleted => {
                 self.turns += 1;
                 self.actions
-                    .push_back(Action::Publish(CallEvent::TurnCompleted { turn: self.turns }));
+                    .push_back(Action::Publish(CallEvent::TurnCompleted {
+                        turn: self.turns,
+                    }));
             }
             Input::TransferRequested { id, target } => {
                 if self.transfer.is_some() {
