@@ -480,11 +480,19 @@ impl WorkerState {
                     events,
                     ..
                 } = &mut self.calls[i];
-                // A browser call's packets go out through str0m on its tick.
-                let Transport::Rtp { socket, .. } = transport else {
-                    return;
-                };
                 let mut emit = |e: MediaEvent| events.push(e);
+                let socket = match transport {
+                    Transport::Rtp { socket, .. } => socket,
+                    Transport::WebRtc(peer) => {
+                        if let Some(port) = self.webrtc.as_mut() {
+                            if port.talkspurt(now, peer, session, &mut self.tx_buf, &mut emit) {
+                                self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                                self.stats.early_talkspurts.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        return;
+                    }
+                };
                 if let Some(tx) = session.poll_talkspurt(now, &mut self.tx_buf, &mut emit) {
                     if socket.send_to(&self.tx_buf[..tx.len], tx.to).is_ok() {
                         self.stats.packets_out.fetch_add(1, Ordering::Relaxed);

@@ -20,7 +20,7 @@ use str0m::config::DtlsCert;
 use str0m::ice::StunMessage;
 use str0m::media::{MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{Extension, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::rtcp::ReportBlock;
@@ -88,6 +88,11 @@ impl WebRtcAnswerer {
             .set_rtp_mode(true)
             .set_dtls_cert(self.cert.clone())
             .set_stats_interval(Some(Duration::from_secs(1)))
+            // Audio only, at a fixed rate: no bandwidth estimation, so no transport-wide
+            // sequence numbers and none of their feedback (a third more datagrams, each
+            // SRTCP-protected); only the MID that BUNDLE needs.
+            .clear_extension_map()
+            .set_extension(4, Extension::RtpMid)
             .build(now);
         let candidate = Candidate::host(self.candidate, "udp")
             .map_err(|e| OfferError::Malformed(format!("host candidate: {e}")))?;
@@ -250,10 +255,41 @@ impl WebRtcPeer {
         let Some(out) = session.tick(now, tx_buf, emit) else {
             return false;
         };
+        self.send_packet(now, session, &tx_buf[..out.len], emit, send)
+    }
+
+    /// A held stream's reply starts now, between ticks, when its audio is queued (the
+    /// worker's wake): as RTP calls do, so a reply does not wait up to a tick.
+    fn talkspurt(
+        &mut self,
+        now: Instant,
+        session: &mut MediaSession,
+        tx_buf: &mut [u8],
+        emit: &mut dyn FnMut(MediaEvent),
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> bool {
+        if !self.connected || self.closed {
+            return false;
+        }
+        let Some(out) = session.poll_talkspurt(now, tx_buf, emit) else {
+            return false;
+        };
+        self.send_packet(now, session, &tx_buf[..out.len], emit, send)
+    }
+
+    /// One RTP packet the session made, written through str0m (SRTP) and sent.
+    fn send_packet(
+        &mut self,
+        now: Instant,
+        session: &mut MediaSession,
+        rtp: &[u8],
+        emit: &mut dyn FnMut(MediaEvent),
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> bool {
         if self.closed {
             return false;
         }
-        let Ok(packet) = crate::rtp::parse(&tx_buf[..out.len]) else {
+        let Ok(packet) = crate::rtp::parse(rtp) else {
             return false;
         };
         let Some((ssrc, pt)) = self.sending_stream() else {
@@ -513,6 +549,22 @@ impl WebRtcPort {
     ) -> bool {
         let socket = &self.socket;
         peer.tick(now, session, tx_buf, emit, &mut |to, data| {
+            let _ = socket.send_to(data, to);
+        })
+    }
+
+    /// A held call's reply starts now (see [`WebRtcPeer`]'s talkspurt). True when a packet
+    /// went out.
+    pub fn talkspurt(
+        &mut self,
+        now: Instant,
+        peer: &mut WebRtcPeer,
+        session: &mut MediaSession,
+        tx_buf: &mut [u8],
+        emit: &mut dyn FnMut(MediaEvent),
+    ) -> bool {
+        let socket = &self.socket;
+        peer.talkspurt(now, session, tx_buf, emit, &mut |to, data| {
             let _ = socket.send_to(data, to);
         })
     }
