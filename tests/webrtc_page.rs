@@ -666,11 +666,12 @@ fn browser_calls_the_agent() {
             ("PARLEY_LLM_BASE_URL", &llm_url),
             ("PARLEY_TTS_PROVIDER", "openai"),
             ("PARLEY_TTS_BASE_URL", &tts_url),
-            // 4.5 s of the fake voice: the caller (2 s into the fake microphone's file)
-            // talks over it.
+            // About 7 s of the fake voice (50 ms a character): the caller (2 s into the fake
+            // microphone's file, so 0.5 to 4 s into the call however long it took to
+            // connect) talks over it.
             (
                 "PARLEY_AGENT_GREETING",
-                "Hello! Thank you for calling. How can I help you today? Take your time, please.",
+                "Hello! Thank you for calling. How can I help you today? Take your time, please. We are open every day of the week and always happy to hear from you.",
             ),
             ("PARLEY_WEBRTC_UDP_PORT", "0"),
         ],
@@ -756,7 +757,7 @@ fn browser_calls_the_agent() {
     // Barge-in: the caller talked over the greeting, which stopped; what the agent's context
     // keeps of it is what was heard, not the whole of it.
     let greeting =
-        "Hello! Thank you for calling. How can I help you today? Take your time, please.";
+        "Hello! Thank you for calling. How can I help you today? Take your time, please. We are open every day of the week and always happy to hear from you.";
     let requests = llm.requests();
     assert!(!requests.is_empty(), "the LLM was asked\n{}", p.logs());
     let heard_greeting: Vec<String> = requests[0].body["messages"]

@@ -400,6 +400,27 @@ impl Parley {
     }
 
     pub fn launch(opts: Launch<'_>) -> Parley {
+        // A port the harness picked may be taken (another test's outgoing connection got it
+        // as its ephemeral port) between the pick and Parley's bind: pick again.
+        let picked = opts.sip_listen.is_none() && opts.http_listen.is_none();
+        for _ in 0..3 {
+            match Parley::try_launch(&opts) {
+                Ok(parley) => return parley,
+                Err(mut failed) if picked && failed.logs().contains("Address already in use") => {
+                    failed.child = None;
+                }
+                Err(mut failed) => panic!(
+                    "parley exited during startup with {:?}\n{}",
+                    failed.exit_status(),
+                    failed.logs()
+                ),
+            }
+        }
+        panic!("parley could not bind the ports picked for it three times running");
+    }
+
+    /// Starts the server; Err (the exited server) when it exits during startup.
+    fn try_launch(opts: &Launch<'_>) -> Result<Parley, Box<Parley>> {
         let tmp = tempfile::Builder::new()
             .prefix("parley-test-")
             .tempdir()
@@ -464,18 +485,21 @@ impl Parley {
             tmp: Some(tmp),
             tmp_path,
         };
-        parley.wait_healthy(STARTUP_DEADLINE);
-        parley
+        if parley.wait_healthy(STARTUP_DEADLINE) {
+            Ok(parley)
+        } else {
+            Err(Box::new(parley))
+        }
     }
 
-    fn wait_healthy(&mut self, timeout: Duration) {
+    /// False when the server exited during startup; panics when it never answers.
+    fn wait_healthy(&mut self, timeout: Duration) -> bool {
         let mut last = String::from("no attempt yet");
+        let mut exited = false;
         let ok = poll_until(timeout, Duration::from_millis(50), || {
-            if let Some(status) = self.exit_status() {
-                panic!(
-                    "parley exited during startup with {status}\n{}",
-                    self.logs()
-                );
+            if self.exit_status().is_some() {
+                exited = true;
+                return Some(());
             }
             match http_get(self.http_addr, "/healthz") {
                 Ok((200, _)) => Some(()),
@@ -496,6 +520,7 @@ impl Parley {
                 self.logs()
             );
         }
+        !exited
     }
 
     /// `Some(status)` once the process has exited.
