@@ -818,6 +818,14 @@ fn text_channels(api: &mut Checked<'_>, acc: &str, twilio: &FakeTwilio) {
             .map(|m| m.sid)
     })
     .expect("the message reaches the fake Twilio");
+    // The callback names the message by Twilio's sid, which Parley records once Twilio's
+    // answer is back: under load the fake can see the send before the store has the sid.
+    let one = format!("/v1/messages/{id}?account_id={acc}");
+    let recorded = poll_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        let (_, m) = api.call("GET", "/v1/messages/{id}", &one, None);
+        (m["provider_sid"] == sid.as_str()).then_some(())
+    });
+    assert!(recorded.is_some(), "Parley recorded the message's sid");
     let params = [("MessageSid", sid.as_str()), ("MessageStatus", "delivered")];
     let (s, text) = twilio_webhook(api.p, PUBLIC_URL, "/webhooks/twilio/status", &params);
     assert_eq!(s, 200, "{text}");
@@ -825,7 +833,6 @@ fn text_channels(api: &mut Checked<'_>, acc: &str, twilio: &FakeTwilio) {
     let (s, page) = api.call("GET", "/v1/messages", &list, None);
     assert_eq!(s, 200);
     assert!(page["next_cursor"].is_string(), "{page}");
-    let one = format!("/v1/messages/{id}?account_id={acc}");
     let (s, detail) = api.call("GET", "/v1/messages/{id}", &one, None);
     assert_eq!(s, 200);
     assert_eq!(detail["events"][0]["status"], "delivered", "{detail}");
