@@ -150,11 +150,16 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// POSTs `offer` to the WHIP endpoint with `token`: (status, Location, body).
 fn whip(parley: &Parley, token: &str, offer: &str) -> (u16, Option<String>, String) {
+    whip_at(parley, "/v1/webrtc/whip", token, offer)
+}
+
+/// [`whip`] to `path` (with a query).
+fn whip_at(parley: &Parley, path: &str, token: &str, offer: &str) -> (u16, Option<String>, String) {
     let auth = format!("Bearer {token}");
     let (status, headers, body) = http(
         parley.http_addr,
         "POST",
-        "/v1/webrtc/whip",
+        path,
         &[
             ("Authorization", &auth),
             ("Content-Type", "application/sdp"),
@@ -228,9 +233,11 @@ fn a_webrtc_client_talks_with_the_agent_and_hangs_up_with_delete() {
     rig.llm
         .set_default(LlmReply::text(&["We open ", "at nine. ", "See you then!"]));
 
+    // The caller is a known person: their phone number as the contact.
     let mut client = WebRtcClient::new();
     let offer = client.offer();
-    let (status, location, answer) = whip(&rig.parley, &rig.key, &offer);
+    let path = "/v1/webrtc/whip?contact=%2B15551230000";
+    let (status, location, answer) = whip_at(&rig.parley, path, &rig.key, &offer);
     assert_eq!(status, 201, "{answer}\n{}", rig.parley.logs());
     let location = location.expect("a Location header");
     let id = location.rsplit('/').next().unwrap().to_string();
@@ -289,6 +296,21 @@ fn a_webrtc_client_talks_with_the_agent_and_hangs_up_with_delete() {
             .iter()
             .any(|c| c["id"] == id.as_str()),
         "the call is over"
+    );
+    // The call joined that person's timeline, as their calls and texts do.
+    let on_timeline = poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        let (status, timeline) = rig.parley.api(
+            "GET",
+            "/v1/contacts/%2B15551230000/timeline",
+            &rig.key,
+            &[],
+            None,
+        );
+        (status == 200 && timeline.to_string().contains(&id)).then_some(())
+    });
+    assert!(
+        on_timeline.is_some(),
+        "the browser call is on +15551230000's timeline"
     );
     // A second DELETE finds nothing.
     let (status, _, _) = http(
