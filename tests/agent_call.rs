@@ -24,22 +24,11 @@ struct Rig {
     parley: Parley,
 }
 
-fn models() -> Option<(String, String)> {
-    let model = repo_root().join(".cache/models/silero_vad.onnx");
-    let lib = repo_root().join(".cache/models/libonnxruntime.so.1.22.1");
-    (model.exists() && lib.exists()).then(|| {
-        (
-            lib.to_string_lossy().to_string(),
-            model.to_string_lossy().to_string(),
-        )
-    })
-}
-
 impl Rig {
     /// `None` (with the skip message printed) when the VAD model or the speech fixture is
     /// missing.
     fn start(test: &str, extra_env: &[(&str, &str)]) -> Option<Rig> {
-        let models = models();
+        let models = vad_models();
         if !require(
             test,
             "the VAD model (scripts/fetch_models.sh)",
@@ -726,7 +715,7 @@ fn tool_server(body: &'static str) -> (String, std::sync::mpsc::Receiver<serde_j
 #[test]
 fn without_providers_the_menu_takes_a_voicemail_in_the_chosen_language() {
     let name = "without_providers_the_menu_takes_a_voicemail_in_the_chosen_language";
-    let models = models();
+    let models = vad_models();
     if !require(name, "espeak-ng (scripts/setup.sh)", espeak_available())
         || !require(
             name,

@@ -257,22 +257,11 @@ impl Drop for Caller {
     }
 }
 
-fn models() -> Option<(String, String)> {
-    let model = repo_root().join(".cache/models/silero_vad.onnx");
-    let lib = repo_root().join(".cache/models/libonnxruntime.so.1.22.1");
-    (model.exists() && lib.exists()).then(|| {
-        (
-            lib.to_string_lossy().to_string(),
-            model.to_string_lossy().to_string(),
-        )
-    })
-}
-
 #[test]
 fn the_page_lists_a_live_call_then_draws_its_turns_as_a_waterfall() {
     let name = "the_page_lists_a_live_call_then_draws_its_turns_as_a_waterfall";
     let browser = chromium();
-    let models = models();
+    let models = vad_models();
     if !require(
         name,
         "headless Chromium (Debian `chromium`, scripts/setup.sh)",

@@ -8,8 +8,6 @@ mod support;
 #[path = "../media/tests/support/webrtc_client.rs"]
 mod webrtc_client;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::fakes::openai_llm::{FakeLlm, LlmReply};
@@ -26,20 +24,9 @@ struct Rig {
     key: String,
 }
 
-fn models() -> Option<(String, String)> {
-    let model = repo_root().join(".cache/models/silero_vad.onnx");
-    let lib = repo_root().join(".cache/models/libonnxruntime.so.1.22.1");
-    (model.exists() && lib.exists()).then(|| {
-        (
-            lib.to_string_lossy().to_string(),
-            model.to_string_lossy().to_string(),
-        )
-    })
-}
-
 impl Rig {
     fn start(test: &str, extra_env: &[(&str, &str)]) -> Option<Rig> {
-        let models = models();
+        let models = vad_models();
         if !require(
             test,
             "the VAD model (scripts/fetch_models.sh)",
@@ -84,70 +71,6 @@ impl Rig {
     }
 }
 
-/// A raw HTTP exchange: (status, headers lower-cased, body).
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Vec<(String, String)>, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    // Chunked bodies (axum streams some): keep the text between the size lines.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, headers, body)
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 /// POSTs `offer` to the WHIP endpoint with `token`: (status, Location, body).
 fn whip(parley: &Parley, token: &str, offer: &str) -> (u16, Option<String>, String) {
     whip_at(parley, "/v1/webrtc/whip", token, offer)
@@ -156,7 +79,7 @@ fn whip(parley: &Parley, token: &str, offer: &str) -> (u16, Option<String>, Stri
 /// [`whip`] to `path` (with a query).
 fn whip_at(parley: &Parley, path: &str, token: &str, offer: &str) -> (u16, Option<String>, String) {
     let auth = format!("Bearer {token}");
-    let (status, headers, body) = http(
+    let (status, headers, body) = raw_http(
         parley.http_addr,
         "POST",
         path,
@@ -168,7 +91,7 @@ fn whip_at(parley: &Parley, path: &str, token: &str, offer: &str) -> (u16, Optio
     );
     (
         status,
-        header(&headers, "location").map(str::to_string),
+        header_value(&headers, "location").map(str::to_string),
         body,
     )
 }
@@ -276,7 +199,7 @@ fn a_webrtc_client_talks_with_the_agent_and_hangs_up_with_delete() {
 
     // The browser hangs up.
     let auth = format!("Bearer {}", rig.key);
-    let (status, _, body) = http(
+    let (status, _, body) = raw_http(
         rig.parley.http_addr,
         "DELETE",
         &location,
@@ -313,7 +236,7 @@ fn a_webrtc_client_talks_with_the_agent_and_hangs_up_with_delete() {
         "the browser call is on +15551230000's timeline"
     );
     // A second DELETE finds nothing.
-    let (status, _, _) = http(
+    let (status, _, _) = raw_http(
         rig.parley.http_addr,
         "DELETE",
         &location,
@@ -472,7 +395,7 @@ fn a_draining_node_refuses_new_browser_calls_with_503() {
     // The call in progress goes on until the browser hangs up.
     listen(&mut client, Duration::from_millis(200));
     let auth = format!("Bearer {}", rig.key);
-    let (status, _, _) = http(
+    let (status, _, _) = raw_http(
         rig.parley.http_addr,
         "DELETE",
         &location.unwrap(),
@@ -511,7 +434,7 @@ fn a_browser_call_counts_toward_the_accounts_call_limit() {
     assert!(body.contains("limit"), "{body}");
     // Once the first ends, its place is free again.
     let auth = format!("Bearer {key}");
-    let (status, _, _) = http(
+    let (status, _, _) = raw_http(
         rig.parley.http_addr,
         "DELETE",
         &location.unwrap(),

@@ -29,8 +29,6 @@ mod support;
 mod webrtc_client;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::fakes::openai_llm::{FakeLlm, LlmReply};
@@ -152,40 +150,6 @@ fn conversation_frames() -> Vec<Vec<i16>> {
             f
         })
         .collect()
-}
-
-/// A raw HTTP exchange: (status, headers lower-cased, body).
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Vec<(String, String)>, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
 }
 
 /// One browser call of the harness.
@@ -340,7 +304,7 @@ fn browser_calls_at_steady_state() {
             let mut client = WebRtcClient::new();
             let offer = client.offer();
             let posted = Instant::now();
-            let (status, headers, body) = http(
+            let (status, headers, body) = raw_http(
                 parley.http_addr,
                 "POST",
                 "/v1/webrtc/whip",
@@ -482,7 +446,7 @@ fn browser_calls_at_steady_state() {
     for i in 0..callers.len() {
         pump_now(&mut callers[i..]);
         let c = &callers[i];
-        let (status, _, body) = http(
+        let (status, _, body) = raw_http(
             parley.http_addr,
             "DELETE",
             &c.location,

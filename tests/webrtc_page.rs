@@ -611,17 +611,6 @@ fn speech_48k(dir: &Path) -> PathBuf {
     out
 }
 
-fn models() -> Option<(String, String)> {
-    let model = repo_root().join(".cache/models/silero_vad.onnx");
-    let lib = repo_root().join(".cache/models/libonnxruntime.so.1.22.1");
-    (model.exists() && lib.exists()).then(|| {
-        (
-            lib.to_string_lossy().to_string(),
-            model.to_string_lossy().to_string(),
-        )
-    })
-}
-
 #[test]
 fn browser_calls_the_agent() {
     use support::fakes::openai_llm::{FakeLlm, LlmReply};
@@ -632,7 +621,7 @@ fn browser_calls_the_agent() {
     let Some(bin) = browser_or_skip(name) else {
         return;
     };
-    let models = models();
+    let models = vad_models();
     let sox = Command::new("sox").arg("--version").output().is_ok();
     if !require(
         name,

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
@@ -200,16 +199,10 @@ impl WebRtcPeer {
         self.connected
     }
 
-    /// True when `datagram` from `from` is this peer's (str0m's own check: the nominated
-    /// address, a viable candidate, or a STUN message for our credentials).
-    fn accepts(&self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
-        match receive(self.local, from, datagram) {
-            Some(r) => self.rtc.accepts(&Input::Receive(now, r)),
-            None => false,
-        }
-    }
-
-    /// A datagram for this peer; what it yields goes to `session` and out through `send`.
+    /// A datagram routed to this peer: false when str0m does not take it as this peer's
+    /// (its own check: the nominated address, a viable candidate, or a STUN message for our
+    /// credentials); otherwise what it yields goes to `session` and out through `send`.
+    /// The datagram is classified once, for both.
     fn handle_datagram(
         &mut self,
         now: Instant,
@@ -218,14 +211,18 @@ impl WebRtcPeer {
         session: &mut MediaSession,
         emit: &mut dyn FnMut(MediaEvent),
         send: &mut dyn FnMut(SocketAddr, &[u8]),
-    ) {
+    ) -> bool {
         let Some(r) = receive(self.local, from, datagram) else {
-            return;
+            return false;
         };
-        if self.rtc.handle_input(Input::Receive(now, r)).is_err() {
-            return;
+        let input = Input::Receive(now, r);
+        if !self.rtc.accepts(&input) {
+            return false;
         }
-        self.drain(now, Some(session), emit, send);
+        if self.rtc.handle_input(input).is_ok() {
+            self.drain(now, Some(session), emit, send);
+        }
+        true
     }
 
     /// Timers, the connect deadline, then what the session has to send this tick.
@@ -521,7 +518,11 @@ impl WebRtcPort {
         datagram: &[u8],
         emit: &mut dyn FnMut(MediaEvent),
     ) {
-        if !peer.accepts(now, from, datagram) {
+        let socket = &self.socket;
+        let accepted = peer.handle_datagram(now, from, datagram, session, emit, &mut |to, data| {
+            let _ = socket.send_to(data, to);
+        });
+        if !accepted {
             self.stats.unmatched += 1;
             return;
         }
@@ -532,10 +533,6 @@ impl WebRtcPort {
         if peer.remote.is_none() && datagram.first().is_none_or(|b| *b >= 4) {
             peer.remote = Some(from);
         }
-        let socket = &self.socket;
-        peer.handle_datagram(now, from, datagram, session, emit, &mut |to, data| {
-            let _ = socket.send_to(data, to);
-        });
     }
 
     /// A call's tick: timers, then what it sends. True when a media packet went out.
@@ -577,9 +574,6 @@ impl WebRtcPort {
 /// Addresses the demultiplexer remembers across all calls (a browser tries a few candidate
 /// pairs; a flood of accepted-looking STUN cannot grow the map without bound).
 const MAX_ADDRESSES: usize = 65_536;
-
-/// Shared so tests and the worker agree on what a peer needs.
-pub type SharedAnswerer = Arc<WebRtcAnswerer>;
 
 #[cfg(test)]
 mod tests {

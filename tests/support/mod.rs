@@ -1117,3 +1117,80 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Wav, String> {
     }
     Err("no data chunk".into())
 }
+
+/// The ONNX Runtime library and the Silero model (`scripts/fetch_models.sh`), as paths for
+/// `PARLEY_MEDIA_ONNXRUNTIME` and `PARLEY_MEDIA_VAD_MODEL`; None when they are not fetched.
+pub fn vad_models() -> Option<(String, String)> {
+    let model = repo_root().join(".cache/models/silero_vad.onnx");
+    let lib = repo_root().join(".cache/models/libonnxruntime.so.1.22.1");
+    (model.exists() && lib.exists()).then(|| {
+        (
+            lib.to_string_lossy().to_string(),
+            model.to_string_lossy().to_string(),
+        )
+    })
+}
+
+/// A raw HTTP/1.1 exchange with any body and headers (WHIP's `application/sdp`, whose
+/// `Location` and `Link` headers matter): (status, headers lower-cased, body, de-chunked).
+pub fn raw_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = header_value(&headers, "transfer-encoding") == Some("chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, headers, body)
+}
+
+/// A chunked body's text.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of header `name` (lower case) among [`raw_http`]'s headers.
+pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
